@@ -1,0 +1,39 @@
+"""Packaging for ekg_keras: filter pruning for Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+
+setup(
+    name="ekg_keras",
+    version="0.1.0",
+    description=(
+        "Filter (structured) pruning for Keras 3: EKG, SFP, ASFP, FPGM, "
+        "LFPC, NPPM and stage-wise pruning on one shared core."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ekg_keras", "ekg_keras.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.6,<4",
+        "tensorflow>=2.16",
+        "tensorflow-datasets",
+        "absl-py",
+        "numpy",
+        # The embedded data set (load_digits) ships inside scikit-learn.
+        "scikit-learn",
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "plot": ["matplotlib"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Keras",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,40 @@
+"""Test-suite set-up shared by every test module.
+
+TensorFlow can split the CPU into logical devices only before it initialises,
+so the split for the `tf.distribute.MirroredStrategy` tests happens here, at
+import time, before any test module touches TensorFlow.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_CPUS = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _CPUS[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2,
+)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Gives each test the same seeds and fresh layer-name counters."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    np.random.seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def two_cpus():
+    """The two logical CPU device names for MirroredStrategy tests."""
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, devices
+    return [d.name for d in devices[:2]]
