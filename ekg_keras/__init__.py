@@ -1,0 +1,24 @@
+"""ekg_keras: filter pruning for Keras 3.
+
+```python
+import ekg_keras
+small = ekg_keras.prune(model, flops=0.45)  # keep 45% of the FLOPs
+```
+"""
+
+from ekg_keras import allocation
+from ekg_keras import criteria
+from ekg_keras import data
+from ekg_keras import graph
+from ekg_keras import layers
+from ekg_keras import models
+from ekg_keras.export import export
+from ekg_keras.flops import FlopsCounter
+from ekg_keras.flops import FlopsReport
+from ekg_keras.flops import count_flops
+from ekg_keras.layers import strip
+from ekg_keras.layers import wrap
+from ekg_keras.prune import prune
+from ekg_keras.slim import slim
+
+__version__ = "0.1.0"

@@ -1,0 +1,39 @@
+"""Prunable `Dense`."""
+
+import keras
+
+from ekg_keras._api import ekg_export
+from ekg_keras.layers.prunable import PrunableMixin
+
+
+@ekg_export
+class PrunableDense(PrunableMixin, keras.layers.Dense):
+    """`keras.layers.Dense` with a mask over its output units.
+
+    Args:
+        *args: Positional arguments of `keras.layers.Dense`.
+        mode: `"hard"` (the output is multiplied by the mask) or `"soft"`
+            (the mask only marks units for `zero_masked_weights`).
+        **kwargs: Keyword arguments of `keras.layers.Dense`.
+    """
+
+    base_layer_class = keras.layers.Dense
+
+    def __init__(self, *args, mode="hard", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_pruning(mode)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_mask(self.units)
+
+    def call(self, inputs, training=None):
+        return self._apply_mask(super().call(inputs, training=training))
+
+    def _output_weights(self):
+        yield self._kernel, (1,)
+        if self.use_bias:
+            yield self.bias, (0,)
+
+    def get_config(self):
+        return {**super().get_config(), **self._pruning_config()}

@@ -1,0 +1,165 @@
+"""`wrap` a model into prunable layers and `strip` it back to plain ones."""
+
+import warnings
+
+import keras
+import numpy as np
+
+from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
+from ekg_keras.layers.conv import PrunableConv2D
+from ekg_keras.layers.conv import PrunableDepthwiseConv2D
+from ekg_keras.layers.conv import PrunableSeparableConv2D
+from ekg_keras.layers.dense import PrunableDense
+from ekg_keras.layers.prunable import PrunableMixin
+from ekg_keras.layers.prunable import check_mode
+
+PRUNABLE_CLASSES = {
+    cls.base_layer_class: cls
+    for cls in (
+        PrunableConv2D,
+        PrunableDepthwiseConv2D,
+        PrunableSeparableConv2D,
+        PrunableDense,
+        PrunableBatchNormalization,
+    )
+}
+
+
+def is_prunable(layer):
+    """Whether `layer` carries a filter mask."""
+    return isinstance(layer, PrunableMixin)
+
+
+def prunable_layers(model):
+    """All prunable layers of `model`, nested models included."""
+    return [layer for layer in _flat_layers(model) if is_prunable(layer)]
+
+
+def wrap(model, mode="hard"):
+    """Returns a clone of `model` whose prunable layers carry masks.
+
+    Every `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D`, `Dense` and
+    `BatchNormalization` (exactly these classes, not user subclasses) becomes
+    its prunable counterpart, with the same config, the same weights and an
+    all-ones mask, so the clone computes the same outputs. Layers that are
+    already prunable keep their masks and take the new `mode`. Nested models
+    are wrapped recursively. `model` itself is not modified.
+
+    Args:
+        model: A functional or Sequential Keras model.
+        mode: `"hard"` or `"soft"`, see `ekg_keras.layers.PrunableConv2D`.
+
+    Returns:
+        The wrapped clone.
+    """
+    check_mode(mode)
+
+    def make(layer):
+        if is_prunable(layer):
+            return type(layer).from_config({**layer.get_config(), "mode": mode})
+        prunable_class = PRUNABLE_CLASSES.get(type(layer))
+        if prunable_class is None:
+            return _plain_copy(layer)
+        return prunable_class.from_config({**layer.get_config(), "mode": mode})
+
+    def weights(old, new):
+        values = old.get_weights()
+        if is_prunable(new) and not is_prunable(old):
+            values.append(np.ones(new.filter_mask.shape, "float32"))
+        return values
+
+    return _clone(model, make, weights)
+
+
+def strip(model):
+    """Returns a clone of `model` with plain Keras layers instead of prunable.
+
+    The masks are baked into the weights: the weights of masked channels
+    are zeroed (as `zero_masked_weights` does), so for activations with
+    `f(0) = 0` the plain clone computes what the hard-masked model computes.
+    Shapes are unchanged; use `ekg_keras.slim` to remove the channels.
+    `model` itself is not modified.
+
+    Args:
+        model: A model that may contain prunable layers.
+
+    Returns:
+        The stripped clone.
+    """
+
+    def make(layer):
+        if not is_prunable(layer):
+            return _plain_copy(layer)
+        config = dict(layer.get_config())
+        config.pop("mode")
+        return layer.base_layer_class.from_config(config)
+
+    def weights(old, new):
+        if not is_prunable(old):
+            return old.get_weights()
+        return _baked_weights(old)
+
+    return _clone(model, make, weights)
+
+
+def _baked_weights(layer):
+    """The layer's weights, mask excluded, with masked channels zeroed."""
+    baked = {}
+    if layer.mode == "hard":
+        _warn_if_nonzero_at_zero(layer)
+        baked = {id(v): value for v, value in layer.masked_weight_values()}
+    return [
+        baked.get(id(v), v.numpy())
+        for v in layer.weights
+        if v is not layer.filter_mask
+    ]
+
+
+def _warn_if_nonzero_at_zero(layer):
+    activation = getattr(layer, "activation", None)
+    if activation is None or np.asarray(layer.filter_mask.numpy()).all():
+        return
+    at_zero = activation_at_zero(activation)
+    if at_zero != 0.0:
+        warnings.warn(
+            f"Layer '{layer.name}' has an activation with f(0) = {at_zero}; "
+            "the stripped layer outputs that constant for masked channels "
+            "instead of 0. Use `ekg_keras.slim`, which folds it into the "
+            "consumer.",
+            stacklevel=4,
+        )
+
+
+def activation_at_zero(activation):
+    """Returns `activation(0.0)` as a Python float."""
+    value = activation(keras.ops.zeros((1,)))
+    return float(keras.ops.convert_to_numpy(value)[0])
+
+
+def _plain_copy(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _clone(model, make, weights):
+    """Clones `model` with `make(layer)` and copies `weights(old, new)`."""
+    pairs = []
+
+    def clone_function(layer):
+        new = make(layer)
+        pairs.append((layer, new))
+        return new
+
+    clone = keras.models.clone_model(
+        model, clone_function=clone_function, recursive=True
+    )
+    for old, new in pairs:
+        if old.weights:
+            new.set_weights(weights(old, new))
+    return clone
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer)
