@@ -1,0 +1,53 @@
+"""Helpers shared by tests that build, randomise and compare models."""
+
+import keras
+import numpy as np
+
+
+def randomize_batchnorm(model, seed=0):
+    """Gives every BatchNormalization non-trivial statistics and affine
+    weights, so that inference outputs depend on them."""
+    rng = np.random.default_rng(seed)
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            values = []
+            for weight in layer.weights:
+                shape = weight.shape
+                if weight.name == "moving_variance":
+                    values.append(rng.uniform(0.5, 1.5, shape))
+                elif weight.name == "gamma":
+                    values.append(rng.uniform(0.5, 1.5, shape))
+                elif weight.name == "mask":
+                    values.append(np.ones(shape))
+                else:
+                    values.append(rng.normal(0.0, 0.3, shape))
+            layer.set_weights([v.astype("float32") for v in values])
+    return model
+
+
+def all_layers(model):
+    """Layers of `model`, nested models included (depth first)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def images(batch=4, size=32, channels=3, seed=0):
+    """A batch of random images."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, size, size, channels)).astype("float32")
+
+
+def max_relative_difference(a, b):
+    """max |a - b| / max |b|."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def layer_classes(model):
+    """The set of `module.ClassName` of every layer, nested included."""
+    return {
+        f"{type(layer).__module__}.{type(layer).__name__}"
+        for layer in all_layers(model)
+    }
