@@ -1,0 +1,49 @@
+"""Turning the `data` arguments users pass into `tf.data` batches."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def as_dataset(data, batch_size=64, name="data"):
+    """Accepts a `tf.data.Dataset` of batches or an `(x, y)` array pair.
+
+    Args:
+        data: A dataset yielding `(inputs, labels)` (or `(inputs, labels,
+            weights)`) batches, or a tuple `(x, y)` of arrays.
+        batch_size: Batch size for array input.
+        name: Argument name for error messages.
+
+    Returns:
+        A batched `tf.data.Dataset` of `(inputs, labels)`.
+
+    Raises:
+        ValueError: If `data` has no labels or is empty.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if len(x) == 0:
+            raise ValueError(f"`{name}` is empty. Received: 0 samples.")
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            f"`{name}` should be a tf.data.Dataset of (inputs, labels) "
+            f"batches or an (x, y) tuple of arrays. Received: {type(data)}"
+        )
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(
+            f"`{name}` should yield (inputs, labels) pairs; labels are "
+            f"needed. Received elements with spec {spec}."
+        )
+    return data.map(lambda *element: (element[0], element[1]))
+
+
+def check_labels(labels, num_outputs, name="data"):
+    """Raises if integer labels fall outside `[0, num_outputs)`."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_outputs):
+        raise ValueError(
+            f"Labels in `{name}` should be in [0, {num_outputs}) for a model "
+            f"with {num_outputs} outputs. Received labels from "
+            f"{labels.min()} to {labels.max()}."
+        )

@@ -1,0 +1,99 @@
+"""Allowed keep counts per group and the greedy top-up shared by
+allocations."""
+
+import numpy as np
+
+
+class KeepLevels:
+    """The keep counts each prunable group may take.
+
+    A group may keep a multiple of `round_to` channels, or all of them, and
+    never fewer than `min_channels` (nor fewer than one). Groups that are not
+    prunable have a single level, their full size.
+
+    Args:
+        sizes: Channels per group.
+        prunable: Boolean per group.
+        min_channels: Smallest count a prunable group may keep.
+        round_to: Keep counts are multiples of this (or the full size).
+    """
+
+    def __init__(self, sizes, prunable, min_channels=1, round_to=1):
+        if int(round_to) < 1:
+            raise ValueError(
+                f"`round_to` should be a positive integer. Received: "
+                f"round_to={round_to!r}"
+            )
+        if int(min_channels) < 1:
+            raise ValueError(
+                f"`min_channels` should be at least 1. Received: "
+                f"min_channels={min_channels!r}"
+            )
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.prunable = np.asarray(prunable, dtype=bool)
+        self.levels = [
+            _levels(size, min_channels, round_to) if free else np.array([size])
+            for size, free in zip(self.sizes, self.prunable)
+        ]
+
+    @property
+    def lowest(self):
+        """The smallest keep count of every group."""
+        return np.array([levels[0] for levels in self.levels], dtype=np.int64)
+
+    def at_least(self, wanted):
+        """Per group, the smallest level that is >= `wanted` (clipped)."""
+        result = np.empty(len(self.levels), dtype=np.int64)
+        for i, (levels, want) in enumerate(zip(self.levels, wanted)):
+            position = np.searchsorted(levels, want, side="left")
+            result[i] = levels[min(position, len(levels) - 1)]
+        return result
+
+    def next_level(self, group, keep):
+        """The level above `keep` for `group`, or None at the top."""
+        levels = self.levels[group]
+        position = np.searchsorted(levels, keep, side="right")
+        return int(levels[position]) if position < len(levels) else None
+
+
+def _levels(size, min_channels, round_to):
+    steps = np.arange(round_to, size + 1, round_to)
+    levels = np.unique(np.concatenate([steps, [size]]))
+    floor = min(max(min_channels, 1), size)
+    above = levels[levels >= floor]
+    return above if len(above) else np.array([size])
+
+
+def top_up(keep, levels, macs, target, priority):
+    """Raises keep counts one level at a time while MACs stay <= target.
+
+    At each step the group with the highest `priority(group, keep)` among
+    those whose next level still fits is raised, so an allocation lands as
+    close below the target as single levels allow.
+
+    Args:
+        keep: Starting keep counts (not modified).
+        levels: `KeepLevels`.
+        macs: Function from keep counts to MACs.
+        target: MAC budget.
+        priority: Function `(group, keep) -> float`.
+
+    Returns:
+        The raised keep counts.
+    """
+    keep = np.array(keep, dtype=np.int64)
+    while True:
+        best, best_priority = None, -np.inf
+        for group in np.flatnonzero(levels.prunable):
+            up = levels.next_level(group, keep[group])
+            if up is None:
+                continue
+            trial = keep.copy()
+            trial[group] = up
+            if macs(trial) <= target:
+                value = priority(group, keep)
+                if value > best_priority:
+                    best, best_priority = (group, up), value
+        if best is None:
+            return keep
+        keep[best[0]] = best[1]

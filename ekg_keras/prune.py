@@ -1,0 +1,213 @@
+"""`prune`: one call from a trained model to a smaller one."""
+
+import numpy as np
+
+from ekg_keras import allocation as allocation_lib
+from ekg_keras import criteria as criteria_lib
+from ekg_keras.allocation import KeepLevels
+from ekg_keras.flops import FlopsCounter
+from ekg_keras.graph import trace
+from ekg_keras.layers import prunable_layers
+from ekg_keras.layers import wrap
+from ekg_keras.slim import slim as slim_model
+from ekg_keras.taylor import taylor_scores
+
+METHODS = ("oneshot", "ekg")
+
+
+def prune(
+    model,
+    flops,
+    *,
+    method=None,
+    criterion="l2",
+    allocation="uniform",
+    data=None,
+    ignored_layers=None,
+    round_to=1,
+    min_channels=1,
+    include_bn=False,
+    include_fc=True,
+    loss=None,
+    slim=True,
+    verbose=1,
+):
+    """Prunes whole filters so that `model` keeps `flops` of its FLOPs.
+
+    One-shot pruning (`method="oneshot"`): trace the channel groups, score
+    every channel with `criterion`, choose per-group keep counts with
+    `allocation` so that the pruned model keeps at most `flops` of the
+    original multiply-accumulates (as close below as single channels
+    allow), mask the lowest-scored channels and, by default, slim.
+
+    Args:
+        model: A trained functional or Sequential Keras model. It is not
+            modified.
+        flops: Fraction of the original FLOPs to keep, in (0, 1]; 0.45
+            keeps 45 % (removes 55 %), like EKG's `search_target_rate`.
+        method: `"oneshot"`, or `"ekg"` for the data-driven EKG search.
+            Defaults to `"oneshot"` without `data` and `"ekg"` with it.
+        criterion: A name from `ekg_keras.criteria.names()` ("l1", "l2",
+            "fpgm", "bn_scale", "taylor", "random") or a callable taking a
+            `GroupWeights` and returning one score per channel.
+        allocation: `"uniform"` (the same keep fraction in every group) or
+            `"global"` (channels ranked across groups), or a callable.
+        data: `(inputs, labels)` batches (`tf.data.Dataset` or an `(x, y)`
+            tuple) for data-driven criteria such as "taylor".
+        ignored_layers: Names of layers to keep whole (their input and
+            output channels are not pruned).
+        round_to: Keep channel counts multiples of this (e.g. 8 for fast
+            kernels), except for groups kept whole.
+        min_channels: Fewest channels a group may keep.
+        include_bn: Count batch normalization in FLOPs (EKG convention).
+        include_fc: Count dense layers in FLOPs.
+        loss: Loss for data-driven criteria; defaults to sparse categorical
+            cross-entropy (from logits unless the model ends in softmax).
+        slim: Return the slim plain model (default). With False, return the
+            masked model (prunable layers in hard mode) for fine-tuning;
+            `ekg_keras.slim` turns it into the slim model later.
+        verbose: 0 for silence, 1 for a one-line summary.
+
+    Returns:
+        The pruned `keras.Model`.
+
+    Raises:
+        ValueError: For `flops` outside (0, 1], a model without a functional
+            graph, nothing prunable, an unknown criterion or allocation, or
+            a target below the smallest reachable fraction.
+        NotImplementedError: For `method="ekg"` (or `data` without a
+            method) until the EKG search lands.
+    """
+    _check_flops(flops)
+    method = _resolve_method(method, data)
+    criterion_fn = criteria_lib.get(criterion)
+    allocate = allocation_lib.get(allocation)
+    if criteria_lib.requires_data(criterion_fn) and data is None:
+        raise ValueError(
+            f"criterion={criterion!r} scores channels from data: pass "
+            "`data=` with (inputs, labels) batches."
+        )
+    trace(model)  # Validates the model and warns about unknown layers.
+    masked = wrap(model, mode="hard")
+    graph = trace(masked, warn=False)
+    _ignore(graph, ignored_layers)
+    if not graph.prunable_groups:
+        raise ValueError(
+            f"Model '{model.name}' has nothing prunable: every channel group "
+            "reaches a model output, an input, an ignored layer or a layer "
+            "the channel graph does not know.\n" + graph.summary()
+        )
+    counter = FlopsCounter(graph, include_bn=include_bn, include_fc=include_fc)
+    levels = KeepLevels(
+        graph.sizes, [g.prunable for g in graph.groups], min_channels, round_to
+    )
+    full = counter.macs(counter.full)
+    target = flops * full
+    _check_reachable(counter, levels, flops, full)
+    taylor = None
+    if criteria_lib.requires_data(criterion_fn):
+        taylor = taylor_scores(masked, graph, data, loss=loss)
+    scores = [
+        criteria_lib.score(criterion_fn, graph, group, taylor)
+        if group.prunable else None
+        for group in graph.groups
+    ]
+    keep_counts = allocate(counter, target, scores, levels)
+    keep = keep_top(scores, keep_counts, graph.sizes)
+    apply_keep(masked, graph, keep)
+    if verbose:
+        achieved = counter.macs(keep_counts)
+        print(
+            f"ekg_keras.prune: kept {achieved / full:.1%} of FLOPs "
+            f"({full / 1e6:.2f}M -> {achieved / 1e6:.2f}M MACs), params "
+            f"{counter.params(counter.full) / 1e6:.3f}M -> "
+            f"{counter.params(keep_counts) / 1e6:.3f}M "
+            f"[{criterion if isinstance(criterion, str) else 'custom'}, "
+            f"{allocation if isinstance(allocation, str) else 'custom'}]"
+        )
+    return slim_model(masked, graph) if slim else masked
+
+
+def keep_top(scores, keep_counts, sizes):
+    """Boolean keep masks keeping the `keep_counts[g]` best-scored channels.
+
+    Groups without scores (fixed groups) keep everything.
+    """
+    keep = []
+    for values, count, size in zip(scores, keep_counts, sizes):
+        mask = np.ones(size, dtype=bool)
+        if values is not None and count < size:
+            order = np.argsort(-np.asarray(values), kind="stable")
+            mask[:] = False
+            mask[order[:count]] = True
+        keep.append(mask)
+    return keep
+
+
+def apply_keep(model, graph, keep):
+    """Writes group keep masks into the masks of the model's layers."""
+    graph.check_keep(keep)
+    masks = graph.layer_masks(keep)
+    for layer in prunable_layers(model):
+        if id(layer) in masks:
+            layer.filter_mask.assign(masks[id(layer)])
+
+
+def _check_flops(flops):
+    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not (
+        0 < flops <= 1
+    ):
+        raise ValueError(
+            "`flops` should be the fraction of FLOPs to keep, in (0, 1] "
+            f"(0.45 keeps 45%). Received: flops={flops!r}"
+        )
+
+
+def _resolve_method(method, data):
+    if method is None:
+        method = "oneshot" if data is None else "ekg"
+    if method not in METHODS:
+        raise ValueError(
+            f"`method` should be one of {METHODS}. Received: method={method!r}"
+        )
+    if method == "ekg":
+        raise NotImplementedError(
+            "The EKG sub-network search (the default when `data` is given) "
+            "is not available yet. To prune one-shot with a data-driven "
+            "criterion, pass method='oneshot' and e.g. criterion='taylor'."
+        )
+    return method
+
+
+def _ignore(graph, ignored_layers):
+    if not ignored_layers:
+        return
+    names = {r.path for r in graph.layers.values()} | {
+        r.layer.name for r in graph.layers.values()
+    }
+    unknown = [name for name in ignored_layers if name not in names]
+    if unknown:
+        raise ValueError(
+            f"`ignored_layers` names layers the model does not have: "
+            f"{unknown}. Received: ignored_layers={list(ignored_layers)}"
+        )
+    for group in graph.groups:
+        roles = group.producers + group.members + group.consumers
+        hits = [
+            path for path in roles
+            if path in ignored_layers or path.split("/")[-1] in ignored_layers
+        ]
+        if hits:
+            group.prunable = False
+            group.reasons += (f"layer {hits[0]!r} is in ignored_layers",)
+
+
+def _check_reachable(counter, levels, flops, full):
+    smallest = counter.macs(levels.lowest) / full
+    if flops < smallest:
+        raise ValueError(
+            f"flops={flops} is below the smallest reachable fraction "
+            f"{smallest:.4f}: with every prunable group at its minimum "
+            "width, the unprunable rest of the network keeps that much. "
+            f"Received: flops={flops}"
+        )

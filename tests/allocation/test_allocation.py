@@ -1,0 +1,99 @@
+"""Tests for ekg_keras.allocation: keep counts that meet a FLOPs budget."""
+
+import numpy as np
+import pytest
+
+from ekg_keras import allocation
+from ekg_keras import criteria
+from ekg_keras import graph
+from ekg_keras import models
+from ekg_keras.allocation import KeepLevels
+from ekg_keras.flops import FlopsCounter
+
+
+@pytest.fixture(scope="module")
+def resnet56_setup():
+    channel_graph = graph.trace(models.resnet56())
+    counter = FlopsCounter(channel_graph)
+    scores = [
+        criteria.score("l2", channel_graph, g) if g.prunable else None
+        for g in channel_graph.groups
+    ]
+    return channel_graph, counter, scores
+
+
+def _levels(channel_graph, **kwargs):
+    return KeepLevels(
+        channel_graph.sizes, [g.prunable for g in channel_graph.groups],
+        **kwargs)
+
+
+@pytest.mark.parametrize("name", ["uniform", "global"])
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
+def test_meets_the_budget_within_one_point(resnet56_setup, name, fraction):
+    channel_graph, counter, scores = resnet56_setup
+    full = counter.macs(counter.full)
+    keep = allocation.get(name)(
+        counter, fraction * full, scores, _levels(channel_graph))
+    achieved = counter.macs(keep) / full
+    assert achieved <= fraction
+    assert achieved > fraction - 0.01
+    fixed = [g.id for g in channel_graph.groups if not g.prunable]
+    np.testing.assert_array_equal(keep[fixed], channel_graph.sizes[fixed])
+    assert np.all(keep >= 1)
+
+
+def test_uniform_keeps_nearly_the_same_fraction_everywhere(resnet56_setup):
+    channel_graph, counter, scores = resnet56_setup
+    keep = allocation.uniform(
+        counter, 0.5 * counter.macs(counter.full), scores,
+        _levels(channel_graph))
+    prunable = [g.id for g in channel_graph.prunable_groups]
+    fractions = keep[prunable] / channel_graph.sizes[prunable]
+    # One channel of the smallest group (16) is 1/16 of it.
+    assert fractions.max() - fractions.min() <= 1 / 16 + 1e-9
+
+
+def test_global_removes_the_least_important_channels_first():
+    inputs_graph = graph.trace(models.resnet20())
+    counter = FlopsCounter(inputs_graph)
+    scores = [np.ones(g.size) if g.prunable else None
+              for g in inputs_graph.groups]
+    weak = inputs_graph.prunable_groups[3].id
+    scores[weak] = np.full(inputs_graph.groups[weak].size, 1e-3)
+    scores[weak][0] = 1.0  # mean-normalised, the others stay tiny
+    keep = allocation.global_ranking(
+        counter, 0.97 * counter.macs(counter.full), scores,
+        _levels(inputs_graph))
+    losers = [g for g in range(len(keep)) if keep[g] < inputs_graph.sizes[g]]
+    assert losers == [weak]
+
+
+def test_round_to_and_min_channels(resnet56_setup):
+    channel_graph, counter, scores = resnet56_setup
+    levels = _levels(channel_graph, round_to=8, min_channels=8)
+    keep = allocation.uniform(
+        counter, 0.5 * counter.macs(counter.full), scores, levels)
+    prunable = [g.id for g in channel_graph.prunable_groups]
+    assert np.all(keep[prunable] % 8 == 0)
+    assert np.all(keep[prunable] >= 8)
+
+
+def test_keep_levels():
+    levels = KeepLevels([10, 4, 6], [True, False, True], min_channels=3,
+                        round_to=4)
+    np.testing.assert_array_equal(levels.levels[0], [4, 8, 10])
+    np.testing.assert_array_equal(levels.levels[1], [4])
+    np.testing.assert_array_equal(levels.levels[2], [4, 6])
+    np.testing.assert_array_equal(levels.at_least([5, 1, 1]), [8, 4, 4])
+    assert levels.next_level(0, 8) == 10
+    assert levels.next_level(0, 10) is None
+    with pytest.raises(ValueError, match="round_to=0"):
+        KeepLevels([4], [True], round_to=0)
+    with pytest.raises(ValueError, match="min_channels=0"):
+        KeepLevels([4], [True], min_channels=0)
+
+
+def test_unknown_allocation():
+    with pytest.raises(ValueError, match="Received: allocation='greedy'"):
+        allocation.get("greedy")

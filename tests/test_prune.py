@@ -1,0 +1,165 @@
+"""Tests for ekg_keras.prune: one-shot pruning to a FLOPs budget."""
+
+import keras
+import numpy as np
+import pytest
+
+import ekg_keras
+from ekg_keras import models
+from model_testing import images
+from model_testing import layer_classes
+from model_testing import max_relative_difference
+from model_testing import randomize_batchnorm
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    keras.utils.set_random_seed(1)
+    return randomize_batchnorm(models.resnet20())
+
+
+def _kept_fraction(original, pruned):
+    return ekg_keras.count_flops(pruned).macs / ekg_keras.count_flops(
+        original).macs
+
+
+def test_prune_returns_a_slim_plain_model_within_one_point(resnet20):
+    before = [w.copy() for w in resnet20.get_weights()]
+    pruned = ekg_keras.prune(resnet20, flops=0.5, verbose=0)
+    assert 0.49 <= _kept_fraction(resnet20, pruned) <= 0.5
+    assert all(name.startswith("keras.") for name in layer_classes(pruned))
+    assert pruned.count_params() < resnet20.count_params()
+    # The user's model is untouched.
+    assert all(name.startswith("keras.") for name in layer_classes(resnet20))
+    for old, new in zip(before, resnet20.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_masked_result_slims_to_the_same_outputs(resnet20):
+    masked = ekg_keras.prune(resnet20, flops=0.45, slim=False, verbose=0)
+    assert ekg_keras.layers.prunable_layers(masked)
+    slim = ekg_keras.slim(masked)
+    x = images(8)
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4
+    assert 0.44 <= _kept_fraction(resnet20, slim) <= 0.45
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm", "bn_scale",
+                                       "random"])
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_criteria_and_allocations(resnet20, criterion, allocation):
+    masked = ekg_keras.prune(
+        resnet20, flops=0.6, criterion=criterion, allocation=allocation,
+        slim=False, verbose=0)
+    assert 0.59 <= _kept_fraction(resnet20, masked) <= 0.6
+
+
+def test_l2_keeps_the_largest_filters(resnet20):
+    masked = ekg_keras.prune(resnet20, flops=0.5, slim=False, verbose=0)
+    layer = masked.get_layer("stage1_block1_conv1")
+    norms = np.linalg.norm(
+        resnet20.get_layer("stage1_block1_conv1").kernel.numpy().reshape(
+            -1, layer.filters), axis=0)
+    mask = layer.filter_mask.numpy() > 0
+    assert 0 < mask.sum() < len(mask)
+    assert norms[mask].min() >= norms[~mask].max()
+
+
+def test_taylor_criterion_uses_data(resnet20):
+    x = images(16)
+    y = np.arange(16) % 10
+    masked = ekg_keras.prune(
+        resnet20, flops=0.5, method="oneshot", criterion="taylor",
+        data=(x, y), slim=False, verbose=0)
+    assert 0.49 <= _kept_fraction(resnet20, masked) <= 0.5
+    with pytest.raises(ValueError, match="Labels .* should be in \\[0, 10\\)"):
+        ekg_keras.prune(resnet20, flops=0.5, method="oneshot",
+                        criterion="taylor", data=(x, y + 5), verbose=0)
+
+
+def test_ignored_layers_stay_whole(resnet20):
+    pruned = ekg_keras.prune(
+        resnet20, flops=0.6, ignored_layers=["stage3_block0_conv1"],
+        verbose=0)
+    assert pruned.get_layer("stage3_block0_conv1").filters == 64
+    assert pruned.get_layer("stage3_block1_conv1").filters < 64
+    # Its input channels stay whole too: the stage-2 stream is not pruned.
+    assert pruned.get_layer("stage2_block0_conv2").filters == 32
+    with pytest.raises(ValueError, match="does not have.*'nope'"):
+        ekg_keras.prune(resnet20, flops=0.6, ignored_layers=["nope"])
+
+
+def test_round_to_keeps_channel_counts_multiples(resnet20):
+    pruned = ekg_keras.prune(resnet20, flops=0.6, round_to=8, verbose=0)
+    for layer in pruned.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            assert layer.filters % 8 == 0, layer.name
+
+
+@pytest.mark.parametrize("flops", [0, 1.5, -0.2, True, "0.5", None])
+def test_flops_out_of_range(resnet20, flops):
+    with pytest.raises(ValueError, match="in \\(0, 1\\].*Received: flops="):
+        ekg_keras.prune(resnet20, flops=flops)
+
+
+def test_unreachable_target_names_the_smallest_fraction(resnet20):
+    with pytest.raises(ValueError, match="smallest reachable fraction 0.0"):
+        ekg_keras.prune(resnet20, flops=0.001)
+
+
+def test_unknown_criterion_or_allocation(resnet20):
+    with pytest.raises(ValueError, match="criterion='l7'"):
+        ekg_keras.prune(resnet20, flops=0.5, criterion="l7")
+    with pytest.raises(ValueError, match="allocation='best'"):
+        ekg_keras.prune(resnet20, flops=0.5, allocation="best")
+
+
+def test_data_without_method_says_ekg_is_not_available(resnet20):
+    with pytest.raises(NotImplementedError, match="method='oneshot'"):
+        ekg_keras.prune(resnet20, flops=0.5, data=(images(2), np.zeros(2)))
+
+
+def test_subclassed_model_is_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3)
+
+        def call(self, inputs):
+            return self.conv(inputs)
+
+    net = Net()
+    net(images(1))
+    with pytest.raises(ValueError, match="functional or built Sequential"):
+        ekg_keras.prune(net, flops=0.5)
+
+
+def test_nothing_prunable():
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Conv2D(4, 3)(inputs)
+    with pytest.raises(ValueError, match="nothing prunable"):
+        ekg_keras.prune(keras.Model(inputs, outputs), flops=0.5)
+
+
+APPLICATIONS = {
+    "resnet50": keras.applications.ResNet50,
+    "mobilenet_v2": keras.applications.MobileNetV2,
+    "densenet121": keras.applications.DenseNet121,
+    "efficientnet_b0": keras.applications.EfficientNetB0,
+    "vgg16": keras.applications.VGG16,
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_keras_applications_prune_and_slim_exactly(name):
+    model = APPLICATIONS[name](
+        weights=None, input_shape=(32, 32, 3), classes=10,
+        classifier_activation=None)
+    randomize_batchnorm(model)
+    masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
+    slim = ekg_keras.slim(masked)
+    x = images(2) * 50 + 120  # EfficientNet rescales 0..255 pixels itself
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4
+    assert np.std(np.asarray(masked(x))) > 0
+    assert 0.49 <= _kept_fraction(model, slim) <= 0.5
+    assert slim.count_params() < model.count_params()
