@@ -217,6 +217,11 @@ class _Source(LayerHandler):
             raise IncompatibleChannels("channels_first data format")
         if len(inputs) != 1:
             raise IncompatibleChannels("expected one input")
+        name = getattr(getattr(layer, "activation", None), "__name__", "")
+        if name in ActivationHandler.MIXING:
+            # Removing an output channel would change the others, so the
+            # outputs stay whole; the inputs are still read by a kernel.
+            return [ctx.fixed(self.num_outputs(layer))]
         return [ctx.produce(layer, self.num_outputs(layer))]
 
 

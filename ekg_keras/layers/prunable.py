@@ -41,8 +41,18 @@ class PrunableMixin:
     base_layer_class = None
 
     def _init_pruning(self, mode):
-        self.mode = check_mode(mode)
+        self._mode = check_mode(mode)
         self.filter_mask = None
+
+    @property
+    def mode(self):
+        """`"hard"` or `"soft"`; fixed for the layer's life.
+
+        Compiled train and predict functions bake the mode in, so it cannot
+        change in place: use `ekg_keras.wrap(model, mode=...)` for a clone
+        in the other mode.
+        """
+        return self._mode
 
     def _build_mask(self, num_channels):
         # The weight is named `mask`; the attribute is not, because Keras
@@ -87,6 +97,11 @@ class PrunableMixin:
             A list of `(variable, new numpy value)` pairs, one per weight
             indexed by channel. The variables themselves are not changed.
         """
+        if self.filter_mask is None:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet, so it has no mask "
+                "or weights: call it on data (or build the model) first."
+            )
         mask = np.asarray(self.filter_mask.numpy(), dtype="float32")
         values = []
         for variable, axes in self._output_weights():

@@ -74,11 +74,13 @@ def wrap(model, mode="hard"):
 def strip(model):
     """Returns a clone of `model` with plain Keras layers instead of prunable.
 
-    The masks are baked into the weights: the weights of masked channels
+    Hard masks are baked into the weights: the weights of masked channels
     are zeroed (as `zero_masked_weights` does), so for activations with
-    `f(0) = 0` the plain clone computes what the hard-masked model computes.
-    Shapes are unchanged; use `ekg_keras.slim` to remove the channels.
-    `model` itself is not modified.
+    `f(0) = 0` the plain clone computes what the hard-masked model computes
+    (a warning names layers whose activation is not zero at zero). Soft-mode
+    layers keep their weights as they are, since their forward pass already
+    ignores the mask. Shapes are unchanged; use `ekg_keras.slim` to remove
+    the channels. `model` itself is not modified.
 
     Args:
         model: A model that may contain prunable layers.
@@ -86,6 +88,9 @@ def strip(model):
     Returns:
         The stripped clone.
     """
+
+    for layer in prunable_layers(model):
+        _warn_if_nonzero_at_zero(layer)
 
     def make(layer):
         if not is_prunable(layer):
@@ -106,7 +111,6 @@ def _baked_weights(layer):
     """The layer's weights, mask excluded, with masked channels zeroed."""
     baked = {}
     if layer.mode == "hard":
-        _warn_if_nonzero_at_zero(layer)
         baked = {id(v): value for v, value in layer.masked_weight_values()}
     return [
         baked.get(id(v), v.numpy())
@@ -116,8 +120,11 @@ def _baked_weights(layer):
 
 
 def _warn_if_nonzero_at_zero(layer):
+    """Warns (pointing at the caller of `strip`) when baking `layer`'s hard
+    mask into weights leaves a non-zero constant in masked channels."""
     activation = getattr(layer, "activation", None)
-    if activation is None or np.asarray(layer.filter_mask.numpy()).all():
+    if (activation is None or layer.mode != "hard"
+            or np.asarray(layer.filter_mask.numpy()).all()):
         return
     at_zero = activation_at_zero(activation)
     if at_zero != 0.0:
@@ -126,14 +133,18 @@ def _warn_if_nonzero_at_zero(layer):
             "the stripped layer outputs that constant for masked channels "
             "instead of 0. Use `ekg_keras.slim`, which folds it into the "
             "consumer.",
-            stacklevel=4,
+            stacklevel=3,
         )
 
 
 def activation_at_zero(activation):
-    """Returns `activation(0.0)` as a Python float."""
-    value = activation(keras.ops.zeros((1,)))
-    return float(keras.ops.convert_to_numpy(value)[0])
+    """Returns `activation(0.0)` for one entry of a zero vector, as a float.
+
+    A vector of two zeros keeps channel-mixing activations (softmax: 0.5)
+    meaningful.
+    """
+    value = activation(keras.ops.zeros((1, 2)))
+    return float(keras.ops.convert_to_numpy(value)[0, 0])
 
 
 def _plain_copy(layer):

@@ -68,8 +68,9 @@ def test_mobilenet_v2_and_densenet_trace_fully():
                     keras.applications.DenseNet121):
         model = builder(weights=None, input_shape=(32, 32, 3), classes=10)
         channel_graph = graph.trace(model)
-        fixed = [g for g in channel_graph.groups if not g.prunable]
-        assert [g.reasons for g in fixed] == [("it reaches a model output",)]
+        # The softmax classifier's outputs form no group; everything else
+        # is prunable.
+        assert all(g.prunable for g in channel_graph.groups)
 
 
 def test_densenet_concatenate_composes_groups():
@@ -248,3 +249,13 @@ def test_check_keep_rejects_bad_masks():
         channel_graph.check_keep(keep)
     with pytest.raises(ValueError, match="one keep mask per group"):
         channel_graph.check_keep(keep[:-1])
+
+
+def test_softmax_producer_keeps_its_outputs_but_not_its_inputs():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, name="hidden")(inputs)
+    attention = keras.layers.Dense(5, activation="softmax", name="soft")(hidden)
+    outputs = keras.layers.Dense(2)(attention)
+    channel_graph = graph.trace(keras.Model(inputs, outputs))
+    assert _group_of(channel_graph, "hidden").prunable
+    assert channel_graph.channels("soft").outputs[0].group.tolist() == [-1] * 5
