@@ -26,13 +26,8 @@ class PrunableBatchNormalization(
 
     base_layer_class = keras.layers.BatchNormalization
 
-    def __init__(self, *args, mode="hard", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_pruning(mode)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask(input_shape[self.axis])
+    def _mask_channels(self, input_shape):
+        return input_shape[self.axis]
 
     @property
     def channel_axis(self):
@@ -47,6 +42,3 @@ class PrunableBatchNormalization(
             yield self.gamma, (0,)
         if self.center:
             yield self.beta, (0,)
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}

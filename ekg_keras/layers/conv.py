@@ -26,13 +26,8 @@ class PrunableConv2D(PrunableMixin, keras.layers.Conv2D):
 
     base_layer_class = keras.layers.Conv2D
 
-    def __init__(self, *args, mode="hard", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_pruning(mode)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask(self.filters)
+    def _mask_channels(self, input_shape):
+        return self.filters
 
     def call(self, inputs):
         return self._apply_mask(super().call(inputs))
@@ -41,9 +36,6 @@ class PrunableConv2D(PrunableMixin, keras.layers.Conv2D):
         yield self._kernel, (3,)
         if self.use_bias:
             yield self.bias, (0,)
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}
 
 
 @ekg_export
@@ -61,14 +53,9 @@ class PrunableDepthwiseConv2D(PrunableMixin, keras.layers.DepthwiseConv2D):
 
     base_layer_class = keras.layers.DepthwiseConv2D
 
-    def __init__(self, *args, mode="hard", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_pruning(mode)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        channels = input_shape[-1 if self.data_format == "channels_last" else 1]
-        self._build_mask(channels * self.depth_multiplier)
+    def _mask_channels(self, input_shape):
+        axis = -1 if self.data_format == "channels_last" else 1
+        return input_shape[axis] * self.depth_multiplier
 
     def call(self, inputs):
         return self._apply_mask(super().call(inputs))
@@ -79,9 +66,6 @@ class PrunableDepthwiseConv2D(PrunableMixin, keras.layers.DepthwiseConv2D):
         yield self.kernel, (2, 3)
         if self.use_bias:
             yield self.bias, (0,)
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}
 
 
 @ekg_export
@@ -96,13 +80,8 @@ class PrunableSeparableConv2D(PrunableMixin, keras.layers.SeparableConv2D):
 
     base_layer_class = keras.layers.SeparableConv2D
 
-    def __init__(self, *args, mode="hard", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_pruning(mode)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask(self.filters)
+    def _mask_channels(self, input_shape):
+        return self.filters
 
     def call(self, inputs):
         return self._apply_mask(super().call(inputs))
@@ -111,7 +90,4 @@ class PrunableSeparableConv2D(PrunableMixin, keras.layers.SeparableConv2D):
         yield self.pointwise_kernel, (3,)
         if self.use_bias:
             yield self.bias, (0,)
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}
 

@@ -19,13 +19,8 @@ class PrunableDense(PrunableMixin, keras.layers.Dense):
 
     base_layer_class = keras.layers.Dense
 
-    def __init__(self, *args, mode="hard", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_pruning(mode)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask(self.units)
+    def _mask_channels(self, input_shape):
+        return self.units
 
     def call(self, inputs, training=None):
         return self._apply_mask(super().call(inputs, training=training))
@@ -34,6 +29,3 @@ class PrunableDense(PrunableMixin, keras.layers.Dense):
         yield self._kernel, (1,)
         if self.use_bias:
             yield self.bias, (0,)
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}

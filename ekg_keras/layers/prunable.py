@@ -34,15 +34,33 @@ class PrunableMixin:
     """Adds the `mask` weight and its use to a built-in Keras layer.
 
     Subclasses set `base_layer_class` to the built-in class they extend,
-    call `_build_mask(channels)` at the end of `build`, pass their output
-    through `_apply_mask` and implement `_output_weights()`.
+    implement `_mask_channels(input_shape)` and `_output_weights()`, and
+    pass their output through `_apply_mask` in `call` (each keeps its base
+    class's `call` signature, which Keras inspects for `training`).
+
+    Args:
+        *args: Positional arguments of the base layer.
+        mode: `"hard"` or `"soft"`.
+        **kwargs: Keyword arguments of the base layer.
     """
 
     base_layer_class = None
 
-    def _init_pruning(self, mode):
+    def __init__(self, *args, mode="hard", **kwargs):
+        super().__init__(*args, **kwargs)
         self._mode = check_mode(mode)
         self.filter_mask = None
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_mask(self._mask_channels(input_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+    def _mask_channels(self, input_shape):
+        """Number of output channels the mask covers."""
+        raise NotImplementedError
 
     @property
     def mode(self):
@@ -132,7 +150,4 @@ class PrunableMixin:
         super().load_own_variables(store)
         if "mask" in store.keys():
             self.filter_mask.assign(store["mask"])
-
-    def _pruning_config(self):
-        return {"mode": self.mode}
 
