@@ -205,16 +205,14 @@ def group_keep_masks(graph):
     covered = [np.zeros(group.size, dtype=bool) for group in graph.groups]
     for record in graph.maskable_layers():
         out = record.outputs[0]
-        inside = out.group >= 0
         if is_prunable(record.layer):
             values = np.asarray(record.layer.filter_mask.numpy()) > 0.5
         else:
             values = np.ones(len(out), dtype=bool)
-        for group_id, index, value in zip(
-            out.group[inside], out.index[inside], values[inside]
-        ):
-            keep[group_id][index] |= value
-            covered[group_id][index] = True
+        for group_id in np.unique(out.group[out.group >= 0]):
+            rows = out.group == group_id
+            np.logical_or.at(keep[group_id], out.index[rows], values[rows])
+            covered[group_id][out.index[rows]] = True
     for mask, seen in zip(keep, covered):
         mask[~seen] = True
     return keep
