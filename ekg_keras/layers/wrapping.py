@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 
+from ekg_keras.graph._keras_graph import input_name
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv2D
 from ekg_keras.layers.conv import PrunableDepthwiseConv2D
@@ -161,12 +162,28 @@ def _clone(model, make, weights):
         return new
 
     clone = keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True
+        model, clone_function=clone_function, recursive=True,
+        input_tensors=_named_inputs(model),
     )
     for old, new in pairs:
         if old.weights:
             new.set_weights(weights(old, new))
     return clone
+
+
+def _named_inputs(model):
+    """New inputs with the names of the model's input layers.
+
+    Without them `clone_model` names each input after its symbolic tensor
+    ("keras_tensor"), not after its `InputLayer`.
+    """
+    if isinstance(model, keras.Sequential):
+        return None  # Sequential cloning keeps the input layer's name.
+    return keras.tree.map_structure(
+        lambda x: keras.Input(
+            batch_shape=x.shape, dtype=x.dtype, name=input_name(x)),
+        model.input,
+    )
 
 
 def _flat_layers(model):
