@@ -22,25 +22,38 @@ PROBE_SIZE = 32
 _CONSTANT_TOLERANCE = 1e-5
 
 
-def slim(model, graph=None):
+FOLDS = ("exact", "bias")
+
+
+def slim(model, graph=None, fold="exact"):
     """Builds a smaller plain model without the masked channels.
 
     A channel is removed when every prunable layer carrying it has mask 0.
     Its filters, batch-normalization entries and the consumers' input
     weights are sliced away; the new model contains only built-in Keras
     layers (its `.keras` file loads without `ekg_keras`) and computes, in
-    inference mode, what the masked model computes. A removed channel that
-    is a non-zero constant (an activation with f(0) != 0, or batch
-    normalization after a soft-zeroed filter) is folded into the consumer's
-    bias; for a spatial convolution with zero padding this is exact away
-    from the image border, and a warning says so. `model` is not modified.
+    inference mode, what the masked model computes. `model` is not
+    modified. Sequential models come back as functional models with the
+    same layers.
 
-    Sequential models come back as functional models with the same layers.
+    A removed channel may be a non-zero constant rather than zero: an
+    activation with f(0) != 0 after a hard mask, or batch normalization
+    after a soft-zeroed filter (`beta - gamma * mean / std`, SPEC 1.1). Its
+    contribution is kept, not dropped: it is folded into the consumer's
+    bias, which is exact for dense layers, 1x1 and unpadded convolutions.
+    A zero-padded k x k convolution sees the constant only inside the
+    image, so with `fold="exact"` it gets one extra input channel of ones
+    (a fixed 1x1 convolution with zero kernel and bias 1) whose kernel is
+    the constants' weighted kernel slices: exact everywhere, at the cost of
+    `h*w*(c_in + k*k*c_out)` extra MACs for that layer. `fold="bias"`
+    folds into the bias instead (no extra cost, exact except at the
+    border) and warns.
 
     Args:
         model: A model with prunable layers (from `ekg_keras.wrap`,
             `ekg_keras.prune(..., slim=False)` or soft-pruning training).
         graph: Its `ChannelGraph`, if already traced.
+        fold: `"exact"` or `"bias"`, see above.
 
     Returns:
         The slim `keras.Model`.
@@ -49,10 +62,14 @@ def slim(model, graph=None):
         ValueError: If a soft-mode layer still has non-zero weights in
             masked filters (run its pruning step first).
     """
+    if fold not in FOLDS:
+        raise ValueError(
+            f"`fold` should be one of {FOLDS}. Received: fold={fold!r}"
+        )
     graph = trace(model, warn=False) if graph is None else graph
     _check_soft_layers(graph)
     keep = group_keep_masks(graph)
-    folds = _constant_folds(model, graph, keep)
+    folds = _constant_folds(model, graph, keep, fold)
     return _Rebuilder(graph, keep, folds).rebuild(model)
 
 
@@ -70,11 +87,12 @@ def _check_soft_layers(graph):
                 )
 
 
-def _constant_folds(model, graph, keep):
+def _constant_folds(model, graph, keep, fold):
     """Values of removed input channels per consumer, where non-zero.
 
     Returns:
-        Dict mapping `id(layer)` to `(removed positions, constants)`.
+        Dict mapping `id(layer)` to `(how, removed positions, constants)`,
+        `how` being "ones" (extra input channel of ones) or "bias".
     """
     removed = {}
     for record in graph.layers.values():
@@ -88,8 +106,20 @@ def _constant_folds(model, graph, keep):
     folds = {}
     for key, (record, positions) in removed.items():
         constants = _constants(record, values[key][..., positions])
-        if np.any(np.abs(constants) > 1e-12):
-            folds[key] = (positions, constants)
+        if not np.any(np.abs(constants) > 1e-12):
+            continue
+        how = "bias"
+        if _zero_padded(record.layer):
+            if fold == "exact" and isinstance(record.layer, keras.layers.Conv2D):
+                how = "ones"
+            else:
+                warnings.warn(
+                    f"Removed channels entering '{record.path}' are non-zero "
+                    "constants; folding them into the bias is exact except "
+                    "at the zero-padded image border.",
+                    stacklevel=4,
+                )
+        folds[key] = (how, positions, constants)
     return folds
 
 
@@ -106,17 +136,11 @@ def _constants(record, values):
     deviation = np.abs(values - constants).max()
     if deviation > _CONSTANT_TOLERANCE * (1 + np.abs(constants).max()):
         _warn_not_constant(record, deviation)
-    elif np.any(constants != 0) and _zero_padded(record.layer):
-        warnings.warn(
-            f"Removed channels entering '{record.path}' are non-zero "
-            "constants; folding them into the bias is exact except at the "
-            "zero-padded image border.",
-            stacklevel=4,
-        )
     return constants
 
 
 def _zero_padded(layer):
+    """Whether some kernel taps of `layer` fall on zero padding."""
     kernel = getattr(layer, "kernel_size", (1, 1))
     return getattr(layer, "padding", "valid") == "same" and max(kernel) > 1
 
@@ -172,6 +196,7 @@ class _Rebuilder:
         self._layers = {}  # id(old layer) -> new layer
         self._pending = {}  # id(new layer) -> weights to set once built
         self._models = {}  # id(old nested model) -> new nested model
+        self._with_ones = set()  # ids of new layers fed an extra ones channel
 
     def rebuild(self, model):
         graph = functional_of(model)
@@ -197,6 +222,8 @@ class _Rebuilder:
         return self._layers[id(op)]
 
     def _call(self, layer, *args, **kwargs):
+        if id(layer) in self._with_ones:
+            args = (_append_ones(args[0], layer.name),) + args[1:]
         outputs = layer(*args, **kwargs)
         weights = self._pending.pop(id(layer), None)
         if weights is not None:
@@ -228,16 +255,38 @@ class _Rebuilder:
             layer_class = layer.base_layer_class
             config.pop("mode")
         weights = _weights_of(layer)
-        if id(layer) in self._folds:
-            positions, constants = self._folds[id(layer)]
+        ones_kernel = None
+        how, positions, constants = self._folds.get(id(layer), (None,) * 3)
+        if how == "bias":
             config, weights = handler.fold_constants(
                 layer, config, weights, positions, constants
             )
+        elif how == "ones":
+            # The constants seen through the conv's own zero padding.
+            ones_kernel = np.tensordot(
+                constants, weights["kernel"][:, :, positions], axes=([0], [2])
+            )[:, :, None, :]
         in_keep = [m.keep_positions(self._keep) for m in record.inputs]
         out_keep = [m.keep_positions(self._keep) for m in record.outputs]
         config = handler.slim_config(layer, config, in_keep, out_keep)
         weights = handler.slim_weights(layer, weights, in_keep, out_keep)
-        return layer_class.from_config(config), weights
+        new_layer = layer_class.from_config(config)
+        if ones_kernel is not None:
+            weights["kernel"] = np.concatenate(
+                [weights["kernel"], ones_kernel[..., out_keep[0]]], axis=2
+            ).astype(weights["kernel"].dtype)
+            self._with_ones.add(id(new_layer))
+        return new_layer, weights
+
+
+def _append_ones(inputs, name):
+    """`inputs` with one more channel of ones (zero-padded like the rest by
+    the convolution that reads it)."""
+    ones = keras.layers.Conv2D(
+        1, 1, kernel_initializer="zeros", bias_initializer="ones",
+        trainable=False, name=f"{name}_ones",
+    )(inputs)
+    return keras.layers.Concatenate(name=f"{name}_with_ones")([inputs, ones])
 
 
 def _weights_of(layer):

@@ -62,10 +62,24 @@ def test_constant_of_masked_channels_is_folded_exactly(consumer):
     assert max_relative_difference(slim(x), masked(x)) < 1e-5
 
 
-def test_fold_into_a_padded_convolution_warns_about_the_border():
+def test_fold_into_a_padded_convolution_is_exact_with_a_ones_channel():
+    masked = _mask_groups(layers.wrap(_sigmoid_model(3)), {"producer": [1]})
+    slim = ekg_keras.slim(masked)
+    x = images(4, size=6)
+    assert max_relative_difference(slim(x), masked(x)) < 1e-5
+    ones = slim.get_layer("consumer_ones")
+    assert ones.trainable is False
+    assert slim.get_layer("consumer").kernel.shape == (3, 3, 6, 4)
+
+
+def test_bias_fold_into_a_padded_convolution_warns_about_the_border():
     masked = _mask_groups(layers.wrap(_sigmoid_model(3)), {"producer": [1]})
     with pytest.warns(UserWarning, match="zero-padded image border"):
-        ekg_keras.slim(masked)
+        slim = ekg_keras.slim(masked, fold="bias")
+    x = images(4, size=6)
+    assert max_relative_difference(slim(x), masked(x)) > 1e-4
+    with pytest.raises(ValueError, match="fold='nope'"):
+        ekg_keras.slim(masked, fold="nope")
 
 
 def test_soft_mode_folds_the_batchnorm_constant():
