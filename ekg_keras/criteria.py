@@ -141,12 +141,24 @@ def requires_data(criterion):
     return bool(getattr(get(criterion), "requires_data", False))
 
 
-def group_weights(graph, group, taylor_scores=None):
-    """Collects the `GroupWeights` of `group` from the traced model."""
+def group_weights(graph, group, taylor_scores=None, cache=None):
+    """Collects the `GroupWeights` of `group` from the traced model.
+
+    Args:
+        graph: The `ChannelGraph`.
+        group: One of its groups.
+        taylor_scores: Optional per-group Taylor scores.
+        cache: Optional dict reused across calls to read each layer's
+            filters once (valid while the weights do not change).
+    """
+    cache = {} if cache is None else cache
     filters, scales = [], []
     for record in graph.layers.values():
         if record.kind == "source":
-            rows = get_handler(record.layer).filters(record.layer)
+            key = id(record.layer)
+            if key not in cache:
+                cache[key] = get_handler(record.layer).filters(record.layer)
+            rows = cache[key]
             if rows is not None:
                 aligned = _align(record.outputs[0], group, rows)
                 if aligned is not None:

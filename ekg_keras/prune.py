@@ -90,7 +90,7 @@ def prune(
     trace(model)  # Validates the model and warns about unknown layers.
     masked = wrap(model, mode="hard")
     graph = trace(masked, warn=False)
-    _ignore(graph, ignored_layers)
+    graph.freeze_layers(ignored_layers or ())
     if not graph.prunable_groups:
         raise ValueError(
             f"Model '{model.name}' has nothing prunable: every channel group "
@@ -177,29 +177,6 @@ def _resolve_method(method, data):
             "criterion, pass method='oneshot' and e.g. criterion='taylor'."
         )
     return method
-
-
-def _ignore(graph, ignored_layers):
-    if not ignored_layers:
-        return
-    names = {r.path for r in graph.layers.values()} | {
-        r.layer.name for r in graph.layers.values()
-    }
-    unknown = [name for name in ignored_layers if name not in names]
-    if unknown:
-        raise ValueError(
-            f"`ignored_layers` names layers the model does not have: "
-            f"{unknown}. Received: ignored_layers={list(ignored_layers)}"
-        )
-    for group in graph.groups:
-        roles = group.producers + group.members + group.consumers
-        hits = [
-            path for path in roles
-            if path in ignored_layers or path.split("/")[-1] in ignored_layers
-        ]
-        if hits:
-            group.prunable = False
-            group.reasons += (f"layer {hits[0]!r} is in ignored_layers",)
 
 
 def _check_reachable(counter, levels, flops, full):

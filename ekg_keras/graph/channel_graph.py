@@ -197,6 +197,37 @@ class ChannelGraph:
                     "least one."
                 )
 
+    def freeze_layers(self, names):
+        """Marks the groups touching the named layers as not prunable.
+
+        A frozen layer keeps all its input and output channels.
+
+        Args:
+            names: Layer names (or nested paths like "inner/conv").
+
+        Raises:
+            ValueError: If a name matches no layer of the graph.
+        """
+        names = list(names)
+        known = {r.path for r in self.layers.values()} | {
+            r.layer.name for r in self.layers.values()
+        }
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(
+                f"`ignored_layers` names layers the model does not have: "
+                f"{unknown}. Received: ignored_layers={names}"
+            )
+        for group in self.groups:
+            roles = group.producers + group.members + group.consumers
+            hits = [
+                path for path in roles
+                if path in names or path.split("/")[-1] in names
+            ]
+            if hits:
+                group.prunable = False
+                group.reasons += (f"layer {hits[0]!r} is in ignored_layers",)
+
     def maskable_layers(self):
         """`LayerChannels` of the layers that carry a mask when wrapped."""
         return [

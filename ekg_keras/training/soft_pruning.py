@@ -1,0 +1,484 @@
+"""Soft filter pruning (SFP) and asymptotic soft filter pruning (ASFP) as a
+Keras model trained with `compile` / `fit`."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras import criteria
+from ekg_keras import schedules as schedules_lib
+from ekg_keras._api import ekg_export
+from ekg_keras.flops import FlopsCounter
+from ekg_keras.graph import trace
+from ekg_keras.layers import prunable_layers
+from ekg_keras.layers import wrap
+from ekg_keras.slim import slim as slim_model
+from ekg_keras.training.soft_selection import check_criterion
+from ekg_keras.training.soft_selection import pruned_count
+from ekg_keras.training.soft_selection import select_pruned
+
+RESIDUAL_MODES = ("coupled", "independent")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningStep:
+    """What one soft-pruning step did.
+
+    Attributes:
+        epoch: Completed epochs when it ran (0 = before training).
+        rate: The filter rate P it applied.
+        zeroed: Dict mapping layer path to the number of filters zeroed.
+    """
+
+    epoch: int
+    rate: float
+    zeroed: dict
+
+
+@ekg_export
+class SoftFilterPruning(keras.Model):
+    """Trains a model while soft-pruning its filters (SFP / ASFP / FPGM).
+
+    At each pruning step (before training, then at the end of every
+    `interval_epochs` epochs and of the last epoch) the filters of every
+    prunable channel group are scored, the `floor(N * P)` lowest of each
+    group of N channels are zeroed in place, and training goes on: the
+    zeroed filters keep receiving gradients and may regrow, and the next
+    step chooses afresh (He et al., SFP). P follows `schedule`: constant for
+    SFP, rising asymptotically to the goal for ASFP. After training,
+    `slim()` removes the zeroed filters; the slim model computes what this
+    model computes, the batch-normalization constants of zeroed filters
+    included.
+
+    Groups come from the channel graph, so channels that are added together
+    are zeroed together. `residual` chooses how groups joined by residual
+    additions are treated:
+
+    * `"coupled"` (default): they share indices like every other group
+      (the EKG code's way); the slim model is smaller everywhere.
+    * `"independent"`: the thesis' way (Eq. 4.8): each convolution of such
+      a group zeroes its own filters while the residual stream stays full
+      width. Its zeroed filters cannot be removed from a plain Keras model
+      without a scatter-add, so `slim()` keeps them (as zeros) and only the
+      other groups shrink.
+
+    The mask state (masks, completed epochs, last pruning step) lives in
+    weights, so checkpoints, `.keras` files and `BackupAndRestore` resume a
+    run with the same pruned set and schedule position. `fit` adds the
+    `SoftPruningCallback` that runs the steps.
+
+    Args:
+        model: The model to prune (functional or Sequential); it is cloned
+            into prunable soft-mode layers and not modified.
+        rate: Goal filter rate P in [0, 1): each pruned group zeroes
+            floor(N * P) of its N channels. Give `rate` or `flops`.
+        flops: Fraction of FLOPs to keep, in (0, 1]: picks the smallest P
+            whose pruned model keeps at most that fraction.
+        criterion: "l2" (SFP), "l1", "fpgm" (geometric median), "l2+fpgm"
+            (FPGM-mix) or a callable scoring `GroupWeights`.
+        schedule: "constant" (SFP), "asymptotic" (ASFP, needs `epochs`) or
+            an `ekg_keras.schedules.PruningRateSchedule` ending at `rate`.
+        epochs: Total training epochs, for the asymptotic schedule.
+        d: ASFP's D: the rate reaches 3/4 of the goal at `d * epochs`.
+        min_rate: ASFP's starting rate.
+        interval_epochs: Epochs between pruning steps.
+        prune_before_training: Run a step before the first epoch, as the
+            official SFP code does.
+        mask_gradients: If True, gradients of zeroed filters are zeroed at
+            every step, as the official FPGM code does, so they stay near
+            zero until the next step; if False (the thesis), they regrow.
+        fpgm_share: For "l2+fpgm", the share of the pruned filters chosen by
+            geometric median (0.25: FPGM-mix 40% = 30% L2 + 10% GM).
+        residual: "coupled" or "independent", see above.
+        ignored_layers: Names of layers to keep whole.
+        include_bn: Count batch normalization in FLOPs for `flops`.
+        include_fc: Count dense layers in FLOPs for `flops`.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    sfp = ekg_keras.SoftFilterPruning(model, flops=0.6,
+                                      schedule="asymptotic", epochs=30)
+    sfp.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
+    sfp.fit(train, epochs=30)
+    small = sfp.slim()
+    ```
+
+    Reference:
+        He et al., "Soft Filter Pruning for Accelerating Deep Convolutional
+        Neural Networks", IJCAI 2018; He et al., "Asymptotic Soft Filter
+        Pruning", IEEE T-Cybernetics 2019; He et al., "Filter Pruning via
+        Geometric Median", CVPR 2019.
+    """
+
+    def __init__(
+        self,
+        model,
+        rate=None,
+        *,
+        flops=None,
+        criterion="l2",
+        schedule="constant",
+        epochs=None,
+        d=1 / 8,
+        min_rate=0.0,
+        interval_epochs=1,
+        prune_before_training=True,
+        mask_gradients=False,
+        fpgm_share=0.25,
+        residual="coupled",
+        ignored_layers=None,
+        include_bn=False,
+        include_fc=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.criterion = check_criterion(criterion)
+        self.interval_epochs = _check_interval(interval_epochs)
+        self.residual = _check_residual(residual)
+        if not 0 <= fpgm_share <= 1:
+            raise ValueError(
+                "`fpgm_share` should be in [0, 1]. Received: "
+                f"fpgm_share={fpgm_share!r}"
+            )
+        self.fpgm_share = fpgm_share
+        self.prune_before_training = bool(prune_before_training)
+        self.mask_gradients = bool(mask_gradients)
+        self.ignored_layers = list(ignored_layers or ())
+        self.include_bn = include_bn
+        self.include_fc = include_fc
+        self.network = _soft_network(model)
+        self.graph = trace(self.network, warn=False)
+        self.graph.freeze_layers(self.ignored_layers)
+        if not self.graph.prunable_groups:
+            raise ValueError(
+                f"Model '{model.name}' has nothing prunable.\n"
+                + self.graph.summary()
+            )
+        self.rate = self._resolve_rate(rate, flops)
+        self.schedule = _resolve_schedule(
+            schedule, self.rate, epochs, d, min_rate)
+        self.completed_epochs = self.add_weight(
+            name="completed_epochs", shape=(), dtype="int64",
+            initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.last_pruned_epoch = self.add_weight(
+            name="last_pruned_epoch", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.history_of_steps = []
+        # The wrapped network is built already, and so is this model.
+        self.built = True
+
+    # Model interface.
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def train_step(self, data):
+        if not self.mask_gradients:
+            return super().train_step(data)
+        return self._train_step_with_masked_gradients(data)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, with the `SoftPruningCallback` added."""
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, SoftPruningCallback) for c in callbacks):
+            # First, so that checkpoints saved at the end of an epoch
+            # (BackupAndRestore, ModelCheckpoint) include that epoch's step.
+            callbacks.insert(0, SoftPruningCallback())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # Pruning.
+
+    def prune_step(self):
+        """Scores, selects and zeroes filters at the current schedule rate.
+
+        Runs in the cross-replica context (from a callback), reading the
+        weights and assigning masks and zeros to every replica.
+
+        Returns:
+            The `PruningStep` it ran.
+        """
+        epoch = int(self.completed_epochs.numpy())
+        rate = float(self.schedule(epoch))
+        zeroed = {}
+        cache = {}
+        keep = self.graph.full_keep()
+        own_masks = {}
+        for group in self.graph.prunable_groups:
+            count = pruned_count(group.size, rate)
+            if self._independent(group):
+                own_masks.update(self._per_producer_masks(group, count, cache))
+                continue
+            weights = criteria.group_weights(self.graph, group, cache=cache)
+            pruned = select_pruned(
+                weights, count, self.criterion, self.fpgm_share)
+            keep[group.id][pruned] = False
+        masks = self.graph.layer_masks(keep)
+        masks.update(own_masks)
+        for layer in prunable_layers(self.network):
+            if id(layer) not in masks:
+                continue
+            layer.filter_mask.assign(masks[id(layer)])
+            record = self.graph.layers[id(layer)]
+            if record.kind == "source" or not hasattr(layer, "gamma"):
+                # Convolution filters (depthwise ones too) are zeroed; batch
+                # normalization is left alone, as in SFP.
+                layer.zero_masked_weights()
+                zeroed[record.path] = int(np.sum(masks[id(layer)] == 0))
+        self.last_pruned_epoch.assign(epoch)
+        step = PruningStep(epoch=epoch, rate=rate, zeroed=zeroed)
+        self.history_of_steps.append(step)
+        return step
+
+    def slim(self, fold="exact"):
+        """The slim plain model: zeroed filters removed (`ekg_keras.slim`)."""
+        return slim_model(self.network, fold=fold)
+
+    @property
+    def current_rate(self):
+        """The schedule's rate at the current number of completed epochs."""
+        return float(self.schedule(int(self.completed_epochs.numpy())))
+
+    def kept_flops_fraction(self, rate=None):
+        """Fraction of FLOPs the slim model keeps at `rate` (default: goal)."""
+        counter = self._counter()
+        keep = self._keep_counts(self.rate if rate is None else rate)
+        return counter.macs(keep) / counter.macs(counter.full)
+
+    # Serialization.
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.network),
+            "rate": self.rate,
+            "criterion": self.criterion,
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "interval_epochs": self.interval_epochs,
+            "prune_before_training": self.prune_before_training,
+            "mask_gradients": self.mask_gradients,
+            "fpgm_share": self.fpgm_share,
+            "residual": self.residual,
+            "ignored_layers": list(self.ignored_layers),
+            "include_bn": self.include_bn,
+            "include_fc": self.include_fc,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"])
+        config["schedule"] = schedules_lib.get(config["schedule"])
+        return cls(**config)
+
+    # Internals.
+
+    def _independent(self, group):
+        return self.residual == "independent" and len(group.producers) > 1
+
+    def _per_producer_masks(self, group, count, cache):
+        """Masks for the producers of a residual group pruned one by one
+        (the thesis' full-width residual stream)."""
+        masks = {}
+        for path in group.producers:
+            record = self.graph.channels(path)
+            weights = criteria.group_weights(self.graph, group, cache=cache)
+            index = group.producers.index(path)
+            own = dataclasses.replace(
+                weights, filters=[weights.filters[index]], bn_scales=[])
+            pruned = select_pruned(own, count, self.criterion, self.fpgm_share)
+            out = record.outputs[0]
+            mask = np.ones(len(out), dtype="float32")
+            rows = np.flatnonzero(out.group == group.id)
+            mask[rows[np.isin(out.index[rows], pruned)]] = 0.0
+            masks[id(record.layer)] = mask
+        return masks
+
+    def _counter(self):
+        return FlopsCounter(self.graph, include_bn=self.include_bn,
+                            include_fc=self.include_fc)
+
+    def _keep_counts(self, rate):
+        keep = self.graph.sizes.astype(np.float64)
+        for group in self.graph.prunable_groups:
+            if not self._independent(group):
+                keep[group.id] = group.size - pruned_count(group.size, rate)
+        return keep
+
+    def _resolve_rate(self, rate, flops):
+        if (rate is None) == (flops is None):
+            raise ValueError(
+                "Give exactly one of `rate` (filter rate P) and `flops` "
+                f"(fraction of FLOPs to keep). Received: rate={rate!r}, "
+                f"flops={flops!r}"
+            )
+        if rate is not None:
+            return _check_rate(rate)
+        if not 0 < flops <= 1:
+            raise ValueError(
+                "`flops` should be the fraction of FLOPs to keep, in (0, 1]. "
+                f"Received: flops={flops!r}"
+            )
+        return self._rate_for_flops(flops)
+
+    def _rate_for_flops(self, flops):
+        """The smallest rate k/N (over the groups' sizes N) whose pruned
+        model keeps at most `flops` of the FLOPs."""
+        counter = self._counter()
+        full = counter.macs(counter.full)
+        sizes = {g.size for g in self.graph.prunable_groups
+                 if not self._independent(g)}
+        candidates = sorted({k / n for n in sizes for k in range(n)})
+        for rate in candidates:
+            if counter.macs(self._keep_counts(rate)) <= flops * full:
+                return rate
+        smallest = counter.macs(self._keep_counts(candidates[-1])) / full
+        raise ValueError(
+            f"flops={flops} is below the smallest reachable fraction "
+            f"{smallest:.4f} with soft pruning of these groups."
+        )
+
+    def _gradient_masks(self):
+        """Trainable variable id -> (mask variable, axes) for soft layers."""
+        masks = {}
+        for layer in prunable_layers(self.network):
+            record = self.graph.layers.get(id(layer))
+            if record is None or hasattr(layer, "gamma"):
+                continue
+            for variable, axes in layer._output_weights():
+                masks[id(variable)] = (layer.filter_mask, axes)
+        return masks
+
+    def _train_step_with_masked_gradients(self, data):
+        # The TensorFlow trainer's step, with the gradients of zeroed
+        # filters masked before they are applied (official FPGM code).
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                training=True)
+            self._loss_tracker.update_state(
+                _unscale_for_distribution(loss),
+                sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
+            )
+            loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_weights
+        gradients = tape.gradient(loss, variables)
+        masks = self._gradient_masks()
+        gradients = [
+            _masked_gradient(g, v, masks.get(id(v)))
+            for g, v in zip(gradients, variables)
+        ]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+class SoftPruningCallback(keras.callbacks.Callback):
+    """Runs `SoftFilterPruning.prune_step` at the right epochs.
+
+    `SoftFilterPruning.fit` adds it; it keeps no state of its own (the
+    schedule position is in the model's weights), so a resumed run picks up
+    where the interrupted one stopped.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Not on_train_begin: BackupAndRestore restores a run there, and a
+        # restored run must not prune its untrained start again.
+        model = self.model
+        if model.prune_before_training and int(
+                model.last_pruned_epoch.numpy()) < 0:
+            model.prune_step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        model.completed_epochs.assign_add(1)
+        done = int(model.completed_epochs.numpy())
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if done % model.interval_epochs == 0 or last:
+            step = model.prune_step()
+            if logs is not None:
+                logs["pruning_rate"] = step.rate
+
+
+def _masked_gradient(gradient, variable, mask_and_axes):
+    if gradient is None or mask_and_axes is None:
+        return gradient
+    mask, axes = mask_and_axes
+    shape = [1] * len(variable.shape)
+    for axis in axes:
+        shape[axis] = variable.shape[axis]
+    return gradient * tf.reshape(tf.cast(mask, gradient.dtype), shape)
+
+
+def _unscale_for_distribution(loss):
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
+def _soft_network(model):
+    layers = prunable_layers(model)
+    if layers and all(layer.mode == "soft" for layer in layers):
+        return model
+    return wrap(model, mode="soft")
+
+
+def _check_rate(rate):
+    if isinstance(rate, bool) or not isinstance(
+            rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(
+            f"`rate` should be a filter rate in [0, 1). Received: rate={rate!r}"
+        )
+    return float(rate)
+
+
+def _check_interval(interval):
+    if isinstance(interval, bool) or not isinstance(interval, int) or (
+            interval < 1):
+        raise ValueError(
+            "`interval_epochs` should be an integer >= 1. Received: "
+            f"interval_epochs={interval!r}"
+        )
+    return interval
+
+
+def _check_residual(residual):
+    if residual not in RESIDUAL_MODES:
+        raise ValueError(
+            f"`residual` should be one of {RESIDUAL_MODES}. Received: "
+            f"residual={residual!r}"
+        )
+    return residual
+
+
+def _resolve_schedule(schedule, rate, epochs, d, min_rate):
+    if schedule == "constant":
+        return schedules_lib.ConstantRate(rate)
+    if schedule == "asymptotic":
+        if epochs is None:
+            raise ValueError(
+                "The asymptotic (ASFP) schedule needs the total number of "
+                "training epochs: pass `epochs=`. Received: epochs=None"
+            )
+        return schedules_lib.AsymptoticRate(
+            rate, epochs, d=d, min_rate=min_rate)
+    if isinstance(schedule, schedules_lib.PruningRateSchedule):
+        if abs(schedule.final_rate - rate) > 1e-9:
+            raise ValueError(
+                f"The schedule ends at rate {schedule.final_rate}, but the "
+                f"goal rate is {rate}; they should be equal. Received: "
+                f"schedule={schedule!r}"
+            )
+        return schedule
+    raise ValueError(
+        "`schedule` should be 'constant', 'asymptotic' or a "
+        f"PruningRateSchedule. Received: schedule={schedule!r}"
+    )
