@@ -14,6 +14,7 @@ from ekg_keras import layers
 from ekg_keras import models
 from ekg_keras import schedules
 from ekg_keras import training
+from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.export import export
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import FlopsReport

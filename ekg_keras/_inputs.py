@@ -47,3 +47,15 @@ def check_labels(labels, num_outputs, name="data"):
             f"with {num_outputs} outputs. Received labels from "
             f"{labels.min()} to {labels.max()}."
         )
+
+
+def features_only(data, batch_size=64):
+    """A dataset of input batches from inputs, `(inputs, labels)` batches
+    or an array of inputs."""
+    if not isinstance(data, tf.data.Dataset):
+        data = tf.data.Dataset.from_tensor_slices(
+            np.asarray(data)).batch(batch_size)
+    spec = data.element_spec
+    if isinstance(spec, tuple):
+        return data.map(lambda *element: element[0])
+    return data

@@ -1,0 +1,97 @@
+"""Re-estimating batch-normalization statistics after pruning."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras._inputs import features_only
+
+
+def batchnorm_layers(model):
+    """Every `BatchNormalization` layer of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def recalibrate_batchnorm(model, data, steps=None, verbose=0):
+    """Re-estimates the moving statistics of every batch normalization.
+
+    Runs forward passes in training mode (each normalization uses its batch
+    statistics, as during training) and sets each layer's moving mean and
+    variance to the exact average of its batch means and variances over the
+    batches seen, not an exponential moving average. No other weight
+    changes. Use it after pruning, when the statistics learned on the full
+    network no longer fit what each layer sees.
+
+    Under a `tf.distribute` strategy (the model's, or the one in scope)
+    each replica normalizes its share of the batch, and the statistics are
+    averaged over replicas and batches.
+
+    Args:
+        model: A Keras model (masked or plain).
+        data: A `tf.data.Dataset` of input batches or `(inputs, labels)`
+            batches, or an array of inputs.
+        steps: Number of batches to use (default: all of `data`).
+        verbose: 1 prints one line when done.
+
+    Returns:
+        The number of batches used.
+
+    Raises:
+        ValueError: If `data` yields no batch.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    dataset = features_only(data)
+    if steps is not None:
+        dataset = dataset.take(steps)
+    strategy = getattr(model, "distribute_strategy", None) or (
+        tf.distribute.get_strategy())
+    momenta = [layer.momentum for layer in layers]
+    sums = [[np.zeros(layer.moving_mean.shape),
+             np.zeros(layer.moving_variance.shape)] for layer in layers]
+    batches = 0
+    try:
+        # With momentum 0 each forward pass leaves exactly its batch's
+        # statistics in the moving averages; they are summed here.
+        for layer in layers:
+            layer.momentum = 0.0
+        forward = tf.function(lambda x: _batch_statistics(model, layers, x))
+        for inputs in strategy.experimental_distribute_dataset(dataset):
+            per_replica = strategy.run(forward, args=(inputs,))
+            for total, values in zip(sums, per_replica):
+                for i, value in enumerate(values):
+                    total[i] += strategy.reduce(
+                        tf.distribute.ReduceOp.MEAN, value, axis=None
+                    ).numpy()
+            batches += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    if batches == 0:
+        raise ValueError("`data` is empty: it yielded no batches.")
+    for (mean, variance), layer in zip(sums, layers):
+        layer.moving_mean.assign(mean / batches)
+        layer.moving_variance.assign(variance / batches)
+    if verbose:
+        print(f"ekg_keras.recalibrate_batchnorm: {len(layers)} layers, "
+              f"{batches} batches")
+    return batches
+
+
+def _batch_statistics(model, layers, inputs):
+    """Runs `model` in training mode and returns, per normalization, the
+    batch mean and variance its momentum-0 update left behind (read in the
+    replica, so each replica reports its own share of the batch)."""
+    model(inputs, training=True)
+    return [
+        (tf.identity(layer.moving_mean.value),
+         tf.identity(layer.moving_variance.value))
+        for layer in layers
+    ]
