@@ -149,7 +149,8 @@ def group_weights(graph, group, taylor_scores=None, cache=None):
         group: One of its groups.
         taylor_scores: Optional per-group Taylor scores.
         cache: Optional dict reused across calls to read each layer's
-            filters once (valid while the weights do not change).
+            filters and scales once (valid while the weights do not
+            change).
     """
     cache = {} if cache is None else cache
     filters, scales = [], []
@@ -163,12 +164,14 @@ def group_weights(graph, group, taylor_scores=None, cache=None):
                 aligned = _align(record.outputs[0], group, rows)
                 if aligned is not None:
                     filters.append(aligned)
-        elif record.kind == "member" and hasattr(record.layer, "gamma"):
-            if record.layer.gamma is not None:
-                gamma = np.asarray(record.layer.gamma.numpy())[:, None]
-                aligned = _align(record.inputs[0], group, gamma)
-                if aligned is not None:
-                    scales.append(aligned.mean(axis=1))
+        elif record.kind == "member" and getattr(
+                record.layer, "gamma", None) is not None:
+            key = ("gamma", id(record.layer))
+            if key not in cache:
+                cache[key] = np.asarray(record.layer.gamma.numpy())[:, None]
+            aligned = _align(record.inputs[0], group, cache[key])
+            if aligned is not None:
+                scales.append(aligned.mean(axis=1))
     taylor_values = None
     if taylor_scores is not None:
         taylor_values = taylor_scores[group.id]

@@ -218,6 +218,22 @@ def group_keep_masks(graph):
     return keep
 
 
+def check_flops_fraction(flops):
+    """Returns `flops` if it is a fraction of FLOPs to keep in (0, 1].
+
+    Raises:
+        ValueError: Otherwise, saying what was received.
+    """
+    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not (
+        0 < flops <= 1
+    ):
+        raise ValueError(
+            "`flops` should be the fraction of FLOPs to keep, in (0, 1] "
+            f"(0.45 keeps 45%). Received: flops={flops!r}"
+        )
+    return flops
+
+
 def count_flops(model, include_bn=False, include_fc=True, graph=None):
     """Counts the MACs and parameters of `model`, masks included.
 

@@ -6,6 +6,7 @@ from ekg_keras import allocation as allocation_lib
 from ekg_keras import criteria as criteria_lib
 from ekg_keras.allocation import KeepLevels
 from ekg_keras.flops import FlopsCounter
+from ekg_keras.flops import check_flops_fraction
 from ekg_keras.graph import trace
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
@@ -78,7 +79,7 @@ def prune(
         NotImplementedError: For `method="ekg"` (or `data` without a
             method) until the EKG search lands.
     """
-    _check_flops(flops)
+    check_flops_fraction(flops)
     method = _resolve_method(method, data)
     criterion_fn = criteria_lib.get(criterion)
     allocate = allocation_lib.get(allocation)
@@ -151,16 +152,6 @@ def apply_keep(model, graph, keep):
     for layer in prunable_layers(model):
         if id(layer) in masks:
             layer.filter_mask.assign(masks[id(layer)])
-
-
-def _check_flops(flops):
-    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not (
-        0 < flops <= 1
-    ):
-        raise ValueError(
-            "`flops` should be the fraction of FLOPs to keep, in (0, 1] "
-            f"(0.45 keeps 45%). Received: flops={flops!r}"
-        )
 
 
 def _resolve_method(method, data):

@@ -38,3 +38,14 @@ def two_cpus():
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, devices
     return [d.name for d in devices[:2]]
+
+
+@pytest.fixture(scope="session")
+def mirrored(two_cpus):
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Several MirroredStrategy instances in one process can reuse collective
+    instance keys across their compiled steps and abort with a shape
+    mismatch, so tests share this one.
+    """
+    return tf.distribute.MirroredStrategy(two_cpus)

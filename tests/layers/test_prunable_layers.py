@@ -416,8 +416,8 @@ def test_weights_file_restores_masks(tmp_path):
     layer_testing.assert_same_weights(model, fresh)
 
 
-def test_mirrored_strategy_respects_mask_set_outside_step(two_cpus):
-    strategy = tf.distribute.MirroredStrategy(two_cpus)
+def test_mirrored_strategy_respects_mask_set_outside_step(mirrored):
+    strategy = mirrored
     with strategy.scope():
         inputs = keras.Input((4, 4, 2))
         conv = PrunableConv2D(3, 1, name="conv")
