@@ -124,7 +124,7 @@ def main(argv=None):
             else (f"FAILED (exit {res['returncode']})")
         )
         summary = (res["figures"] or {}).get("summary", "")
-        print(f"{name:14s} {status:8s} {res['seconds']:6.1f} s  {summary}")
+        print(f"{name:22s} {status:8s} {res['seconds']:6.1f} s  {summary}")
     return results
 
 

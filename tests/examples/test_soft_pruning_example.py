@@ -1,0 +1,18 @@
+"""Smoke test of examples/soft_pruning.py, shortened to one epoch."""
+
+import importlib.util
+import pathlib
+
+EXAMPLE = pathlib.Path(__file__).parents[2] / "examples" / "soft_pruning.py"
+
+
+def test_soft_pruning_example_runs(capsys):
+    spec = importlib.util.spec_from_file_location("soft_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = example.main(["--epochs", "1"])
+    assert [row["method"] for row in rows] == ["SFP", "ASFP", "ASFP+mask"]
+    for row in rows:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["macs"] > 0
+    assert "FLOPs cut" in capsys.readouterr().out
