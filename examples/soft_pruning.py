@@ -27,6 +27,13 @@ import keras  # noqa: E402
 import ekg_keras  # noqa: E402
 
 
+METHODS = {
+    "SFP": dict(schedule="constant"),
+    "ASFP": dict(schedule="asymptotic"),
+    "ASFP+mask": dict(schedule="asymptotic", mask_gradients=True),
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -35,14 +42,15 @@ def parse_args(argv=None):
     parser.add_argument("--criterion", default="l2",
                         choices=["l1", "l2", "fpgm", "l2+fpgm"])
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-METHODS = {
-    "SFP": dict(schedule="constant"),
-    "ASFP": dict(schedule="asymptotic"),
-    "ASFP+mask": dict(schedule="asymptotic", mask_gradients=True),
-}
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="Comma-separated subset of "
+                        f"{', '.join(METHODS)}.")
+    args = parser.parse_args(argv)
+    args.methods = args.methods.split(",")
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    return args
 
 
 def train(method, args, data):
@@ -92,7 +100,7 @@ def main(argv=None):
     data = ekg_keras.data.digits(batch_size=64, seed=args.seed)
     full = ekg_keras.count_flops(
         ekg_keras.models.resnet20(num_classes=data.num_classes))
-    rows = [train(method, args, data) for method in METHODS]
+    rows = [train(method, args, data) for method in args.methods]
     print(f"\n{'method':<11}{'P':>8}{'test acc':>10}{'+BN recal':>11}"
           f"{'MFLOPs':>9}{'FLOPs cut':>11}{'params':>10}{'time':>8}")
     for row in rows:
