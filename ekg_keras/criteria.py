@@ -141,20 +141,24 @@ def requires_data(criterion):
     return bool(getattr(get(criterion), "requires_data", False))
 
 
-def group_weights(graph, group, taylor_scores=None, cache=None):
+def group_weights(graph, group, taylor_scores=None, cache=None,
+                  records=None):
     """Collects the `GroupWeights` of `group` from the traced model.
 
     Args:
         graph: The `ChannelGraph`.
         group: One of its groups.
         taylor_scores: Optional per-group Taylor scores.
+        records: Optional `LayerChannels` to read from instead of every
+            layer (e.g. one producer, to score it alone).
         cache: Optional dict reused across calls to read each layer's
             filters and scales once (valid while the weights do not
             change).
     """
     cache = {} if cache is None else cache
+    records = graph.layers.values() if records is None else records
     filters, scales = [], []
-    for record in graph.layers.values():
+    for record in records:
         if record.kind == "source":
             key = id(record.layer)
             if key not in cache:

@@ -302,10 +302,8 @@ class SoftFilterPruning(keras.Model):
         masks = {}
         for path in group.producers:
             record = self.graph.channels(path)
-            weights = criteria.group_weights(self.graph, group, cache=cache)
-            index = group.producers.index(path)
-            own = dataclasses.replace(
-                weights, filters=[weights.filters[index]], bn_scales=[])
+            own = criteria.group_weights(
+                self.graph, group, cache=cache, records=[record])
             pruned = select_pruned(own, count, self.criterion, self.fpgm_share)
             out = record.outputs[0]
             mask = np.ones(len(out), dtype="float32")

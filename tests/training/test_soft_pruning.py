@@ -299,3 +299,22 @@ def test_keras_file_round_trip_keeps_masks_and_position(tmp_path):
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ekg_keras.SoftFilterPruning(_resnet8(), **kwargs)
+
+
+def test_independent_residual_producers_zero_their_own_weakest_filters():
+    sfp = ekg_keras.SoftFilterPruning(_resnet8(), rate=0.5,
+                                      residual="independent")
+    group = [g for g in sfp.graph.prunable_groups if len(g.producers) > 1][0]
+    norms = {}
+    for path in group.producers:
+        kernel = sfp.network.get_layer(path).kernel.numpy()
+        norms[path] = np.linalg.norm(
+            kernel.reshape(-1, kernel.shape[-1]), axis=0)
+    sfp.prune_step()
+    masks = []
+    for path in group.producers:
+        mask = sfp.network.get_layer(path).filter_mask.numpy()
+        assert mask.sum() == len(mask) // 2
+        assert norms[path][mask == 0].max() <= norms[path][mask == 1].min()
+        masks.append(tuple(mask))
+    assert len(set(masks)) > 1  # each producer chose for itself
