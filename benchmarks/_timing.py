@@ -159,6 +159,36 @@ def other_load(before, after):
     return own, max(machine - own, 0.0)
 
 
+def load_warning(other_cores, cpu_count, consequence):
+    """A warning line when other processes used the CPU, else None.
+
+    Args:
+        other_cores: Cores used by other processes per measurement (None
+            where unknown).
+        cpu_count: Cores of the machine.
+        consequence: What the load did to the figures, for the message.
+    """
+    busy = [cores for cores in other_cores if cores is not None]
+    if not busy or max(busy) <= 0.25:
+        return None
+    return (
+        f"WARNING: other processes used up to {max(busy):.2f} of the "
+        f"{cpu_count} cores while timing; {consequence}"
+    )
+
+
+def base_parser(description, quick_help):
+    """The arguments every benchmark accepts: --json and --quick."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--json", default=None, help="also write the figures to this JSON file"
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser
+
+
 def write_json(path, result):
     """Writes `result` as JSON to `path` (no-op for None)."""
     if path is None:

@@ -18,7 +18,6 @@ ResNet-56). For ResNet-56 (CIFAR, 32x32x3) and keras.applications ResNet50
     .venv/bin/python benchmarks/flops_speed.py --quick    # smoke check
 """
 
-import argparse
 import os
 import sys
 
@@ -169,14 +168,8 @@ def format_results(results, env, argv_line):
 
 def main(argv=None):
     """Runs the benchmark; returns a dict of figures (also printed)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--json", default=None, help="also write the figures to this JSON file"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="200 calls instead of 2000 (smoke check)",
+    parser = _timing.base_parser(
+        __doc__.splitlines()[0], "200 calls instead of 2000 (smoke check)"
     )
     parser.add_argument(
         "--calls",

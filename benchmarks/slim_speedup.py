@@ -23,7 +23,6 @@ per-op overhead of ~200 small ops dominates and slimming helps little.
     .venv/bin/python benchmarks/slim_speedup.py --intra 1 --inter 1
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -268,15 +267,14 @@ def format_results(res, argv_line):
             f"{slim['speedup'] / theory:.0%} of it."
         ),
     ]
-    busy = [
-        b["other_cores"] for b in res["batches"] if b["other_cores"] is not None
-    ]
-    if busy and max(busy) > 0.25:
-        lines.append(
-            f"WARNING: other processes used up to {max(busy):.2f} of the "
-            f"{thr['cpu_count']} cores while timing; absolute figures are "
-            "low and noisy (the alternating rounds keep the ratios fairer)."
-        )
+    warning = _timing.load_warning(
+        [b["other_cores"] for b in res["batches"]],
+        thr["cpu_count"],
+        "absolute figures are low and noisy (the alternating rounds keep "
+        "the ratios fairer).",
+    )
+    if warning:
+        lines.append(warning)
     lines.append(
         f"prune {res['prune_s']:.2f} s; total benchmark run "
         f"{res['total_s']:.1f} s"
@@ -286,12 +284,8 @@ def format_results(res, argv_line):
 
 def main(argv=None):
     """Runs the benchmark; returns a dict of figures (also printed)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--json", default=None, help="also write the figures to this JSON file"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="few rounds (smoke check only)"
+    parser = _timing.base_parser(
+        __doc__.splitlines()[0], "few rounds (smoke check only)"
     )
     parser.add_argument(
         "--intra", type=int, default=0, help="intra-op threads (0 = TF default)"

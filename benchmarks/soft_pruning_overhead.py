@@ -59,7 +59,6 @@ The full run takes about 4 minutes on 2 cores.
         --configs plain,sfp,sfp_maskgrad,sfp_fpgm_mix
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -410,29 +409,23 @@ def format_results(res, argv_line):
             f"{'PASS' if head['pass'] else 'FAIL'}"
         ),
     ]
-    busy = [
-        m["other_cores"] for m in res["models"] if m["other_cores"] is not None
-    ]
-    if busy and max(busy) > 0.25:
-        lines.append(
-            f"WARNING: other processes used up to {max(busy):.2f} of the "
-            f"{env['cpu_count']} cores while timing; epoch times are long "
-            "and noisy (the paired, rotating rounds keep the ratios fairer)."
-        )
+    warning = _timing.load_warning(
+        [m["other_cores"] for m in res["models"]],
+        env["cpu_count"],
+        "epoch times are long and noisy (the paired, rotating rounds keep "
+        "the ratios fairer).",
+    )
+    if warning:
+        lines.append(warning)
     lines.append(f"total benchmark run {res['total_s']:.1f} s")
     return "\n".join(lines)
 
 
 def main(argv=None):
     """Runs the benchmark; returns a dict of figures (also printed)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--json", default=None, help="also write the figures to this JSON file"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="resnet20, plain and sfp, one round (smoke check only)",
+    parser = _timing.base_parser(
+        __doc__.splitlines()[0],
+        "resnet20, plain and sfp, one round (smoke check only)",
     )
     parser.add_argument(
         "--models",

@@ -53,8 +53,9 @@ def features_only(data, batch_size=64):
     """A dataset of input batches from inputs, `(inputs, labels)` batches
     or an array of inputs."""
     if not isinstance(data, tf.data.Dataset):
-        data = tf.data.Dataset.from_tensor_slices(
-            np.asarray(data)).batch(batch_size)
+        data = tf.data.Dataset.from_tensor_slices(np.asarray(data)).batch(
+            batch_size
+        )
     spec = data.element_spec
     if isinstance(spec, tuple):
         return data.map(lambda *element: element[0])

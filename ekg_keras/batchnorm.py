@@ -52,10 +52,16 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
     if steps is not None:
         dataset = dataset.take(steps)
     strategy = getattr(model, "distribute_strategy", None) or (
-        tf.distribute.get_strategy())
+        tf.distribute.get_strategy()
+    )
     momenta = [layer.momentum for layer in layers]
-    sums = [[np.zeros(layer.moving_mean.shape),
-             np.zeros(layer.moving_variance.shape)] for layer in layers]
+    sums = [
+        [
+            np.zeros(layer.moving_mean.shape),
+            np.zeros(layer.moving_variance.shape),
+        ]
+        for layer in layers
+    ]
     batches = 0
     try:
         # With momentum 0 each forward pass leaves exactly its batch's
@@ -80,8 +86,10 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
         layer.moving_mean.assign(mean / batches)
         layer.moving_variance.assign(variance / batches)
     if verbose:
-        print(f"ekg_keras.recalibrate_batchnorm: {len(layers)} layers, "
-              f"{batches} batches")
+        print(
+            f"ekg_keras.recalibrate_batchnorm: {len(layers)} layers, "
+            f"{batches} batches"
+        )
     return batches
 
 
@@ -91,7 +99,9 @@ def _batch_statistics(model, layers, inputs):
     replica, so each replica reports its own share of the batch)."""
     model(inputs, training=True)
     return [
-        (tf.identity(layer.moving_mean.value),
-         tf.identity(layer.moving_variance.value))
+        (
+            tf.identity(layer.moving_mean.value),
+            tf.identity(layer.moving_variance.value),
+        )
         for layer in layers
     ]

@@ -141,8 +141,7 @@ def requires_data(criterion):
     return bool(getattr(get(criterion), "requires_data", False))
 
 
-def group_weights(graph, group, taylor_scores=None, cache=None,
-                  records=None):
+def group_weights(graph, group, taylor_scores=None, cache=None, records=None):
     """Collects the `GroupWeights` of `group` from the traced model.
 
     Args:
@@ -168,8 +167,10 @@ def group_weights(graph, group, taylor_scores=None, cache=None,
                 aligned = _align(record.outputs[0], group, rows)
                 if aligned is not None:
                     filters.append(aligned)
-        elif record.kind == "member" and getattr(
-                record.layer, "gamma", None) is not None:
+        elif (
+            record.kind == "member"
+            and getattr(record.layer, "gamma", None) is not None
+        ):
             key = ("gamma", id(record.layer))
             if key not in cache:
                 cache[key] = np.asarray(record.layer.gamma.numpy())[:, None]

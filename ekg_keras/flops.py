@@ -92,9 +92,11 @@ class FlopsCounter:
         )
 
     def _counts(self, category):
-        return category == "conv" or (
-            category == "bn" and self.include_bn
-        ) or (category == "fc" and self.include_fc)
+        return (
+            category == "conv"
+            or (category == "bn" and self.include_bn)
+            or (category == "fc" and self.include_fc)
+        )
 
     def _collect(self):
         seen = set()
@@ -106,9 +108,11 @@ class FlopsCounter:
             terms = get_handler(layer).cost(layer, call.node)
             if not terms and first_call and record.kind != "model":
                 self._add_fixed_params(record)
-            sides = {"in": call.inputs[0] if call.inputs else None,
-                     "out": call.outputs[0] if call.outputs else None,
-                     None: None}
+            sides = {
+                "in": call.inputs[0] if call.inputs else None,
+                "out": call.outputs[0] if call.outputs else None,
+                None: None,
+            }
             for category, quantity, coef, side_a, side_b in terms:
                 if quantity == "params" and not first_call:
                     continue
@@ -122,8 +126,7 @@ class FlopsCounter:
         count = sum(
             int(np.prod(w.shape))
             for w in record.layer.weights
-            if not (is_prunable(record.layer)
-                    and w is record.layer.filter_mask)
+            if not (is_prunable(record.layer) and w is record.layer.filter_mask)
         )
         if count:
             self._fixed_params += count
@@ -181,7 +184,9 @@ def _side(channel_maps, sizes, n):
         if channel_map is None:
             continue
         fixed[row] = channel_map.num_fixed
-        weights[row] = channel_map.multiplicity(len(sizes)) / np.maximum(sizes, 1)
+        weights[row] = channel_map.multiplicity(len(sizes)) / np.maximum(
+            sizes, 1
+        )
     return weights, fixed
 
 
@@ -224,8 +229,10 @@ def check_flops_fraction(flops):
     Raises:
         ValueError: Otherwise, saying what was received.
     """
-    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not (
-        0 < flops <= 1
+    if (
+        isinstance(flops, bool)
+        or not isinstance(flops, (int, float))
+        or not (0 < flops <= 1)
     ):
         raise ValueError(
             "`flops` should be the fraction of FLOPs to keep, in (0, 1] "

@@ -26,7 +26,9 @@ class Latency:
 
 def inference_function(model):
     """A compiled `model(x, training=False)`, traced once per input shape."""
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return tf.function(
+        lambda x: model(x, training=False), reduce_retracing=True
+    )
 
 
 def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
@@ -45,10 +47,13 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
     Returns:
         A `Latency`.
     """
-    shape = [batch_size] + [d if d is not None else 32
-                            for d in model.inputs[0].shape[1:]]
-    x = tf.constant(np.random.default_rng(seed).standard_normal(shape),
-                    dtype=model.inputs[0].dtype)
+    shape = [batch_size] + [
+        d if d is not None else 32 for d in model.inputs[0].shape[1:]
+    ]
+    x = tf.constant(
+        np.random.default_rng(seed).standard_normal(shape),
+        dtype=model.inputs[0].dtype,
+    )
     forward = inference_function(model)
     for _ in range(warmup):
         forward(x).numpy()

@@ -110,7 +110,8 @@ def prune(
         taylor = taylor_scores(masked, graph, data, loss=loss)
     scores = [
         criteria_lib.score(criterion_fn, graph, group, taylor)
-        if group.prunable else None
+        if group.prunable
+        else None
         for group in graph.groups
     ]
     keep_counts = allocate(counter, target, scores, levels)

@@ -76,7 +76,11 @@ def slim(model, graph=None, fold="exact"):
 def _check_soft_layers(graph):
     for record in graph.maskable_layers():
         layer = record.layer
-        if not is_prunable(layer) or layer.mode != "soft" or record.kind != "source":
+        if (
+            not is_prunable(layer)
+            or layer.mode != "soft"
+            or record.kind != "source"
+        ):
             continue
         for variable, masked in layer.masked_weight_values():
             if not np.array_equal(np.asarray(variable.numpy()), masked):
@@ -110,7 +114,9 @@ def _constant_folds(model, graph, keep, fold):
             continue
         how = "bias"
         if _zero_padded(record.layer):
-            if fold == "exact" and isinstance(record.layer, keras.layers.Conv2D):
+            if fold == "exact" and isinstance(
+                record.layer, keras.layers.Conv2D
+            ):
                 how = "ones"
             else:
                 warnings.warn(
@@ -235,13 +241,15 @@ class _Rebuilder:
             graph = functional_of(op)
             flat = keras.tree.flatten(list(args))
             inputs = [
-                keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                            name=input_name(x))
+                keras.Input(
+                    batch_shape=t.shape, dtype=t.dtype, name=input_name(x)
+                )
                 for t, x in zip(flat, graph.inputs)
             ]
             outputs = run_graph(graph, inputs, self._operation, self._call)
             self._models[id(op)] = keras.Model(
-                inputs if len(inputs) > 1 else inputs[0], outputs,
+                inputs if len(inputs) > 1 else inputs[0],
+                outputs,
                 name=op.name,
             )
         return self._models[id(op)](*args, **kwargs)
@@ -283,8 +291,12 @@ def _append_ones(inputs, name):
     """`inputs` with one more channel of ones (zero-padded like the rest by
     the convolution that reads it)."""
     ones = keras.layers.Conv2D(
-        1, 1, kernel_initializer="zeros", bias_initializer="ones",
-        trainable=False, name=f"{name}_ones",
+        1,
+        1,
+        kernel_initializer="zeros",
+        bias_initializer="ones",
+        trainable=False,
+        name=f"{name}_ones",
     )(inputs)
     return keras.layers.Concatenate(name=f"{name}_with_ones")([inputs, ones])
 
@@ -300,8 +312,10 @@ def _weights_of(layer):
     names = [v.name for v in layer.weights if id(v) in values]
     if len(set(names)) != len(names):
         # Duplicate names: keep the order instead (layers we do not slice).
-        return {str(i): values[id(v)] for i, v in enumerate(
-            v for v in layer.weights if id(v) in values)}
+        return {
+            str(i): values[id(v)]
+            for i, v in enumerate(v for v in layer.weights if id(v) in values)
+        }
     return {v.name: values[id(v)] for v in layer.weights if id(v) in values}
 
 

@@ -50,7 +50,8 @@ def taylor_scores(model, graph, data, loss=None):
     """
     loss = default_loss(model) if loss is None else loss
     gates = [
-        record for record in graph.maskable_layers()
+        record
+        for record in graph.maskable_layers()
         if record.terminal and is_prunable(record.layer)
     ]
     masks = [record.layer.filter_mask for record in gates]
@@ -68,8 +69,9 @@ def taylor_scores(model, graph, data, loss=None):
             values = np.asarray(gradient)[inside]
             for group_id in np.unique(out.group[inside]):
                 rows = out.group[inside] == group_id
-                np.add.at(per_group[group_id], out.index[inside][rows],
-                          values[rows])
+                np.add.at(
+                    per_group[group_id], out.index[inside][rows], values[rows]
+                )
         for total, batch in zip(scores, per_group):
             total += np.abs(batch)
         batches += 1

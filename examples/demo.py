@@ -23,26 +23,42 @@ import ekg_keras  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flops", type=float, default=0.5,
-                        help="Fraction of FLOPs to keep.")
-    parser.add_argument("--epochs", type=int, default=15,
-                        help="Training epochs of the unpruned model.")
-    parser.add_argument("--finetune_epochs", type=int, default=5,
-                        help="Fine-tuning epochs of the pruned model.")
-    parser.add_argument("--criterion", default="l2",
-                        choices=ekg_keras.criteria.names())
+    parser.add_argument(
+        "--flops", type=float, default=0.5, help="Fraction of FLOPs to keep."
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=15,
+        help="Training epochs of the unpruned model.",
+    )
+    parser.add_argument(
+        "--finetune_epochs",
+        type=int,
+        default=5,
+        help="Fine-tuning epochs of the pruned model.",
+    )
+    parser.add_argument(
+        "--criterion", default="l2", choices=ekg_keras.criteria.names()
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency_runs", type=int, default=100,
-                        help="Timed passes per latency measurement.")
+    parser.add_argument(
+        "--latency_runs",
+        type=int,
+        default=100,
+        help="Timed passes per latency measurement.",
+    )
     return parser.parse_args(argv)
 
 
 def compile_for_training(model, epochs, steps_per_epoch, learning_rate):
     schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=epochs * steps_per_epoch)
+        learning_rate, decay_steps=epochs * steps_per_epoch
+    )
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
-                                       weight_decay=5e-4),
+        optimizer=keras.optimizers.SGD(
+            schedule, momentum=0.9, nesterov=True, weight_decay=5e-4
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -50,9 +66,10 @@ def compile_for_training(model, epochs, steps_per_epoch, learning_rate):
 
 def accuracy(model, dataset):
     """Top-1 accuracy in inference mode (moving BN statistics)."""
-    model.compile(metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True))
+    model.compile(
+        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"]
 
 
@@ -60,7 +77,8 @@ def describe(name, model, dataset, runs):
     report = ekg_keras.count_flops(model)
     latency = ekg_keras.measure_latency(model, batch_size=1, runs=runs)
     throughput = ekg_keras.measure_latency(
-        model, batch_size=64, runs=max(1, runs // 5))
+        model, batch_size=64, runs=max(1, runs // 5)
+    )
     return {
         "model": name,
         "accuracy": accuracy(model, dataset),
@@ -73,18 +91,24 @@ def describe(name, model, dataset, runs):
 
 def print_table(rows):
     print()
-    print(f"{'model':<26}{'test acc':>9}{'MFLOPs':>9}{'params':>10}"
-          f"{'ms/img (b=1)':>14}{'img/s (b=64)':>14}")
+    print(
+        f"{'model':<26}{'test acc':>9}{'MFLOPs':>9}{'params':>10}"
+        f"{'ms/img (b=1)':>14}{'img/s (b=64)':>14}"
+    )
     for row in rows:
-        print(f"{row['model']:<26}{row['accuracy']:>9.2%}"
-              f"{row['macs'] / 1e6:>9.2f}{row['params'] / 1e3:>9.1f}k"
-              f"{row['latency_ms']:>14.2f}{row['images_per_s']:>14.0f}")
+        print(
+            f"{row['model']:<26}{row['accuracy']:>9.2%}"
+            f"{row['macs'] / 1e6:>9.2f}{row['params'] / 1e3:>9.1f}k"
+            f"{row['latency_ms']:>14.2f}{row['images_per_s']:>14.0f}"
+        )
     first, last = rows[0], rows[-1]
-    print(f"\nFLOPs kept: {last['macs'] / first['macs']:.1%}, params kept: "
-          f"{last['params'] / first['params']:.1%}, measured speed-up: "
-          f"{first['latency_ms'] / last['latency_ms']:.2f}x at batch 1, "
-          f"{last['images_per_s'] / first['images_per_s']:.2f}x at batch 64 "
-          f"(FLOPs ratio {first['macs'] / last['macs']:.2f}x)")
+    print(
+        f"\nFLOPs kept: {last['macs'] / first['macs']:.1%}, params kept: "
+        f"{last['params'] / first['params']:.1%}, measured speed-up: "
+        f"{first['latency_ms'] / last['latency_ms']:.2f}x at batch 1, "
+        f"{last['images_per_s'] / first['images_per_s']:.2f}x at batch 64 "
+        f"(FLOPs ratio {first['macs'] / last['macs']:.2f}x)"
+    )
 
 
 def main(argv=None):
@@ -101,23 +125,27 @@ def main(argv=None):
     model.fit(data.train, epochs=args.epochs, verbose=2, shuffle=False)
     rows = [describe("ResNet-20", model, data.test, args.latency_runs)]
 
-    print(f"\nPruning to {args.flops:.0%} of the FLOPs "
-          f"(criterion={args.criterion}) ...")
-    masked = ekg_keras.prune(model, flops=args.flops,
-                             criterion=args.criterion, slim=False)
+    print(
+        f"\nPruning to {args.flops:.0%} of the FLOPs "
+        f"(criterion={args.criterion}) ..."
+    )
+    masked = ekg_keras.prune(
+        model, flops=args.flops, criterion=args.criterion, slim=False
+    )
     pruned_now = accuracy(masked, data.test)
-    print(f"Accuracy right after pruning, before fine-tuning: "
-          f"{pruned_now:.2%}")
+    print(f"Accuracy right after pruning, before fine-tuning: {pruned_now:.2%}")
 
-    print(f"Fine-tuning the masked model for {args.finetune_epochs} "
-          "epochs ...")
-    compile_for_training(masked, args.finetune_epochs, steps,
-                         learning_rate=0.01)
-    masked.fit(data.train, epochs=args.finetune_epochs, verbose=2,
-               shuffle=False)
+    print(f"Fine-tuning the masked model for {args.finetune_epochs} epochs ...")
+    compile_for_training(
+        masked, args.finetune_epochs, steps, learning_rate=0.01
+    )
+    masked.fit(
+        data.train, epochs=args.finetune_epochs, verbose=2, shuffle=False
+    )
     slim = ekg_keras.slim(masked)
     rows.append(
-        describe("pruned + fine-tuned", slim, data.test, args.latency_runs))
+        describe("pruned + fine-tuned", slim, data.test, args.latency_runs)
+    )
 
     print_table(rows)
     print(f"\nTotal time {time.time() - start:.0f} s.")

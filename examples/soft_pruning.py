@@ -37,14 +37,18 @@ METHODS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--flops", type=float, default=0.6,
-                        help="Fraction of FLOPs to keep.")
-    parser.add_argument("--criterion", default="l2",
-                        choices=["l1", "l2", "fpgm", "l2+fpgm"])
+    parser.add_argument(
+        "--flops", type=float, default=0.6, help="Fraction of FLOPs to keep."
+    )
+    parser.add_argument(
+        "--criterion", default="l2", choices=["l1", "l2", "fpgm", "l2+fpgm"]
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="Comma-separated subset of "
-                        f"{', '.join(METHODS)}.")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"Comma-separated subset of {', '.join(METHODS)}.",
+    )
     args = parser.parse_args(argv)
     args.methods = args.methods.split(",")
     unknown = sorted(set(args.methods) - set(METHODS))
@@ -60,34 +64,46 @@ def train(method, args, data):
     options = METHODS[method]
     schedule = options["schedule"]
     sfp = ekg_keras.SoftFilterPruning(
-        model, flops=args.flops, criterion=args.criterion,
-        epochs=args.epochs, **options)
+        model,
+        flops=args.flops,
+        criterion=args.criterion,
+        epochs=args.epochs,
+        **options,
+    )
     steps = args.epochs * (len(data.y_train) // 64 + 1)
     sfp.compile(
         optimizer=keras.optimizers.SGD(
             keras.optimizers.schedules.CosineDecay(0.05, steps),
-            momentum=0.9, nesterov=True, weight_decay=5e-4),
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    print(f"\n{method}: filter rate P = {sfp.rate:.4f} "
-          f"({schedule} schedule), {args.epochs} epochs")
+    print(
+        f"\n{method}: filter rate P = {sfp.rate:.4f} "
+        f"({schedule} schedule), {args.epochs} epochs"
+    )
     start = time.time()
     sfp.fit(data.train, epochs=args.epochs, verbose=2, shuffle=False)
     small = sfp.slim()
     small.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+        metrics=["accuracy"],
+    )
     report = ekg_keras.count_flops(small)
-    as_trained = small.evaluate(data.test, verbose=0,
-                                return_dict=True)["accuracy"]
+    as_trained = small.evaluate(data.test, verbose=0, return_dict=True)[
+        "accuracy"
+    ]
     ekg_keras.recalibrate_batchnorm(small, data.train)
     return {
         "method": method,
         "rate": sfp.rate,
         "accuracy_as_trained": as_trained,
-        "accuracy": small.evaluate(data.test, verbose=0,
-                                   return_dict=True)["accuracy"],
+        "accuracy": small.evaluate(data.test, verbose=0, return_dict=True)[
+            "accuracy"
+        ],
         "macs": report.macs,
         "params": report.params,
         "seconds": time.time() - start,
@@ -99,17 +115,24 @@ def main(argv=None):
     args = parse_args(argv)
     data = ekg_keras.data.digits(batch_size=64, seed=args.seed)
     full = ekg_keras.count_flops(
-        ekg_keras.models.resnet20(num_classes=data.num_classes))
+        ekg_keras.models.resnet20(num_classes=data.num_classes)
+    )
     rows = [train(method, args, data) for method in args.methods]
-    print(f"\n{'method':<11}{'P':>8}{'test acc':>10}{'+BN recal':>11}"
-          f"{'MFLOPs':>9}{'FLOPs cut':>11}{'params':>10}{'time':>8}")
+    print(
+        f"\n{'method':<11}{'P':>8}{'test acc':>10}{'+BN recal':>11}"
+        f"{'MFLOPs':>9}{'FLOPs cut':>11}{'params':>10}{'time':>8}"
+    )
     for row in rows:
-        print(f"{row['method']:<11}{row['rate']:>8.4f}"
-              f"{row['accuracy_as_trained']:>10.2%}{row['accuracy']:>11.2%}"
-              f"{row['macs'] / 1e6:>9.2f}{1 - row['macs'] / full.macs:>11.1%}"
-              f"{row['params'] / 1e3:>9.1f}k{row['seconds']:>7.0f}s")
-    print(f"(unpruned ResNet-20: {full.macs / 1e6:.2f} MFLOPs, "
-          f"{full.params / 1e3:.1f}k params)")
+        print(
+            f"{row['method']:<11}{row['rate']:>8.4f}"
+            f"{row['accuracy_as_trained']:>10.2%}{row['accuracy']:>11.2%}"
+            f"{row['macs'] / 1e6:>9.2f}{1 - row['macs'] / full.macs:>11.1%}"
+            f"{row['params'] / 1e3:>9.1f}k{row['seconds']:>7.0f}s"
+        )
+    print(
+        f"(unpruned ResNet-20: {full.macs / 1e6:.2f} MFLOPs, "
+        f"{full.params / 1e3:.1f}k params)"
+    )
     return rows
 
 

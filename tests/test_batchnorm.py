@@ -25,26 +25,33 @@ def test_statistics_are_exact_averages_of_batch_statistics():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((24, 6, 6, 3)).astype("float32") * 2 + 1
     batches = [x[:8], x[8:16], x[16:]]
-    weights_before = {w.path: w.numpy().copy() for w in model.weights
-                      if "moving" not in w.name}
+    weights_before = {
+        w.path: w.numpy().copy()
+        for w in model.weights
+        if "moving" not in w.name
+    }
     # Reference: the first normalization's input does not depend on any
     # statistic, so its batch moments are computed directly.
     conv = keras.Model(model.inputs, model.get_layer("conv").output)
     means = [conv(b).numpy().mean((0, 1, 2)) for b in batches]
     variances = [conv(b).numpy().var((0, 1, 2)) for b in batches]
     used = ekg_keras.recalibrate_batchnorm(
-        model, tf.data.Dataset.from_tensor_slices(x).batch(8))
+        model, tf.data.Dataset.from_tensor_slices(x).batch(8)
+    )
     assert used == 3
     bn = model.get_layer("bn1")
-    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, 0),
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bn.moving_variance.numpy(),
-                               np.mean(variances, 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4, atol=1e-6
+    )
     assert bn.momentum == 0.9
     for weight in model.weights:
         if "moving" not in weight.name:
-            np.testing.assert_array_equal(weight.numpy(),
-                                          weights_before[weight.path])
+            np.testing.assert_array_equal(
+                weight.numpy(), weights_before[weight.path]
+            )
 
 
 def test_steps_labels_and_empty_data():
@@ -71,9 +78,12 @@ def test_mirrored_strategy_matches_one_device(mirrored):
     # Each replica sees 8 samples per batch, as the single device does.
     for name in ("bn1", "bn2"):
         a, b = single.get_layer(name), distributed.get_layer(name)
-        np.testing.assert_allclose(a.moving_mean.numpy(),
-                                   b.moving_mean.numpy(), rtol=1e-4,
-                                   atol=1e-5)
-        np.testing.assert_allclose(a.moving_variance.numpy(),
-                                   b.moving_variance.numpy(), rtol=1e-4,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            a.moving_mean.numpy(), b.moving_mean.numpy(), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            a.moving_variance.numpy(),
+            b.moving_variance.numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+        )

@@ -35,10 +35,14 @@ def test_norms_aggregate_over_the_groups_producers():
     kb = model.get_layer("b").kernel.numpy().reshape(-1, 4).T
     np.testing.assert_allclose(
         criteria.score("l2", channel_graph, group),
-        np.sqrt((ka**2).sum(1) + (kb**2).sum(1)), rtol=1e-6)
+        np.sqrt((ka**2).sum(1) + (kb**2).sum(1)),
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(
         criteria.score("l1", channel_graph, group),
-        np.abs(ka).sum(1) + np.abs(kb).sum(1), rtol=1e-6)
+        np.abs(ka).sum(1) + np.abs(kb).sum(1),
+        rtol=1e-6,
+    )
 
 
 def test_fpgm_prunes_the_filter_nearest_the_median_first():
@@ -46,16 +50,18 @@ def test_fpgm_prunes_the_filter_nearest_the_median_first():
     hidden = keras.layers.Dense(4, name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
     # Filters (columns): three spread points and one at their centre.
-    model.get_layer("hidden").kernel.assign(np.array(
-        [[1.0, -1.0, 0.0, 0.0],
-         [0.0, 0.0, 1.0, 0.2],
-         [0.0, 0.0, 0.0, 0.0]], "float32"))
+    model.get_layer("hidden").kernel.assign(
+        np.array(
+            [[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.2], [0.0, 0.0, 0.0, 0.0]],
+            "float32",
+        )
+    )
     channel_graph = graph.trace(model)
-    scores = criteria.score("fpgm", channel_graph, _group(channel_graph, "hidden"))
+    scores = criteria.score(
+        "fpgm", channel_graph, _group(channel_graph, "hidden")
+    )
     columns = model.get_layer("hidden").kernel.numpy().T
-    expected = [
-        sum(np.linalg.norm(c - d) for d in columns) for c in columns
-    ]
+    expected = [sum(np.linalg.norm(c - d) for d in columns) for c in columns]
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
     assert np.argmin(scores) == 3
 
@@ -67,10 +73,15 @@ def test_bn_scale_uses_gamma_and_needs_a_batch_norm():
     channel_graph = graph.trace(model)
     np.testing.assert_allclose(
         criteria.score("bn_scale", channel_graph, _group(channel_graph, "a")),
-        np.abs(gamma))
-    plain = keras.Sequential([
-        keras.Input((3,)), keras.layers.Dense(4, name="h"),
-        keras.layers.Dense(2)])
+        np.abs(gamma),
+    )
+    plain = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="h"),
+            keras.layers.Dense(2),
+        ]
+    )
     plain_graph = graph.trace(plain)
     with pytest.raises(ValueError, match="needs a BatchNormalization"):
         criteria.score("bn_scale", plain_graph, _group(plain_graph, "h"))
@@ -82,7 +93,8 @@ def test_random_is_seeded_and_custom_callables_are_checked():
     group = _group(channel_graph, "a")
     first = criteria.score("random", channel_graph, group)
     np.testing.assert_array_equal(
-        first, criteria.score("random", channel_graph, group))
+        first, criteria.score("random", channel_graph, group)
+    )
 
     def mean_abs(weights):
         return np.mean([np.abs(f).mean(1) for f in weights.filters], axis=0)
@@ -119,7 +131,7 @@ def test_taylor_scores_equal_first_order_change_of_the_loss():
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     expected = np.zeros(4)
     for start in (0,):
-        xb, yb = x[start:start + 3], y[start:start + 3]
+        xb, yb = x[start : start + 3], y[start : start + 3]
         with tf.GradientTape() as tape:
             activations, _ = features(xb, training=False)
             tape.watch(activations)
@@ -128,5 +140,4 @@ def test_taylor_scores_equal_first_order_change_of_the_loss():
         gradient = tape.gradient(loss, activations).numpy()
         expected += np.abs((gradient * activations.numpy()).sum((0, 1, 2)))
     np.testing.assert_allclose(scores[group.id], expected, rtol=1e-4, atol=1e-7)
-    assert criteria.score(
-        "taylor", channel_graph, group, scores).shape == (4,)
+    assert criteria.score("taylor", channel_graph, group, scores).shape == (4,)

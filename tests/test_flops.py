@@ -1,7 +1,6 @@
 """Tests for ekg_keras.flops: MAC and parameter counts from shapes."""
 
 import keras
-import numpy as np
 import pytest
 
 import ekg_keras
@@ -30,8 +29,7 @@ def test_resnet20_projection_matches_spec():
 
 @pytest.mark.parametrize(
     "depth, expected",
-    [(20, 40_550_400), (32, 68_861_952), (56, 125_485_056),
-     (110, 252_887_040)],
+    [(20, 40_550_400), (32, 68_861_952), (56, 125_485_056), (110, 252_887_040)],
 )
 def test_sfp_convention_zero_pad_conv_only(depth, expected):
     # SPEC 1.3: the SFP FLOPs script counts conv layers only, option-A
@@ -52,7 +50,8 @@ def test_layer_formulas_on_a_small_model():
     x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.DepthwiseConv2D(
-        3, strides=2, padding="same", depth_multiplier=2, name="dw")(x)
+        3, strides=2, padding="same", depth_multiplier=2, name="dw"
+    )(x)
     x = keras.layers.SeparableConv2D(5, 3, name="sep")(x)
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(3, name="fc")(x)
@@ -95,7 +94,10 @@ def test_masked_model_counts_live_channels_like_its_slim_model():
     model = models.resnet20()
     masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
     slim = ekg_keras.slim(masked)
-    assert ekg_keras.count_flops(masked).macs == ekg_keras.count_flops(slim).macs
+    assert (
+        ekg_keras.count_flops(masked).macs == ekg_keras.count_flops(slim).macs
+    )
     assert ekg_keras.count_flops(masked).params == pytest.approx(
-        ekg_keras.count_flops(slim).params)
+        ekg_keras.count_flops(slim).params
+    )
     assert ekg_keras.count_flops(slim).params == slim.count_params()

@@ -19,8 +19,10 @@ def resnet20():
 
 
 def _kept_fraction(original, pruned):
-    return ekg_keras.count_flops(pruned).macs / ekg_keras.count_flops(
-        original).macs
+    return (
+        ekg_keras.count_flops(pruned).macs
+        / ekg_keras.count_flops(original).macs
+    )
 
 
 def test_prune_returns_a_slim_plain_model_within_one_point(resnet20):
@@ -44,13 +46,19 @@ def test_masked_result_slims_to_the_same_outputs(resnet20):
     assert 0.44 <= _kept_fraction(resnet20, slim) <= 0.45
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm", "bn_scale",
-                                       "random"])
+@pytest.mark.parametrize(
+    "criterion", ["l1", "l2", "fpgm", "bn_scale", "random"]
+)
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_criteria_and_allocations(resnet20, criterion, allocation):
     masked = ekg_keras.prune(
-        resnet20, flops=0.6, criterion=criterion, allocation=allocation,
-        slim=False, verbose=0)
+        resnet20,
+        flops=0.6,
+        criterion=criterion,
+        allocation=allocation,
+        slim=False,
+        verbose=0,
+    )
     assert 0.59 <= _kept_fraction(resnet20, masked) <= 0.6
 
 
@@ -58,8 +66,11 @@ def test_l2_keeps_the_largest_filters(resnet20):
     masked = ekg_keras.prune(resnet20, flops=0.5, slim=False, verbose=0)
     layer = masked.get_layer("stage1_block1_conv1")
     norms = np.linalg.norm(
-        resnet20.get_layer("stage1_block1_conv1").kernel.numpy().reshape(
-            -1, layer.filters), axis=0)
+        resnet20.get_layer("stage1_block1_conv1")
+        .kernel.numpy()
+        .reshape(-1, layer.filters),
+        axis=0,
+    )
     mask = layer.filter_mask.numpy() > 0
     assert 0 < mask.sum() < len(mask)
     assert norms[mask].min() >= norms[~mask].max()
@@ -69,18 +80,30 @@ def test_taylor_criterion_uses_data(resnet20):
     x = images(16)
     y = np.arange(16) % 10
     masked = ekg_keras.prune(
-        resnet20, flops=0.5, method="oneshot", criterion="taylor",
-        data=(x, y), slim=False, verbose=0)
+        resnet20,
+        flops=0.5,
+        method="oneshot",
+        criterion="taylor",
+        data=(x, y),
+        slim=False,
+        verbose=0,
+    )
     assert 0.49 <= _kept_fraction(resnet20, masked) <= 0.5
     with pytest.raises(ValueError, match="Labels .* should be in \\[0, 10\\)"):
-        ekg_keras.prune(resnet20, flops=0.5, method="oneshot",
-                        criterion="taylor", data=(x, y + 5), verbose=0)
+        ekg_keras.prune(
+            resnet20,
+            flops=0.5,
+            method="oneshot",
+            criterion="taylor",
+            data=(x, y + 5),
+            verbose=0,
+        )
 
 
 def test_ignored_layers_stay_whole(resnet20):
     pruned = ekg_keras.prune(
-        resnet20, flops=0.6, ignored_layers=["stage3_block0_conv1"],
-        verbose=0)
+        resnet20, flops=0.6, ignored_layers=["stage3_block0_conv1"], verbose=0
+    )
     assert pruned.get_layer("stage3_block0_conv1").filters == 64
     assert pruned.get_layer("stage3_block1_conv1").filters < 64
     # Its input channels stay whole too: the stage-2 stream is not pruned.
@@ -153,8 +176,11 @@ APPLICATIONS = {
 @pytest.mark.parametrize("name", sorted(APPLICATIONS))
 def test_keras_applications_prune_and_slim_exactly(name):
     model = APPLICATIONS[name](
-        weights=None, input_shape=(32, 32, 3), classes=10,
-        classifier_activation=None)
+        weights=None,
+        input_shape=(32, 32, 3),
+        classes=10,
+        classifier_activation=None,
+    )
     randomize_batchnorm(model)
     masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
     slim = ekg_keras.slim(masked)

@@ -44,8 +44,9 @@ def _sigmoid_model(consumer):
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dense(4, name="consumer")(x)
     else:
-        x = keras.layers.Conv2D(4, consumer, padding="same",
-                                use_bias=False, name="consumer")(x)
+        x = keras.layers.Conv2D(
+            4, consumer, padding="same", use_bias=False, name="consumer"
+        )(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(2)(x)
     return randomize_batchnorm(keras.Model(inputs, outputs))
@@ -53,8 +54,9 @@ def _sigmoid_model(consumer):
 
 @pytest.mark.parametrize("consumer", ["dense", 1])
 def test_constant_of_masked_channels_is_folded_exactly(consumer):
-    masked = _mask_groups(layers.wrap(_sigmoid_model(consumer)),
-                          {"producer": [0, 3, 4]})
+    masked = _mask_groups(
+        layers.wrap(_sigmoid_model(consumer)), {"producer": [0, 3, 4]}
+    )
     slim = ekg_keras.slim(masked)
     x = images(4, size=6)
     assert slim.get_layer("consumer").use_bias
@@ -91,10 +93,8 @@ def test_soft_mode_folds_the_batchnorm_constant():
     x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(5, 1, name="consumer")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    model = randomize_batchnorm(
-        keras.Model(inputs, keras.layers.Dense(2)(x)))
-    soft = _soft_prune(layers.wrap(model, mode="soft"),
-                       {"producer": [0, 2, 5]})
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.Dense(2)(x)))
+    soft = _soft_prune(layers.wrap(model, mode="soft"), {"producer": [0, 2, 5]})
     slim = ekg_keras.slim(soft)
     x = images(4, size=6)
     assert slim.get_layer("producer").filters == 3
@@ -111,17 +111,18 @@ def test_soft_mode_requires_zeroed_filters():
 def test_nested_model_is_slimmed_inside():
     inner_inputs = keras.Input((8, 8, 6))
     y = keras.layers.Conv2D(6, 3, padding="same", name="inner_conv")(
-        inner_inputs)
+        inner_inputs
+    )
     y = keras.layers.BatchNormalization(name="inner_bn")(y)
     inner = keras.Model(inner_inputs, keras.layers.ReLU()(y), name="inner")
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", name="outer_conv")(inputs)
     x = keras.layers.Conv2D(6, 1, name="mid")(inner(x))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    model = randomize_batchnorm(
-        keras.Model(inputs, keras.layers.Dense(2)(x)))
-    masked = _mask_groups(layers.wrap(model),
-                          {"outer_conv": [0, 1], "inner_conv": [5]})
+    model = randomize_batchnorm(keras.Model(inputs, keras.layers.Dense(2)(x)))
+    masked = _mask_groups(
+        layers.wrap(model), {"outer_conv": [0, 1], "inner_conv": [5]}
+    )
     slim = ekg_keras.slim(masked)
     nested = slim.get_layer("inner")
     assert isinstance(nested, keras.Model)
@@ -131,19 +132,24 @@ def test_nested_model_is_slimmed_inside():
 
 
 def test_sequential_and_untouched_input():
-    model = keras.Sequential([
-        keras.Input((6, 6, 3)),
-        keras.layers.Conv2D(8, 3, name="c1"),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Conv2D(8, 3, name="c2"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(3),
-    ])
-    masked = _mask_groups(layers.wrap(randomize_batchnorm(model)),
-                          {"c1": [0, 7], "c2": [1, 2, 3]})
-    masks_before = [l.filter_mask.numpy().copy()
-                    for l in layers.prunable_layers(masked)]
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(8, 3, name="c1"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(8, 3, name="c2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    masked = _mask_groups(
+        layers.wrap(randomize_batchnorm(model)), {"c1": [0, 7], "c2": [1, 2, 3]}
+    )
+    masks_before = [
+        layer.filter_mask.numpy().copy()
+        for layer in layers.prunable_layers(masked)
+    ]
     slim = ekg_keras.slim(masked)
     x = images(2, size=6)
     assert max_relative_difference(slim(x), masked(x)) < 1e-5
@@ -168,11 +174,17 @@ def test_slim_keras_file_loads_without_ekg_keras(tmp_path):
         f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(y))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-        timeout=180, env={"KERAS_BACKEND": "tensorflow",
-                          "TF_CPP_MIN_LOG_LEVEL": "3",
-                          "PATH": "/usr/bin:/bin"})
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(
-        np.load(tmp_path / "y.npy"), np.asarray(slim(x)), rtol=1e-5,
-        atol=1e-6)
+        np.load(tmp_path / "y.npy"), np.asarray(slim(x)), rtol=1e-5, atol=1e-6
+    )

@@ -35,6 +35,9 @@ def uniform(counter, target, scores, levels):
         else:
             high = middle
     return top_up(
-        keep_at(low), levels, counter.macs, target,
+        keep_at(low),
+        levels,
+        counter.macs,
+        target,
         priority=lambda group, keep: -keep[group] / sizes[group],
     )

@@ -115,11 +115,19 @@ def digits(
         x_train = ((x_train - mean) / std).astype(np.float32)
         x_test = ((x_test - mean) / std).astype(np.float32)
     train = _make_dataset(
-        x_train, y_train, batch_size, shuffle=shuffle, seed=seed,
+        x_train,
+        y_train,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
         with_ids=with_ids,
     )
     test = _make_dataset(
-        x_test, y_test, batch_size, shuffle=False, seed=seed,
+        x_test,
+        y_test,
+        batch_size,
+        shuffle=False,
+        seed=seed,
         with_ids=with_ids,
     )
     return DigitsData(

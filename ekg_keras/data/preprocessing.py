@@ -235,6 +235,5 @@ def check_positive_int(name, value):
     integral = isinstance(value, numbers.Integral)
     if isinstance(value, bool) or not integral or value <= 0:
         raise ValueError(
-            f"`{name}` should be a positive integer. "
-            f"Received: {name}={value!r}"
+            f"`{name}` should be a positive integer. Received: {name}={value!r}"
         )

@@ -416,9 +416,7 @@ def _cifar_preprocess(image, seed, mean, std):
 
 def _imagenet_preprocess(image_bytes, seed, image_size):
     """Decodes; random crop and flip (`seed` given) or centre crop."""
-    image = tf.io.decode_image(
-        image_bytes, channels=3, expand_animations=False
-    )
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     if seed is None:
         image = preprocessing.center_crop(image, image_size)
     else:

@@ -39,7 +39,9 @@ class ChannelMap:
         inside = self.group >= 0
         if inside.any():
             flat, offsets = _flatten(keep)
-            alive[inside] = flat[offsets[self.group[inside]] + self.index[inside]]
+            alive[inside] = flat[
+                offsets[self.group[inside]] + self.index[inside]
+            ]
         return alive
 
     def multiplicity(self, num_groups):
@@ -221,7 +223,8 @@ class ChannelGraph:
         for group in self.groups:
             roles = group.producers + group.members + group.consumers
             hits = [
-                path for path in roles
+                path
+                for path in roles
                 if path in names or path.split("/")[-1] in names
             ]
             if hits:
@@ -247,17 +250,24 @@ class ChannelGraph:
             output channels, for every maskable layer.
         """
         return {
-            id(record.layer): record.outputs[0].keep_mask(keep).astype("float32")
+            id(record.layer): record.outputs[0]
+            .keep_mask(keep)
+            .astype("float32")
             for record in self.maskable_layers()
         }
 
     def summary(self):
         """A readable table of the groups, one line per group."""
-        lines = [f"{len(self.groups)} channel groups "
-                 f"({len(self.prunable_groups)} prunable):"]
+        lines = [
+            f"{len(self.groups)} channel groups "
+            f"({len(self.prunable_groups)} prunable):"
+        ]
         for group in self.groups:
-            state = "prunable" if group.prunable else (
-                "fixed: " + "; ".join(group.reasons))
+            state = (
+                "prunable"
+                if group.prunable
+                else ("fixed: " + "; ".join(group.reasons))
+            )
             lines.append(
                 f"  [{group.id}] size={group.size} "
                 f"producers={', '.join(group.producers)} ({state})"

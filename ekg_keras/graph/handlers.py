@@ -23,8 +23,14 @@ import numpy as np
 #: without weights; "merge" and "reshape" layers combine or rearrange
 #: channels; "model" is a nested model; "unknown" blocks pruning.
 KINDS = (
-    "input", "source", "member", "passthrough", "merge", "reshape",
-    "model", "unknown",
+    "input",
+    "source",
+    "member",
+    "passthrough",
+    "merge",
+    "reshape",
+    "model",
+    "unknown",
 )
 
 
@@ -45,7 +51,9 @@ def _channels_last(layer):
 
 
 def _last_axis(layer, axis, rank):
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    axis = (
+        axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    )
     return isinstance(axis, int) and axis in (-1, rank - 1)
 
 
@@ -250,7 +258,9 @@ class Conv2DHandler(_Source):
         return _add_bias(config, weights, constants @ taps)
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
-        weights["kernel"] = weights["kernel"][:, :, in_keep[0]][..., out_keep[0]]
+        weights["kernel"] = weights["kernel"][:, :, in_keep[0]][
+            ..., out_keep[0]
+        ]
         if "bias" in weights:
             weights["bias"] = weights["bias"][out_keep[0]]
         return weights
@@ -281,7 +291,9 @@ class DenseHandler(_Source):
         return _rows(layer.kernel)
 
     def fold_constants(self, layer, config, weights, removed, constants):
-        return _add_bias(config, weights, constants @ weights["kernel"][removed])
+        return _add_bias(
+            config, weights, constants @ weights["kernel"][removed]
+        )
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
         weights["kernel"] = weights["kernel"][in_keep[0]][:, out_keep[0]]
@@ -465,8 +477,8 @@ class ReshapeHandler(LayerHandler):
         raise IncompatibleChannels("the reshape moves the channel axis")
 
     def slim_config(self, layer, config, in_keep, out_keep):
-        config["target_shape"] = (
-            tuple(config["target_shape"][:-1]) + (len(out_keep[0]),)
+        config["target_shape"] = tuple(config["target_shape"][:-1]) + (
+            len(out_keep[0]),
         )
         return config
 

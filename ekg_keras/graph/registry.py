@@ -65,29 +65,54 @@ def _register_builtins():
     register_handler(layers.Dense, H.DenseHandler())
     register_handler(layers.SeparableConv2D, H.SeparableConv2DHandler())
     register_handler(layers.DepthwiseConv2D, H.DepthwiseConv2DHandler())
-    register_handler(
-        layers.BatchNormalization, H.BatchNormalizationHandler()
-    )
+    register_handler(layers.BatchNormalization, H.BatchNormalizationHandler())
     register_handler(layers.Activation, H.ActivationHandler())
     register_handler(layers.Rescaling, H.RescalingHandler())
     register_handler(layers.Concatenate, H.ConcatenateHandler())
     register_handler(layers.Flatten, H.FlattenHandler())
     register_handler(layers.Reshape, H.ReshapeHandler())
     for merge in (
-        layers.Add, layers.Subtract, layers.Multiply, layers.Maximum,
-        layers.Minimum, layers.Average,
+        layers.Add,
+        layers.Subtract,
+        layers.Multiply,
+        layers.Maximum,
+        layers.Minimum,
+        layers.Average,
     ):
         register_handler(merge, H.MergeHandler())
     for name in (
-        "ReLU", "LeakyReLU", "ELU", "Identity", "Dropout", "SpatialDropout1D",
-        "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-        "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
-        "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
-        "UpSampling3D", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-        "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Identity",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
         "GlobalMaxPooling3D",
     ):
         cls = getattr(layers, name, None)

@@ -126,13 +126,15 @@ class _Tracer:
         if node is not None:
             for inner, outer in zip(graph.inputs, node.input_tensors):
                 self._maskable_sources[id(inner)] = self._maskable_sources.get(
-                    id(outer), frozenset())
+                    id(outer), frozenset()
+                )
         for inner_node in graph_nodes(graph):
             self._trace_node(inner_node, layouts)
         if node is not None:
             for inner, outer in zip(graph.outputs, node.outputs):
                 self._maskable_sources[id(outer)] = self._maskable_sources.get(
-                    id(inner), frozenset())
+                    id(inner), frozenset()
+                )
         if not top_level:
             self._prefix.pop()
         return [layouts[id(x)] for x in graph.outputs]
@@ -197,10 +199,12 @@ class _Tracer:
         # through weightless layers only. A member (batch norm, depthwise)
         # reached that way is where those channels really leave, so the
         # layers upstream of it are not terminal (conv -> BN: the BN is).
-        upstream = frozenset().union(*(
-            self._maskable_sources.get(id(t), frozenset())
-            for t in node.input_tensors
-        ))
+        upstream = frozenset().union(
+            *(
+                self._maskable_sources.get(id(t), frozenset())
+                for t in node.input_tensors
+            )
+        )
         if handler.kind == "member":
             for earlier in upstream:
                 earlier.terminal = False
@@ -228,8 +232,12 @@ class _Tracer:
             record.outputs = [to_map(x) for x in record.outputs]
             layers[key] = record
         calls = [
-            CallRecord(c.layer, c.node, [to_map(x) for x in c.inputs],
-                       [to_map(x) for x in c.outputs])
+            CallRecord(
+                c.layer,
+                c.node,
+                [to_map(x) for x in c.inputs],
+                [to_map(x) for x in c.outputs],
+            )
             for c in self._calls
         ]
         _block_irregular(groups, layers.values())
@@ -256,13 +264,15 @@ class _Tracer:
                     reasons.add("it is joined with a model input")
                 for channel in members.tolist():
                     reasons.update(self._blocked.get(channel, ()))
-            groups.append(ChannelGroup(
-                id=group_id,
-                size=len(roots),
-                producers=tuple(sorted(paths[m] for m in makers)),
-                prunable=not reasons,
-                reasons=tuple(sorted(reasons)),
-            ))
+            groups.append(
+                ChannelGroup(
+                    id=group_id,
+                    size=len(roots),
+                    producers=tuple(sorted(paths[m] for m in makers)),
+                    prunable=not reasons,
+                    reasons=tuple(sorted(reasons)),
+                )
+            )
         return group_of, index_of, groups
 
 
@@ -272,9 +282,7 @@ def _units(roots):
     sorted_roots = roots[order]
     starts = np.flatnonzero(np.r_[True, sorted_roots[1:] != sorted_roots[:-1]])
     ends = np.r_[starts[1:], len(order)]
-    return {
-        int(sorted_roots[s]): order[s:e] for s, e in zip(starts, ends)
-    }
+    return {int(sorted_roots[s]): order[s:e] for s, e in zip(starts, ends)}
 
 
 class _Converter:

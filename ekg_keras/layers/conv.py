@@ -90,4 +90,3 @@ class PrunableSeparableConv2D(PrunableMixin, keras.layers.SeparableConv2D):
         yield self.pointwise_kernel, (3,)
         if self.use_bias:
             yield self.bias, (0,)
-

@@ -150,4 +150,3 @@ class PrunableMixin:
         super().load_own_variables(store)
         if "mask" in store.keys():
             self.filter_mask.assign(store["mask"])
-

@@ -124,8 +124,11 @@ def _warn_if_nonzero_at_zero(layer):
     """Warns (pointing at the caller of `strip`) when baking `layer`'s hard
     mask into weights leaves a non-zero constant in masked channels."""
     activation = getattr(layer, "activation", None)
-    if (activation is None or layer.mode != "hard"
-            or np.asarray(layer.filter_mask.numpy()).all()):
+    if (
+        activation is None
+        or layer.mode != "hard"
+        or np.asarray(layer.filter_mask.numpy()).all()
+    ):
         return
     at_zero = activation_at_zero(activation)
     if at_zero != 0.0:
@@ -162,7 +165,9 @@ def _clone(model, make, weights):
         return new
 
     clone = keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True,
+        model,
+        clone_function=clone_function,
+        recursive=True,
         input_tensors=_named_inputs(model),
     )
     for old, new in pairs:
@@ -181,7 +186,8 @@ def _named_inputs(model):
         return None  # Sequential cloning keeps the input layer's name.
     return keras.tree.map_structure(
         lambda x: keras.Input(
-            batch_shape=x.shape, dtype=x.dtype, name=input_name(x)),
+            batch_shape=x.shape, dtype=x.dtype, name=input_name(x)
+        ),
         model.input,
     )
 

@@ -172,15 +172,22 @@ class SoftFilterPruning(keras.Model):
             )
         self.rate = self._resolve_rate(rate, flops)
         self.schedule = _resolve_schedule(
-            schedule, self.rate, epochs, d, min_rate)
+            schedule, self.rate, epochs, d, min_rate
+        )
         self.completed_epochs = self.add_weight(
-            name="completed_epochs", shape=(), dtype="int64",
-            initializer="zeros", trainable=False,
+            name="completed_epochs",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
             aggregation="only_first_replica",
         )
         self.last_pruned_epoch = self.add_weight(
-            name="last_pruned_epoch", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False,
+            name="last_pruned_epoch",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
             aggregation="only_first_replica",
         )
         self.history_of_steps = []
@@ -230,7 +237,8 @@ class SoftFilterPruning(keras.Model):
                 continue
             weights = criteria.group_weights(self.graph, group, cache=cache)
             pruned = select_pruned(
-                weights, count, self.criterion, self.fpgm_share)
+                weights, count, self.criterion, self.fpgm_share
+            )
             keep[group.id][pruned] = False
         masks = self.graph.layer_masks(keep)
         masks.update(own_masks)
@@ -286,8 +294,7 @@ class SoftFilterPruning(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(
-            config["model"])
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
         config["schedule"] = schedules_lib.get(config["schedule"])
         return cls(**config)
 
@@ -303,7 +310,8 @@ class SoftFilterPruning(keras.Model):
         for path in group.producers:
             record = self.graph.channels(path)
             own = criteria.group_weights(
-                self.graph, group, cache=cache, records=[record])
+                self.graph, group, cache=cache, records=[record]
+            )
             pruned = select_pruned(own, count, self.criterion, self.fpgm_share)
             out = record.outputs[0]
             mask = np.ones(len(out), dtype="float32")
@@ -313,8 +321,9 @@ class SoftFilterPruning(keras.Model):
         return masks
 
     def _counter(self):
-        return FlopsCounter(self.graph, include_bn=self.include_bn,
-                            include_fc=self.include_fc)
+        return FlopsCounter(
+            self.graph, include_bn=self.include_bn, include_fc=self.include_fc
+        )
 
     def _keep_counts(self, rate):
         keep = self.graph.sizes.astype(np.float64)
@@ -339,8 +348,11 @@ class SoftFilterPruning(keras.Model):
         model keeps at most `flops` of the FLOPs."""
         counter = self._counter()
         full = counter.macs(counter.full)
-        sizes = {g.size for g in self.graph.prunable_groups
-                 if not self._independent(g)}
+        sizes = {
+            g.size
+            for g in self.graph.prunable_groups
+            if not self._independent(g)
+        }
         candidates = sorted({k / n for n in sizes for k in range(n)})
         for rate in candidates:
             if counter.macs(self._keep_counts(rate)) <= flops * full:
@@ -369,8 +381,12 @@ class SoftFilterPruning(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                training=True)
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=True,
+            )
             self._loss_tracker.update_state(
                 _unscale_for_distribution(loss),
                 sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
@@ -399,8 +415,10 @@ class SoftPruningCallback(keras.callbacks.Callback):
         # Not on_train_begin: BackupAndRestore restores a run there, and a
         # restored run must not prune its untrained start again.
         model = self.model
-        if model.prune_before_training and int(
-                model.last_pruned_epoch.numpy()) < 0:
+        if (
+            model.prune_before_training
+            and int(model.last_pruned_epoch.numpy()) < 0
+        ):
             model.prune_step()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -437,8 +455,11 @@ def _soft_network(model):
 
 
 def _check_rate(rate):
-    if isinstance(rate, bool) or not isinstance(
-            rate, (int, float)) or not 0 <= rate < 1:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, float))
+        or not 0 <= rate < 1
+    ):
         raise ValueError(
             f"`rate` should be a filter rate in [0, 1). Received: rate={rate!r}"
         )
@@ -446,8 +467,11 @@ def _check_rate(rate):
 
 
 def _check_interval(interval):
-    if isinstance(interval, bool) or not isinstance(interval, int) or (
-            interval < 1):
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int)
+        or (interval < 1)
+    ):
         raise ValueError(
             "`interval_epochs` should be an integer >= 1. Received: "
             f"interval_epochs={interval!r}"
@@ -474,7 +498,8 @@ def _resolve_schedule(schedule, rate, epochs, d, min_rate):
                 "training epochs: pass `epochs=`. Received: epochs=None"
             )
         return schedules_lib.AsymptoticRate(
-            rate, epochs, d=d, min_rate=min_rate)
+            rate, epochs, d=d, min_rate=min_rate
+        )
     if isinstance(schedule, schedules_lib.PruningRateSchedule):
         if abs(schedule.final_rate - rate) > 1e-9:
             raise ValueError(

@@ -24,8 +24,10 @@ def resnet56_setup():
 
 def _levels(channel_graph, **kwargs):
     return KeepLevels(
-        channel_graph.sizes, [g.prunable for g in channel_graph.groups],
-        **kwargs)
+        channel_graph.sizes,
+        [g.prunable for g in channel_graph.groups],
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("name", ["uniform", "global"])
@@ -34,7 +36,8 @@ def test_meets_the_budget_within_one_point(resnet56_setup, name, fraction):
     channel_graph, counter, scores = resnet56_setup
     full = counter.macs(counter.full)
     keep = allocation.get(name)(
-        counter, fraction * full, scores, _levels(channel_graph))
+        counter, fraction * full, scores, _levels(channel_graph)
+    )
     achieved = counter.macs(keep) / full
     assert achieved <= fraction
     assert achieved > fraction - 0.01
@@ -46,8 +49,11 @@ def test_meets_the_budget_within_one_point(resnet56_setup, name, fraction):
 def test_uniform_keeps_nearly_the_same_fraction_everywhere(resnet56_setup):
     channel_graph, counter, scores = resnet56_setup
     keep = allocation.uniform(
-        counter, 0.5 * counter.macs(counter.full), scores,
-        _levels(channel_graph))
+        counter,
+        0.5 * counter.macs(counter.full),
+        scores,
+        _levels(channel_graph),
+    )
     prunable = [g.id for g in channel_graph.prunable_groups]
     fractions = keep[prunable] / channel_graph.sizes[prunable]
     # One channel of the smallest group (16) is 1/16 of it.
@@ -57,14 +63,18 @@ def test_uniform_keeps_nearly_the_same_fraction_everywhere(resnet56_setup):
 def test_global_removes_the_least_important_channels_first():
     inputs_graph = graph.trace(models.resnet20())
     counter = FlopsCounter(inputs_graph)
-    scores = [np.ones(g.size) if g.prunable else None
-              for g in inputs_graph.groups]
+    scores = [
+        np.ones(g.size) if g.prunable else None for g in inputs_graph.groups
+    ]
     weak = inputs_graph.prunable_groups[3].id
     scores[weak] = np.full(inputs_graph.groups[weak].size, 1e-3)
     scores[weak][0] = 1.0  # mean-normalised, the others stay tiny
     keep = allocation.global_ranking(
-        counter, 0.97 * counter.macs(counter.full), scores,
-        _levels(inputs_graph))
+        counter,
+        0.97 * counter.macs(counter.full),
+        scores,
+        _levels(inputs_graph),
+    )
     losers = [g for g in range(len(keep)) if keep[g] < inputs_graph.sizes[g]]
     assert losers == [weak]
 
@@ -73,15 +83,17 @@ def test_round_to_and_min_channels(resnet56_setup):
     channel_graph, counter, scores = resnet56_setup
     levels = _levels(channel_graph, round_to=8, min_channels=8)
     keep = allocation.uniform(
-        counter, 0.5 * counter.macs(counter.full), scores, levels)
+        counter, 0.5 * counter.macs(counter.full), scores, levels
+    )
     prunable = [g.id for g in channel_graph.prunable_groups]
     assert np.all(keep[prunable] % 8 == 0)
     assert np.all(keep[prunable] >= 8)
 
 
 def test_keep_levels():
-    levels = KeepLevels([10, 4, 6], [True, False, True], min_channels=3,
-                        round_to=4)
+    levels = KeepLevels(
+        [10, 4, 6], [True, False, True], min_channels=3, round_to=4
+    )
     np.testing.assert_array_equal(levels.levels[0], [4, 8, 10])
     np.testing.assert_array_equal(levels.levels[1], [4])
     np.testing.assert_array_equal(levels.levels[2], [4, 6])

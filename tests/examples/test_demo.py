@@ -10,8 +10,9 @@ def test_demo_runs_end_to_end(capsys):
     spec = importlib.util.spec_from_file_location("demo", DEMO)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    rows = demo.main(["--epochs", "1", "--finetune_epochs", "1",
-                      "--latency_runs", "5"])
+    rows = demo.main(
+        ["--epochs", "1", "--finetune_epochs", "1", "--latency_runs", "5"]
+    )
     before, after = rows
     assert 0.49 <= after["macs"] / before["macs"] <= 0.5
     assert after["params"] < before["params"]

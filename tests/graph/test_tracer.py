@@ -25,7 +25,9 @@ def test_resnet56_has_the_ekg_gates():
     assert producer_counts == [1] * 27 + [10] * 3
     stem = _group_of(channel_graph, "stem_conv")
     assert stem.size == 16 and len(stem.producers) == 10
-    assert not _group_of(channel_graph, channel_graph.calls[-1].layer.name).prunable
+    assert not _group_of(
+        channel_graph, channel_graph.calls[-1].layer.name
+    ).prunable
 
 
 def test_group_roles_of_a_residual_stream():
@@ -45,8 +47,9 @@ def test_resnet50_groups_match_spec():
     )
     channel_graph = graph.trace(model)
     assert len(channel_graph.prunable_groups) == 37
-    sizes = sorted(g.size for g in channel_graph.prunable_groups
-                   if len(g.producers) > 1)
+    sizes = sorted(
+        g.size for g in channel_graph.prunable_groups if len(g.producers) > 1
+    )
     assert sizes == [256, 512, 1024, 2048]
 
 
@@ -64,8 +67,10 @@ def test_efficientnet_squeeze_excite_multiply_joins_groups():
 
 
 def test_mobilenet_v2_and_densenet_trace_fully():
-    for builder in (keras.applications.MobileNetV2,
-                    keras.applications.DenseNet121):
+    for builder in (
+        keras.applications.MobileNetV2,
+        keras.applications.DenseNet121,
+    ):
         model = builder(weights=None, input_shape=(32, 32, 3), classes=10)
         channel_graph = graph.trace(model)
         # The softmax classifier's outputs form no group; everything else
@@ -83,8 +88,10 @@ def test_densenet_concatenate_composes_groups():
     # two groups, laid side by side.
     channel_map = record.inputs[0]
     assert len(channel_map) == 96
-    first, second = np.unique(channel_map.group[:64]), np.unique(
-        channel_map.group[64:])
+    first, second = (
+        np.unique(channel_map.group[:64]),
+        np.unique(channel_map.group[64:]),
+    )
     assert len(first) == 1 and len(second) == 1 and first[0] != second[0]
     np.testing.assert_array_equal(channel_map.index[64:], np.arange(32))
 
@@ -147,7 +154,9 @@ def test_shared_layer_couples_its_inputs():
 
 def test_nested_model_is_traced_inside():
     inner_inputs = keras.Input((8, 8, 6))
-    y = keras.layers.Conv2D(6, 3, padding="same", name="inner_conv")(inner_inputs)
+    y = keras.layers.Conv2D(6, 3, padding="same", name="inner_conv")(
+        inner_inputs
+    )
     y = keras.layers.BatchNormalization(name="inner_bn")(y)
     inner = keras.Model(inner_inputs, y, name="inner")
     inputs = keras.Input((8, 8, 3))
@@ -162,13 +171,15 @@ def test_nested_model_is_traced_inside():
 
 
 def test_sequential_model():
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3),
-        keras.layers.ReLU(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     channel_graph = graph.trace(model)
     assert [g.size for g in channel_graph.prunable_groups] == [4]
 
@@ -208,7 +219,8 @@ def test_registered_handler_makes_a_custom_layer_prunable():
 def test_channels_first_layers_are_not_followed():
     inputs = keras.Input((3, 6, 6))
     x = keras.layers.Conv2D(4, 1, data_format="channels_first", name="cf")(
-        inputs)
+        inputs
+    )
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(x))
     with pytest.warns(UserWarning, match="'cf' .*channels_first"):
         channel_graph = graph.trace(keras.Model(inputs, outputs))

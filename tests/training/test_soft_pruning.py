@@ -20,20 +20,25 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 def _resnet8(width=8):
     return ekg_keras.models.resnet_cifar(
-        8, num_classes=4, input_shape=(12, 12, 3), width=width)
+        8, num_classes=4, input_shape=(12, 12, 3), width=width
+    )
 
 
 def _data(n=48, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 12, 12, 3)).astype("float32")
     y = (x[:, :6].mean(axis=(1, 2, 3)) > 0).astype("int32") + 2 * (
-        x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
+        x[..., 0].mean(axis=(1, 2)) > 0
+    ).astype("int32")
     return x, y
 
 
 def _compiled(sfp, learning_rate=0.05, momentum=0.0, **kwargs):
-    sfp.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum),
-                loss=LOSS, **kwargs)
+    sfp.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum),
+        loss=LOSS,
+        **kwargs,
+    )
     return sfp
 
 
@@ -43,8 +48,11 @@ def _zero_filters(layer):
 
 
 def _convs(sfp):
-    return [layer for layer in ekg_keras.layers.prunable_layers(sfp.network)
-            if isinstance(layer, keras.layers.Conv2D)]
+    return [
+        layer
+        for layer in ekg_keras.layers.prunable_layers(sfp.network)
+        if isinstance(layer, keras.layers.Conv2D)
+    ]
 
 
 @pytest.mark.parametrize("rate", [0.3, 0.5])
@@ -56,10 +64,14 @@ def test_each_step_zeroes_floor_n_p_filters_per_layer(rate):
         assert len(_zero_filters(layer)) == expected, layer.name
         assert step.zeroed[layer.name] == expected
         mask = layer.filter_mask.numpy()
-        np.testing.assert_array_equal(np.flatnonzero(mask == 0),
-                                      _zero_filters(layer))
-    dense = sfp.network.get_layer("fc") if "fc" in [
-        layer.name for layer in sfp.network.layers] else None
+        np.testing.assert_array_equal(
+            np.flatnonzero(mask == 0), _zero_filters(layer)
+        )
+    dense = (
+        sfp.network.get_layer("fc")
+        if "fc" in [layer.name for layer in sfp.network.layers]
+        else None
+    )
     assert dense is None or not np.any(dense.filter_mask.numpy() == 0)
 
 
@@ -79,9 +91,13 @@ def test_zeroed_filters_regrow_unless_gradients_are_masked():
     # channel sits at the ReLU kink, where no gradient flows.
     x, y = _data()
     for mask_gradients in (False, True):
-        sfp = _compiled(ekg_keras.SoftFilterPruning(
-            randomize_batchnorm(_resnet8()), rate=0.5,
-            mask_gradients=mask_gradients))
+        sfp = _compiled(
+            ekg_keras.SoftFilterPruning(
+                randomize_batchnorm(_resnet8()),
+                rate=0.5,
+                mask_gradients=mask_gradients,
+            )
+        )
         sfp.prune_step()
         layer = _convs(sfp)[2]
         zeros = _zero_filters(layer)
@@ -96,8 +112,11 @@ def test_zeroed_filters_regrow_unless_gradients_are_masked():
 
 def test_fit_prunes_before_training_and_after_each_epoch():
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.4, schedule="asymptotic", epochs=4))
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(
+            _resnet8(), rate=0.4, schedule="asymptotic", epochs=4
+        )
+    )
     history = sfp.fit(x, y, batch_size=16, epochs=4, verbose=0)
     epochs = [step.epoch for step in sfp.history_of_steps]
     assert epochs == [0, 1, 2, 3, 4]
@@ -114,8 +133,14 @@ def test_fit_prunes_before_training_and_after_each_epoch():
 
 def test_interval_epochs():
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.25, interval_epochs=2, prune_before_training=False))
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(
+            _resnet8(),
+            rate=0.25,
+            interval_epochs=2,
+            prune_before_training=False,
+        )
+    )
     sfp.fit(x, y, batch_size=16, epochs=3, verbose=0)
     # Epoch 2 by the interval, epoch 3 because it is the last.
     assert [step.epoch for step in sfp.history_of_steps] == [2, 3]
@@ -124,15 +149,19 @@ def test_interval_epochs():
 @pytest.mark.parametrize("residual", ["coupled", "independent"])
 def test_slim_equals_the_trained_model(residual):
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.5, residual=residual))
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(_resnet8(), rate=0.5, residual=residual)
+    )
     sfp.fit(x, y, batch_size=16, epochs=2, verbose=0)
     small = sfp.slim()
     assert max_relative_difference(small(x), sfp(x, training=False)) < 1e-4
     assert ekg_keras.count_flops(sfp.network).macs == (
-        ekg_keras.count_flops(small).macs)  # masks counted like slimming
-    kept = ekg_keras.count_flops(small).macs / ekg_keras.count_flops(
-        _resnet8()).macs
+        ekg_keras.count_flops(small).macs
+    )  # masks counted like slimming
+    kept = (
+        ekg_keras.count_flops(small).macs
+        / ekg_keras.count_flops(_resnet8()).macs
+    )
     if residual == "coupled":
         assert kept == pytest.approx(sfp.kept_flops_fraction(), abs=0.02)
         assert small.get_layer("stem_conv").filters == 4
@@ -148,9 +177,13 @@ def test_flops_target_picks_the_rate():
     sfp = ekg_keras.SoftFilterPruning(model, flops=0.6)
     assert sfp.kept_flops_fraction() <= 0.6
     # The next smaller rate of the grid would keep more than 0.6.
-    smaller = max(r for r in {k / 16 for k in range(16)} | {
-        k / 32 for k in range(32)} | {k / 64 for k in range(64)}
-        if r < sfp.rate)
+    smaller = max(
+        r
+        for r in {k / 16 for k in range(16)}
+        | {k / 32 for k in range(32)}
+        | {k / 64 for k in range(64)}
+        if r < sfp.rate
+    )
     assert sfp.kept_flops_fraction(smaller) > 0.6
 
 
@@ -160,15 +193,20 @@ def test_fpgm_mix_selects_by_norm_then_geometric_median():
     inputs = keras.Input((2,))
     hidden = keras.layers.Dense(8, name="h")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
-    kernel = np.array([
-        [0.01, 0.0, 3.0, -3.0, 0.0, 0.0, 3.0, 0.1],
-        [0.0, 0.02, 0.0, 0.0, 3.0, -3.0, 3.0, 0.1]], "float32")
+    kernel = np.array(
+        [
+            [0.01, 0.0, 3.0, -3.0, 0.0, 0.0, 3.0, 0.1],
+            [0.0, 0.02, 0.0, 0.0, 3.0, -3.0, 3.0, 0.1],
+        ],
+        "float32",
+    )
     model.get_layer("h").kernel.assign(kernel)
     graph = ekg_keras.graph.trace(model)
     group = graph.groups[graph.channels("h").outputs[0].group[0]]
     weights = ekg_keras.criteria.group_weights(graph, group)
     np.testing.assert_array_equal(
-        select_pruned(weights, 3, "l2+fpgm", fpgm_share=1 / 3), [0, 1, 7])
+        select_pruned(weights, 3, "l2+fpgm", fpgm_share=1 / 3), [0, 1, 7]
+    )
     np.testing.assert_array_equal(select_pruned(weights, 2, "l2"), [0, 1])
     assert 7 in select_pruned(weights, 1, "fpgm")
 
@@ -192,26 +230,33 @@ def test_mirrored_strategy_matches_one_device(two_cpus, mirrored):
             h = keras.layers.Conv2D(8, 3, padding="same", name="c2")(h)
             h = keras.layers.GlobalAveragePooling2D()(h)
             model = keras.Model(inputs, keras.layers.Dense(4)(h))
-            sfp = _compiled(ekg_keras.SoftFilterPruning(model, rate=0.5),
-                            learning_rate=0.1)
+            sfp = _compiled(
+                ekg_keras.SoftFilterPruning(model, rate=0.5), learning_rate=0.1
+            )
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
         sfp.fit(data, epochs=2, verbose=0)
         return sfp
 
     single = run(tf.distribute.OneDeviceStrategy(two_cpus[0]))
     distributed = run(mirrored)
-    for a, b in zip(ekg_keras.layers.prunable_layers(single.network),
-                    ekg_keras.layers.prunable_layers(distributed.network)):
-        np.testing.assert_array_equal(a.filter_mask.numpy(),
-                                      b.filter_mask.numpy())
-        np.testing.assert_allclose(a.kernel.numpy(), b.kernel.numpy(),
-                                   rtol=1e-4, atol=1e-5)
+    for a, b in zip(
+        ekg_keras.layers.prunable_layers(single.network),
+        ekg_keras.layers.prunable_layers(distributed.network),
+    ):
+        np.testing.assert_array_equal(
+            a.filter_mask.numpy(), b.filter_mask.numpy()
+        )
+        np.testing.assert_allclose(
+            a.kernel.numpy(), b.kernel.numpy(), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_jit_compile():
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.5, mask_gradients=True), jit_compile=True)
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(_resnet8(), rate=0.5, mask_gradients=True),
+        jit_compile=True,
+    )
     sfp.fit(x, y, batch_size=16, epochs=1, verbose=0)
     for layer in _convs(sfp):
         assert len(_zero_filters(layer)) == layer.filters // 2
@@ -226,20 +271,40 @@ class _Interrupt(keras.callbacks.Callback):
 def _resume_run(tmp_path, interrupt):
     keras.utils.set_random_seed(5)
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.4, schedule="asymptotic", epochs=4),
-        momentum=0.9)
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(
+            _resnet8(), rate=0.4, schedule="asymptotic", epochs=4
+        ),
+        momentum=0.9,
+    )
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     if interrupt:
         with pytest.raises(RuntimeError, match="interrupted"):
-            sfp.fit(x, y, batch_size=16, epochs=4, shuffle=False,
-                    verbose=0, callbacks=[backup, _Interrupt()])
+            sfp.fit(
+                x,
+                y,
+                batch_size=16,
+                epochs=4,
+                shuffle=False,
+                verbose=0,
+                callbacks=[backup, _Interrupt()],
+            )
         keras.utils.set_random_seed(7)
-        sfp = _compiled(ekg_keras.SoftFilterPruning(
-            _resnet8(), rate=0.4, schedule="asymptotic", epochs=4),
-            momentum=0.9)
-    sfp.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
-            callbacks=[backup])
+        sfp = _compiled(
+            ekg_keras.SoftFilterPruning(
+                _resnet8(), rate=0.4, schedule="asymptotic", epochs=4
+            ),
+            momentum=0.9,
+        )
+    sfp.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=4,
+        shuffle=False,
+        verbose=0,
+        callbacks=[backup],
+    )
     return sfp
 
 
@@ -249,20 +314,31 @@ def test_backup_and_restore_resumes_the_schedule(tmp_path):
     assert int(resumed.completed_epochs.numpy()) == 4
     # The resumed run did not prune before its (restored) first epoch.
     assert [s.epoch for s in resumed.history_of_steps] == [3, 4]
-    for a, b in zip(ekg_keras.layers.prunable_layers(straight.network),
-                    ekg_keras.layers.prunable_layers(resumed.network)):
-        np.testing.assert_array_equal(a.filter_mask.numpy(),
-                                      b.filter_mask.numpy())
+    for a, b in zip(
+        ekg_keras.layers.prunable_layers(straight.network),
+        ekg_keras.layers.prunable_layers(resumed.network),
+    ):
+        np.testing.assert_array_equal(
+            a.filter_mask.numpy(), b.filter_mask.numpy()
+        )
         for va, vb in zip(a.weights, b.weights):
-            np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-4,
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                va.numpy(), vb.numpy(), rtol=1e-4, atol=1e-5
+            )
 
 
 def test_keras_file_round_trip_keeps_masks_and_position(tmp_path):
     x, y = _data()
-    sfp = _compiled(ekg_keras.SoftFilterPruning(
-        _resnet8(), rate=0.4, criterion="l2+fpgm", schedule="asymptotic",
-        epochs=4, residual="independent"))
+    sfp = _compiled(
+        ekg_keras.SoftFilterPruning(
+            _resnet8(),
+            rate=0.4,
+            criterion="l2+fpgm",
+            schedule="asymptotic",
+            epochs=4,
+            residual="independent",
+        )
+    )
     sfp.fit(x, y, batch_size=16, epochs=2, verbose=0)
     path = tmp_path / "sfp.keras"
     sfp.save(path)
@@ -270,46 +346,58 @@ def test_keras_file_round_trip_keeps_masks_and_position(tmp_path):
     assert isinstance(loaded, ekg_keras.SoftFilterPruning)
     # Tuples come back as lists from JSON, hence the JSON comparison.
     assert json.dumps(loaded.get_config(), sort_keys=True) == json.dumps(
-        sfp.get_config(), sort_keys=True)
+        sfp.get_config(), sort_keys=True
+    )
     assert int(loaded.completed_epochs.numpy()) == 2
     assert int(loaded.last_pruned_epoch.numpy()) == 2
     np.testing.assert_allclose(loaded(x), sfp(x), rtol=1e-6, atol=1e-6)
-    for a, b in zip(ekg_keras.layers.prunable_layers(sfp.network),
-                    ekg_keras.layers.prunable_layers(loaded.network)):
-        np.testing.assert_array_equal(a.filter_mask.numpy(),
-                                      b.filter_mask.numpy())
+    for a, b in zip(
+        ekg_keras.layers.prunable_layers(sfp.network),
+        ekg_keras.layers.prunable_layers(loaded.network),
+    ):
+        np.testing.assert_array_equal(
+            a.filter_mask.numpy(), b.filter_mask.numpy()
+        )
     # Training goes on from epoch 2 without a fresh pre-training step.
     loaded.fit(x, y, batch_size=16, epochs=4, initial_epoch=2, verbose=0)
     assert [s.epoch for s in loaded.history_of_steps] == [3, 4]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(rate=1.0), "rate=1.0"),
-    (dict(rate=-0.1), "rate=-0.1"),
-    (dict(), "exactly one of `rate`"),
-    (dict(rate=0.3, flops=0.5), "exactly one of `rate`"),
-    (dict(rate=0.3, interval_epochs=0), "interval_epochs=0"),
-    (dict(rate=0.3, criterion="taylor"), "criterion='taylor'"),
-    (dict(rate=0.3, schedule="asymptotic"), "needs the total number"),
-    (dict(rate=0.3, schedule=schedules.ConstantRate(0.2)), "ends at rate 0.2"),
-    (dict(rate=0.3, schedule="linear"), "schedule='linear'"),
-    (dict(rate=0.3, residual="none"), "residual='none'"),
-    (dict(flops=0.0001), "smallest reachable fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(rate=1.0), "rate=1.0"),
+        (dict(rate=-0.1), "rate=-0.1"),
+        (dict(), "exactly one of `rate`"),
+        (dict(rate=0.3, flops=0.5), "exactly one of `rate`"),
+        (dict(rate=0.3, interval_epochs=0), "interval_epochs=0"),
+        (dict(rate=0.3, criterion="taylor"), "criterion='taylor'"),
+        (dict(rate=0.3, schedule="asymptotic"), "needs the total number"),
+        (
+            dict(rate=0.3, schedule=schedules.ConstantRate(0.2)),
+            "ends at rate 0.2",
+        ),
+        (dict(rate=0.3, schedule="linear"), "schedule='linear'"),
+        (dict(rate=0.3, residual="none"), "residual='none'"),
+        (dict(flops=0.0001), "smallest reachable fraction"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ekg_keras.SoftFilterPruning(_resnet8(), **kwargs)
 
 
 def test_independent_residual_producers_zero_their_own_weakest_filters():
-    sfp = ekg_keras.SoftFilterPruning(_resnet8(), rate=0.5,
-                                      residual="independent")
+    sfp = ekg_keras.SoftFilterPruning(
+        _resnet8(), rate=0.5, residual="independent"
+    )
     group = [g for g in sfp.graph.prunable_groups if len(g.producers) > 1][0]
     norms = {}
     for path in group.producers:
         kernel = sfp.network.get_layer(path).kernel.numpy()
         norms[path] = np.linalg.norm(
-            kernel.reshape(-1, kernel.shape[-1]), axis=0)
+            kernel.reshape(-1, kernel.shape[-1]), axis=0
+        )
     sfp.prune_step()
     masks = []
     for path in group.producers:
