@@ -24,6 +24,8 @@ setup(
         "tensorflow-datasets",
         "absl-py",
         "numpy",
+        # tf.summary needs it; TensorFlow 2.21 no longer installs it.
+        "tensorboard",
         # The embedded data set (load_digits) ships inside scikit-learn.
         "scikit-learn",
     ],

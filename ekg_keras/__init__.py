@@ -12,8 +12,10 @@ from ekg_keras import data
 from ekg_keras import graph
 from ekg_keras import layers
 from ekg_keras import models
+from ekg_keras import plotting
 from ekg_keras import schedules
 from ekg_keras import training
+from ekg_keras.allocation import EKGSearch
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.export import export
 from ekg_keras.flops import FlopsCounter
@@ -23,7 +25,7 @@ from ekg_keras.latency import measure_latency
 from ekg_keras.layers import strip
 from ekg_keras.layers import wrap
 from ekg_keras.prune import prune
-from ekg_keras.training import SoftFilterPruning
 from ekg_keras.slim import slim
+from ekg_keras.training import SoftFilterPruning
 
 __version__ = "0.1.0"

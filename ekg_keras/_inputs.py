@@ -50,8 +50,10 @@ def check_labels(labels, num_outputs, name="data"):
 
 
 def features_only(data, batch_size=64):
-    """A dataset of input batches from inputs, `(inputs, labels)` batches
-    or an array of inputs."""
+    """A dataset of input batches from inputs, `(inputs, labels)` batches,
+    an array of inputs or an `(x, y)` tuple of arrays."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data = data[0]  # (x, y), as `as_dataset` reads it.
     if not isinstance(data, tf.data.Dataset):
         data = tf.data.Dataset.from_tensor_slices(np.asarray(data)).batch(
             batch_size

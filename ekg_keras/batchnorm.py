@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras import _logging as log
 from ekg_keras._inputs import features_only
 
 
@@ -86,7 +87,7 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
         layer.moving_mean.assign(mean / batches)
         layer.moving_variance.assign(variance / batches)
     if verbose:
-        print(
+        log.info(
             f"ekg_keras.recalibrate_batchnorm: {len(layers)} layers, "
             f"{batches} batches"
         )

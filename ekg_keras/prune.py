@@ -2,9 +2,12 @@
 
 import numpy as np
 
+from ekg_keras import _logging as log
 from ekg_keras import allocation as allocation_lib
 from ekg_keras import criteria as criteria_lib
 from ekg_keras.allocation import KeepLevels
+from ekg_keras.allocation.ekg_search import EKGSearch
+from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import check_flops_fraction
 from ekg_keras.graph import trace
@@ -31,6 +34,9 @@ def prune(
     include_fc=True,
     loss=None,
     slim=True,
+    recalibrate=True,
+    recalibrate_steps=None,
+    search_options=None,
     verbose=1,
 ):
     """Prunes whole filters so that `model` keeps `flops` of its FLOPs.
@@ -40,6 +46,12 @@ def prune(
     `allocation` so that the pruned model keeps at most `flops` of the
     original multiply-accumulates (as close below as single channels
     allow), mask the lowest-scored channels and, by default, slim.
+
+    EKG search (`method="ekg"`, the default when `data` is given): the
+    channels are chosen by `ekg_keras.EKGSearch`, a greedy data-driven
+    search guided by ensemble knowledge; `criterion` and `allocation` do
+    not apply. A target the unpruned model already meets (`flops=1.0`)
+    returns `model` itself, with a message.
 
     Args:
         model: A trained functional or Sequential Keras model. It is not
@@ -54,12 +66,14 @@ def prune(
         allocation: `"uniform"` (the same keep fraction in every group) or
             `"global"` (channels ranked across groups), or a callable.
         data: `(inputs, labels)` batches (`tf.data.Dataset` or an `(x, y)`
-            tuple) for data-driven criteria such as "taylor".
+            tuple): the EKG search's training data, or the data of
+            data-driven criteria such as "taylor".
         ignored_layers: Names of layers to keep whole (their input and
             output channels are not pruned).
         round_to: Keep channel counts multiples of this (e.g. 8 for fast
             kernels), except for groups kept whole.
-        min_channels: Fewest channels a group may keep.
+        min_channels: Fewest channels a group may keep, or a float in
+            (0, 1): that fraction of each group's width (rounded up).
         include_bn: Count batch normalization in FLOPs (EKG convention).
         include_fc: Count dense layers in FLOPs.
         loss: Loss for data-driven criteria; defaults to sparse categorical
@@ -67,6 +81,17 @@ def prune(
         slim: Return the slim plain model (default). With False, return the
             masked model (prunable layers in hard mode) for fine-tuning;
             `ekg_keras.slim` turns it into the slim model later.
+        recalibrate: With `data`, re-estimate every batch normalization's
+            moving statistics on the pruned network from `data` (see
+            `ekg_keras.recalibrate_batchnorm`) before returning, so the
+            model is usable in inference mode at once: the statistics
+            learned on the full network no longer fit. Without `data` the
+            statistics stay as they were.
+        recalibrate_steps: Batches of `data` to recalibrate on (default
+            all).
+        search_options: For `method="ekg"`, keyword arguments of
+            `ekg_keras.EKGSearch` (e.g. `finetune`, `val_per_class`,
+            `variant`, `checkpoint_dir`).
         verbose: 0 for silence, 1 for a one-line summary.
 
     Returns:
@@ -75,12 +100,32 @@ def prune(
     Raises:
         ValueError: For `flops` outside (0, 1], a model without a functional
             graph, nothing prunable, an unknown criterion or allocation, or
-            a target below the smallest reachable fraction.
-        NotImplementedError: For `method="ekg"` (or `data` without a
-            method) until the EKG search lands.
+            a target below the smallest reachable fraction; with
+            `method="ekg"` also for data without labels, empty data or
+            labels out of range (the model is never modified).
     """
     check_flops_fraction(flops)
     method = _resolve_method(method, data)
+    if method == "ekg":
+        masked = _ekg(
+            model,
+            flops,
+            data,
+            criterion,
+            allocation,
+            ignored_layers,
+            round_to,
+            min_channels,
+            include_bn,
+            include_fc,
+            search_options,
+            verbose,
+        )
+        if masked is model:
+            return model
+        return _finish(
+            masked, None, data, recalibrate, recalibrate_steps, slim, verbose
+        )
     criterion_fn = criteria_lib.get(criterion)
     allocate = allocation_lib.get(allocation)
     if criteria_lib.requires_data(criterion_fn) and data is None:
@@ -119,7 +164,7 @@ def prune(
     apply_keep(masked, graph, keep)
     if verbose:
         achieved = counter.macs(keep_counts)
-        print(
+        log.info(
             f"ekg_keras.prune: kept {achieved / full:.1%} of FLOPs "
             f"({full / 1e6:.2f}M -> {achieved / 1e6:.2f}M MACs), params "
             f"{counter.params(counter.full) / 1e6:.3f}M -> "
@@ -127,6 +172,20 @@ def prune(
             f"[{criterion if isinstance(criterion, str) else 'custom'}, "
             f"{allocation if isinstance(allocation, str) else 'custom'}]"
         )
+    return _finish(
+        masked, graph, data, recalibrate, recalibrate_steps, slim, verbose
+    )
+
+
+def _finish(masked, graph, data, recalibrate, steps, slim, verbose):
+    """Recalibrates batch normalization on `data` (if any) and slims."""
+    if recalibrate and data is not None:
+        batches = recalibrate_batchnorm(masked, data, steps=steps)
+        if verbose and batches:
+            log.info(
+                f"ekg_keras.prune: recalibrated batch normalization on "
+                f"{batches} batches of `data`"
+            )
     return slim_model(masked, graph) if slim else masked
 
 
@@ -162,13 +221,65 @@ def _resolve_method(method, data):
         raise ValueError(
             f"`method` should be one of {METHODS}. Received: method={method!r}"
         )
-    if method == "ekg":
-        raise NotImplementedError(
-            "The EKG sub-network search (the default when `data` is given) "
-            "is not available yet. To prune one-shot with a data-driven "
-            "criterion, pass method='oneshot' and e.g. criterion='taylor'."
+    if method == "ekg" and data is None:
+        raise ValueError(
+            "method='ekg' searches on data: pass `data=` with labelled "
+            "(inputs, labels) batches."
         )
     return method
+
+
+def _ekg(
+    model,
+    flops,
+    data,
+    criterion,
+    allocation,
+    ignored_layers,
+    round_to,
+    min_channels,
+    include_bn,
+    include_fc,
+    search_options,
+    verbose,
+):
+    """Runs the EKG search; returns the masked model (or `model` itself)."""
+    if criterion != "l2" or allocation != "uniform" or round_to != 1:
+        raise ValueError(
+            "`criterion`, `allocation` and `round_to` apply to "
+            "method='oneshot'; the EKG search chooses channels itself. "
+            f"Received: criterion={criterion!r}, allocation={allocation!r}, "
+            f"round_to={round_to!r}"
+        )
+    if flops >= 1.0:
+        if verbose:
+            log.info(
+                "ekg_keras.prune: flops=1.0 is already met by the "
+                "unpruned model; returning it unchanged."
+            )
+        return model
+    options = dict(search_options or {})
+    options.setdefault("verbose", verbose)
+    search = EKGSearch(
+        model,
+        flops,
+        data,
+        ignored_layers=ignored_layers,
+        min_channels=min_channels,
+        include_bn=include_bn,
+        include_fc=include_fc,
+        **options,
+    )
+    masked = search.run()
+    if verbose:
+        last = search.history[-1]
+        log.info(
+            f"ekg_keras.prune: EKG search kept {last.flops_fraction:.1%} of "
+            f"FLOPs in {last.step} steps (validation accuracy "
+            f"{search.history[0].accuracy:.2%} -> {last.accuracy:.2%}, "
+            "batch statistics)"
+        )
+    return masked
 
 
 def _check_reachable(counter, levels, flops, full):

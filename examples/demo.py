@@ -3,10 +3,12 @@
     python3 dev.py demo            # or: .venv/bin/python examples/demo.py
 
 Trains ResNet-20 on scikit-learn's handwritten digits (resized to 32x32x3,
-shipped with scikit-learn, no download), prunes it one-shot to half of its
-FLOPs, fine-tunes the masked model briefly, slims it, and prints accuracy
-(inference mode, as a deployed model computes it), FLOPs, parameters and
-CPU latency before and after.
+shipped with scikit-learn, no download), prunes it to half of its FLOPs
+with the EKG search (or one-shot with `--method oneshot`), which also
+recalibrates batch normalization, fine-tunes the masked model briefly,
+slims it, and prints accuracy (inference mode, as a deployed model computes
+it), FLOPs, parameters and CPU latency before pruning, right after it, and
+after fine-tuning.
 """
 
 import argparse
@@ -16,9 +18,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
+import keras
 
-import ekg_keras  # noqa: E402
+import ekg_keras
 
 
 def parse_args(argv=None):
@@ -39,7 +41,25 @@ def parse_args(argv=None):
         help="Fine-tuning epochs of the pruned model.",
     )
     parser.add_argument(
-        "--criterion", default="l2", choices=ekg_keras.criteria.names()
+        "--method",
+        default="ekg",
+        choices=("ekg", "oneshot"),
+        help="EKG search on the training data, or one-shot pruning.",
+    )
+    parser.add_argument(
+        "--criterion",
+        default="l2",
+        choices=ekg_keras.criteria.names(),
+        help="Channel criterion of --method oneshot.",
+    )
+    parser.add_argument(
+        "--val_per_class",
+        type=int,
+        default=32,
+        help="Validation images per class of the EKG search.",
+    )
+    parser.add_argument(
+        "--image_size", type=int, default=32, help="Digits image size."
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -89,6 +109,12 @@ def describe(name, model, dataset, runs):
     }
 
 
+def describe_method(args):
+    if args.method == "ekg":
+        return "EKG search"
+    return f"one-shot, criterion={args.criterion}"
+
+
 def print_table(rows):
     print()
     print(
@@ -116,24 +142,43 @@ def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     start = time.time()
-    data = ekg_keras.data.digits(batch_size=64, seed=args.seed)
+    data = ekg_keras.data.digits(
+        batch_size=64, seed=args.seed, image_size=args.image_size
+    )
     steps = len(data.y_train) // 64 + 1
 
     print(f"Training ResNet-20 on digits for {args.epochs} epochs ...")
-    model = ekg_keras.models.resnet20(num_classes=data.num_classes)
+    model = ekg_keras.models.resnet20(
+        num_classes=data.num_classes, input_shape=data.input_shape
+    )
     compile_for_training(model, args.epochs, steps, learning_rate=0.05)
     model.fit(data.train, epochs=args.epochs, verbose=2, shuffle=False)
     rows = [describe("ResNet-20", model, data.test, args.latency_runs)]
 
     print(
-        f"\nPruning to {args.flops:.0%} of the FLOPs "
-        f"(criterion={args.criterion}) ..."
+        f"\nPruning to {args.flops:.0%} of the FLOPs ({describe_method(args)})"
+        " ..."
     )
+    if args.method == "oneshot":
+        options = {"criterion": args.criterion}
+    else:
+        options = {"search_options": {"val_per_class": args.val_per_class}}
     masked = ekg_keras.prune(
-        model, flops=args.flops, criterion=args.criterion, slim=False
+        model,
+        flops=args.flops,
+        method=args.method,
+        data=(data.x_train, data.y_train),
+        slim=False,
+        **options,
     )
-    pruned_now = accuracy(masked, data.test)
-    print(f"Accuracy right after pruning, before fine-tuning: {pruned_now:.2%}")
+    rows.append(
+        describe(
+            "pruned (before fine-tune)",
+            ekg_keras.slim(masked),
+            data.test,
+            args.latency_runs,
+        )
+    )
 
     print(f"Fine-tuning the masked model for {args.finetune_epochs} epochs ...")
     compile_for_training(

@@ -49,3 +49,32 @@ def mirrored(two_cpus):
     mismatch, so tests share this one.
     """
     return tf.distribute.MirroredStrategy(two_cpus)
+
+
+@pytest.fixture(scope="session")
+def digits16():
+    """The embedded digits data at 16x16 (4x cheaper than 32x32)."""
+    import ekg_keras
+
+    return ekg_keras.data.digits(batch_size=64, image_size=16)
+
+
+@pytest.fixture(scope="session")
+def trained_resnet20(digits16):
+    """A ResNet-20 trained briefly on `digits16`; tests must not modify it."""
+    import ekg_keras
+
+    keras.utils.set_random_seed(0)
+    model = ekg_keras.models.resnet20(input_shape=(16, 16, 3))
+    steps = 6 * len(digits16.train)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(0.1, steps),
+            momentum=0.9,
+            nesterov=True,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(digits16.train, epochs=6, verbose=0)
+    return model

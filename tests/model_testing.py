@@ -51,3 +51,18 @@ def layer_classes(model):
         f"{type(layer).__module__}.{type(layer).__name__}"
         for layer in all_layers(model)
     }
+
+
+def accuracy(model, x, y, training=False, batch_size=64):
+    """Top-1 accuracy of `model` on arrays, in batches.
+
+    `training=True` normalizes with batch statistics (and, as Keras does,
+    moves the moving averages; callers that care restore the weights).
+    """
+    logits = np.concatenate(
+        [
+            np.asarray(model(x[i : i + batch_size], training=training))
+            for i in range(0, len(x), batch_size)
+        ]
+    )
+    return float(np.mean(logits.argmax(-1) == y))

@@ -3,13 +3,14 @@
 import keras
 import numpy as np
 import pytest
-
-import ekg_keras
-from ekg_keras import models
+from model_testing import accuracy
 from model_testing import images
 from model_testing import layer_classes
 from model_testing import max_relative_difference
 from model_testing import randomize_batchnorm
+
+import ekg_keras
+from ekg_keras import models
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,29 @@ def test_taylor_criterion_uses_data(resnet20):
         )
 
 
+def test_data_driven_pruning_recalibrates_batchnorm(trained_resnet20, digits16):
+    """Issue 7: the pruned model is usable in inference mode at once."""
+    x, y = digits16.x_test, digits16.y_test
+    options = dict(
+        flops=0.5,
+        method="oneshot",
+        criterion="taylor",
+        data=(digits16.x_train[:512], digits16.y_train[:512]),
+        verbose=0,
+    )
+    stale = ekg_keras.prune(trained_resnet20, recalibrate=False, **options)
+    recalibrated = ekg_keras.prune(trained_resnet20, **options)
+    stale_accuracy = accuracy(stale, x, y)
+    inference = accuracy(recalibrated, x, y)
+    batch_statistics = accuracy(recalibrated, x, y, training=True)
+    assert abs(inference - batch_statistics) <= 0.02
+    assert inference > stale_accuracy + 0.2
+    # Only the moving statistics differ.
+    for a, b in zip(stale.weights, recalibrated.weights):
+        if "moving" not in a.path:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_ignored_layers_stay_whole(resnet20):
     pruned = ekg_keras.prune(
         resnet20, flops=0.6, ignored_layers=["stage3_block0_conv1"], verbose=0
@@ -137,9 +161,11 @@ def test_unknown_criterion_or_allocation(resnet20):
         ekg_keras.prune(resnet20, flops=0.5, allocation="best")
 
 
-def test_data_without_method_says_ekg_is_not_available(resnet20):
-    with pytest.raises(NotImplementedError, match="method='oneshot'"):
-        ekg_keras.prune(resnet20, flops=0.5, data=(images(2), np.zeros(2)))
+def test_method_ekg_needs_data(resnet20):
+    with pytest.raises(ValueError, match="method='ekg' searches on data"):
+        ekg_keras.prune(resnet20, flops=0.5, method="ekg")
+    with pytest.raises(ValueError, match="method='greedy'"):
+        ekg_keras.prune(resnet20, flops=0.5, method="greedy")
 
 
 def test_subclassed_model_is_rejected():

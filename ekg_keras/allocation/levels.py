@@ -1,20 +1,58 @@
 """Allowed keep counts per group and the greedy top-up shared by
 allocations."""
 
+import math
+
 import numpy as np
+
+
+def check_min_channels(min_channels):
+    """Validates a channel floor: an int >= 1, or a fraction in (0, 1).
+
+    Returns:
+        `min_channels` unchanged.
+
+    Raises:
+        ValueError: For anything else (including booleans and 1.0).
+    """
+    is_int = isinstance(min_channels, (int, np.integer)) and not isinstance(
+        min_channels, bool
+    )
+    is_fraction = isinstance(min_channels, (float, np.floating))
+    if (is_int and min_channels >= 1) or (is_fraction and 0 < min_channels < 1):
+        return min_channels
+    raise ValueError(
+        "`min_channels` should be an integer >= 1 (fewest channels per "
+        "group) or a float in (0, 1) (fewest channels as a fraction of each "
+        f"group's width). Received: min_channels={min_channels!r}"
+    )
+
+
+def channel_floor(size, min_channels):
+    """Fewest channels a group of `size` may keep under `min_channels`.
+
+    An integer is a count, a float in (0, 1) a fraction of `size` (rounded
+    up); the floor is at least 1 and at most `size`.
+    """
+    if isinstance(min_channels, (float, np.floating)):
+        floor = math.ceil(size * min_channels - 1e-9)
+    else:
+        floor = int(min_channels)
+    return int(min(max(floor, 1), size))
 
 
 class KeepLevels:
     """The keep counts each prunable group may take.
 
     A group may keep a multiple of `round_to` channels, or all of them, and
-    never fewer than `min_channels` (nor fewer than one). Groups that are not
+    never fewer than its floor (`channel_floor`, at least one). Groups that are not
     prunable have a single level, their full size.
 
     Args:
         sizes: Channels per group.
         prunable: Boolean per group.
-        min_channels: Smallest count a prunable group may keep.
+        min_channels: Smallest count a prunable group may keep, or a
+            fraction in (0, 1) of each group's width.
         round_to: Keep counts are multiples of this (or the full size).
     """
 
@@ -24,11 +62,7 @@ class KeepLevels:
                 f"`round_to` should be a positive integer. Received: "
                 f"round_to={round_to!r}"
             )
-        if int(min_channels) < 1:
-            raise ValueError(
-                f"`min_channels` should be at least 1. Received: "
-                f"min_channels={min_channels!r}"
-            )
+        check_min_channels(min_channels)
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.prunable = np.asarray(prunable, dtype=bool)
         self.levels = [
@@ -59,7 +93,7 @@ class KeepLevels:
 def _levels(size, min_channels, round_to):
     steps = np.arange(round_to, size + 1, round_to)
     levels = np.unique(np.concatenate([steps, [size]]))
-    floor = min(max(min_channels, 1), size)
+    floor = channel_floor(size, min_channels)
     above = levels[levels >= floor]
     return above if len(above) else np.array([size])
 

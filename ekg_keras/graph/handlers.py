@@ -148,7 +148,7 @@ class LayerHandler:
             A float array of shape (output channels, fan-in), or None for
             layers without filters. Norm-based criteria score these rows.
         """
-        return None
+        return
 
     def cost(self, layer, node):
         """Multiply-accumulates and parameters as functions of live channels.

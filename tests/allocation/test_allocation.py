@@ -8,6 +8,8 @@ from ekg_keras import criteria
 from ekg_keras import graph
 from ekg_keras import models
 from ekg_keras.allocation import KeepLevels
+from ekg_keras.allocation.levels import channel_floor
+from ekg_keras.allocation.levels import check_min_channels
 from ekg_keras.flops import FlopsCounter
 
 
@@ -104,6 +106,15 @@ def test_keep_levels():
         KeepLevels([4], [True], round_to=0)
     with pytest.raises(ValueError, match="min_channels=0"):
         KeepLevels([4], [True], min_channels=0)
+
+
+def test_relative_channel_floor():
+    levels = KeepLevels([16, 10, 3], [True, True, True], min_channels=0.25)
+    np.testing.assert_array_equal(levels.lowest, [4, 3, 1])
+    assert channel_floor(64, 0.5) == 32 and channel_floor(2, 8) == 2
+    for bad in (0.0, 1.0, 1.5, -1, True, "1"):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            check_min_channels(bad)
 
 
 def test_unknown_allocation():

@@ -1,0 +1,425 @@
+"""Fast evaluation of EKG candidates on the validation subset.
+
+The search evaluates one candidate per group and step. A candidate changes
+only the masks of its group, so everything upstream of the group's layers
+is the same for all candidates of a step: the engine runs the network once
+per step up to each group's frontier (the tensors entering the part of the
+graph the group influences), caches those activations, and evaluates each
+candidate from its group's frontier onward with a compiled sub-model. Masks
+are variables, so no candidate retraces anything. With `cache=False` every
+candidate runs the whole network, as the reference code does.
+"""
+
+import collections
+import functools
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras.graph._keras_graph import functional_of
+from ekg_keras.graph._keras_graph import graph_nodes
+from ekg_keras.graph._keras_graph import output_layer
+from ekg_keras.layers import is_prunable
+
+_KERNELS = {
+    keras.layers.Conv2D: "kernel",
+    keras.layers.Dense: "kernel",
+    keras.layers.DepthwiseConv2D: "kernel",
+    keras.layers.SeparableConv2D: "pointwise_kernel",
+}
+
+
+class Engine:
+    """Evaluates sub-networks of a hard-masked model on fixed batches.
+
+    Args:
+        model: The hard-masked model (from `ekg_keras.wrap`).
+        graph: Its `ChannelGraph`.
+        x_val, y_val: The validation subset.
+        batch_size: Evaluation batch size (batch statistics are taken over
+            these batches, as in the reference, 256 there).
+        strategy: A `tf.distribute` strategy; each batch is split over its
+            replicas.
+        cache: Cache frontier activations (fast mode) or not (plain mode).
+        rescale_kernels: Norm-preserving kernel rescale of SPEC 8.1.3.
+        batch_statistics: Normalize with batch statistics (the reference)
+            rather than the moving averages.
+    """
+
+    def __init__(
+        self,
+        model,
+        graph,
+        x_val,
+        y_val,
+        batch_size=256,
+        strategy=None,
+        cache=True,
+        rescale_kernels=False,
+        batch_statistics=True,
+    ):
+        self.model = model
+        self.graph = graph
+        self.y_val = np.asarray(y_val)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.training = bool(batch_statistics)
+        self.rescale_kernels = rescale_kernels
+        self.batches = [
+            (start, min(start + batch_size, len(y_val)))
+            for start in range(0, len(y_val), batch_size)
+        ]
+        x_val = np.asarray(x_val)
+        # On one replica the batches (and cached activations) stay tensors,
+        # so no candidate pays a host-to-tensor copy.
+        convert = (
+            tf.constant
+            if self.strategy.num_replicas_in_sync == 1
+            else np.asarray
+        )
+        self._x_batches = [convert(x_val[a:b]) for a, b in self.batches]
+        self._from_probabilities = _ends_in_softmax(model)
+        self._records_of_group = _maskable_records_by_group(graph)
+        self._kernels = _kernel_records(graph) if rescale_kernels else {}
+        self._gates = [
+            r
+            for r in graph.maskable_layers()
+            if r.terminal and is_prunable(r.layer)
+        ]
+        # Fixed signatures with an unknown batch size: every compiled piece
+        # is traced exactly once, whatever the size of the last batch.
+        inputs = _specs(model.inputs)
+        classes = int(model.outputs[0].shape[-1])
+        self._full = self._compile(self._logits, inputs)
+        self._gradients = self._compile(
+            self._gate_gradients,
+            inputs
+            + [
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None, classes), tf.float32),
+            ],
+        )
+        self._suffixes = {}
+        self._prefix = None
+        self._cached = None
+        if cache:
+            self._build_suffixes()
+        self.evaluations = 0
+        # Wall seconds per phase ("importance", "prefix", "evaluation").
+        self.seconds = collections.Counter()
+
+    # Masks.
+
+    def set_keep(self, keep, groups=None):
+        """Writes group keep masks into the layers (only `groups` if given).
+
+        With the kernel rescale on, the kernels reading or writing those
+        groups are rescaled to keep their Frobenius norm.
+        """
+        groups = range(len(self.graph.groups)) if groups is None else groups
+        touched = {}
+        for group in groups:
+            for record in self._records_of_group.get(group, ()):
+                touched[id(record.layer)] = record
+        for record in touched.values():
+            mask = record.outputs[0].keep_mask(keep).astype("float32")
+            record.layer.filter_mask.assign(mask)
+        if self.rescale_kernels:
+            self._rescale(keep, groups)
+
+    def _rescale(self, keep, groups):
+        for group in groups:
+            for record, name, original in self._kernels.get(group, ()):
+                inputs = record.inputs[0].keep_mask(keep)
+                outputs = record.outputs[0].keep_mask(keep)
+                kept = _kept_entries(record.layer, original, inputs, outputs)
+                norm = np.linalg.norm(kept)
+                scale = np.linalg.norm(original) / norm if norm > 0 else 1.0
+                getattr(record.layer, name).assign(original * scale)
+
+    # Evaluation.
+
+    def cache_prefix(self):
+        """Runs the network up to every frontier once (after masks change)."""
+        if self._prefix is None:
+            return
+        start = time.perf_counter()
+        self._cached = [
+            self._run(self._prefix, [x], "concat", keep_tensors=True)
+            for x in self._x_batches
+        ]
+        self.seconds["prefix"] += time.perf_counter() - start
+
+    def logits(self, group=None):
+        """Validation logits (N x classes) with the current masks.
+
+        Args:
+            group: The group whose masks changed since `cache_prefix`, to
+                evaluate from its frontier; None runs the whole network.
+        """
+        self.evaluations += 1
+        start = time.perf_counter()
+        suffix = self._suffixes.get(group)
+        if suffix is None or self._cached is None:
+            parts = [
+                self._run(self._full, [x], "concat") for x in self._x_batches
+            ]
+        else:
+            model, positions = suffix
+            parts = [
+                self._run(model, [cached[i] for i in positions], "concat")
+                for cached in self._cached
+            ]
+        self.seconds["evaluation"] += time.perf_counter() - start
+        return np.concatenate(parts)
+
+    def importance(self, ensemble):
+        """Per-group Taylor importance with the current masks (SPEC 8.1.2).
+
+        `S_c = sum over batches and terminal masked layers |dJ/dm_c|`, where
+        `J = CE(y, z) + CE(softmax(ensemble), z)` averaged over the batch.
+        """
+        start = time.perf_counter()
+        scores = [np.zeros(group.size) for group in self.graph.groups]
+        for x, (a, b) in zip(self._x_batches, self.batches):
+            gradients = self._run(
+                self._gradients,
+                [
+                    x,
+                    self.y_val[a:b].astype(np.int32),
+                    ensemble[a:b].astype(np.float32),
+                ],
+                combine="weighted_mean",
+            )
+            for record, gradient in zip(self._gates, gradients):
+                out = record.outputs[0]
+                for group_id in np.unique(out.group[out.group >= 0]):
+                    rows = out.group == group_id
+                    per_channel = np.zeros(self.graph.groups[group_id].size)
+                    np.add.at(per_channel, out.index[rows], gradient[rows])
+                    scores[group_id] += np.abs(per_channel)
+        self.seconds["importance"] += time.perf_counter() - start
+        return scores
+
+    # Compiled pieces.
+
+    def _logits(self, *inputs):
+        outputs = self._call(self.model, inputs)
+        return _as_logits(outputs, self._from_probabilities)
+
+    def _call(self, model, inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return model(inputs, training=self.training)
+
+    def _gate_gradients(self, x, y, ensemble):
+        variables = [r.layer.filter_mask.value for r in self._gates]
+        with tf.GradientTape() as tape:
+            tape.watch(variables)
+            logits = self._logits(x)
+            objective = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(
+                    y, logits, from_logits=True
+                )
+                + keras.losses.categorical_crossentropy(
+                    tf.nn.softmax(ensemble), logits, from_logits=True
+                )
+            )
+        return tape.gradient(objective, variables)
+
+    def _build_suffixes(self):
+        """One sub-model per group from its frontier to the outputs."""
+        graph = functional_of(self.model)
+        nodes = list(graph_nodes(graph))
+        inside = {id(node): _layer_ids(node.operation) for node in nodes}
+        model_inputs = {id(t) for t in graph.inputs}
+        frontiers = {}
+        for group_id, records in self._records_of_group.items():
+            starts = {id(r.layer) for r in records}
+            frontier = _frontier(nodes, inside, starts)
+            if frontier and not all(id(t) in model_inputs for t in frontier):
+                frontiers[group_id] = frontier
+        unique = {}
+        for frontier in frontiers.values():
+            for tensor in frontier:
+                unique.setdefault(id(tensor), tensor)
+        if not unique:
+            return
+        ordered = list(unique.values())
+        position = {id(t): i for i, t in enumerate(ordered)}
+        prefix = keras.Model(graph.inputs, ordered)
+        self._prefix = self._compile(
+            lambda *x: [
+                tf.convert_to_tensor(t)
+                for t in keras.tree.flatten(self._call(prefix, x))
+            ],
+            _specs(graph.inputs),
+        )
+        for group_id, frontier in frontiers.items():
+            suffix = keras.Model(list(frontier), graph.outputs)
+            self._suffixes[group_id] = (
+                self._logits_function(suffix, frontier),
+                [position[id(t)] for t in frontier],
+            )
+
+    def _logits_function(self, model, inputs):
+        return self._compile(
+            functools.partial(self._model_logits, model), _specs(inputs)
+        )
+
+    def _compile(self, function, signature):
+        """A `tf.function` of `function`, traced once per batch shape class.
+
+        On one replica the signature leaves the batch size open, so one
+        trace serves every batch; under a multi-replica strategy (whose
+        `run` does not accept signature-bound functions) retracing is
+        relaxed instead. The function is wrapped in a fresh partial:
+        tf.function's retracing detector keys on the Python code object,
+        so functions sharing one `def` (the suffixes, or the engines of
+        several searches) would share a detector and warn about retracing
+        that is not there.
+        """
+        function = functools.partial(function)
+        if self.strategy.num_replicas_in_sync == 1:
+            return tf.function(
+                function, input_signature=signature, autograph=False
+            )
+        return tf.function(function, reduce_retracing=True)
+
+    def _model_logits(self, model, *inputs):
+        return _as_logits(self._call(model, inputs), self._from_probabilities)
+
+    # Distribution.
+
+    def _run(self, function, arrays, combine, keep_tensors=False):
+        """Runs `function` on `arrays`, split over the strategy's replicas.
+
+        Results are NumPy arrays, except on one replica with
+        `keep_tensors`, where the function's tensors are returned as they
+        are.
+        """
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            results = function(*arrays)
+            return results if keep_tensors else _numpy(results)
+        shards = [np.array_split(np.asarray(a), replicas) for a in arrays]
+        sizes = [len(s) for s in shards[0]]
+        values = [
+            self.strategy.experimental_distribute_values_from_function(
+                lambda context, _s=s: _s[context.replica_id_in_sync_group]
+            )
+            for s in shards
+        ]
+        results = self.strategy.run(function, args=tuple(values))
+        weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
+
+        def merge(per_replica_value):
+            parts = [
+                np.asarray(v)
+                for v in self.strategy.experimental_local_results(
+                    per_replica_value
+                )
+            ]
+            if combine == "concat":
+                return np.concatenate(parts)
+            return sum(w * v for w, v in zip(weights, parts))
+
+        if isinstance(results, (list, tuple)):
+            return [merge(r) for r in results]
+        return merge(results)
+
+
+def _specs(tensors):
+    """TensorSpecs of symbolic tensors with the batch size left open."""
+    return [
+        tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype) for t in tensors
+    ]
+
+
+def _numpy(values):
+    if isinstance(values, (list, tuple)):
+        return [np.asarray(v) for v in values]
+    return np.asarray(values)
+
+
+def _as_logits(outputs, from_probabilities):
+    outputs = keras.tree.flatten(outputs)[0]
+    if from_probabilities:
+        return tf.math.log(tf.maximum(outputs, 1e-12))
+    return outputs
+
+
+def _ends_in_softmax(model):
+    layer = output_layer(model.outputs[0])
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    return name == "softmax"
+
+
+def _maskable_records_by_group(graph):
+    by_group = {}
+    for record in graph.maskable_layers():
+        if not is_prunable(record.layer):
+            continue
+        groups = np.unique(record.outputs[0].group)
+        for group_id in groups[groups >= 0]:
+            by_group.setdefault(int(group_id), []).append(record)
+    return by_group
+
+
+def _kernel_records(graph):
+    """Per group, the kernels that read or write it, with their values."""
+    by_group = {}
+    for record in graph.layers.values():
+        name = next(
+            (n for cls, n in _KERNELS.items() if isinstance(record.layer, cls)),
+            None,
+        )
+        if name is None or not record.inputs:
+            continue
+        original = np.array(getattr(record.layer, name).numpy())
+        groups = set(np.unique(record.inputs[0].group)) | set(
+            np.unique(record.outputs[0].group)
+        )
+        for group_id in groups:
+            if group_id >= 0:
+                by_group.setdefault(int(group_id), []).append(
+                    (record, name, original)
+                )
+    return by_group
+
+
+def _kept_entries(layer, kernel, inputs, outputs):
+    """The kernel entries between kept input and output channels."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return kernel[:, :, inputs]
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        rows = np.repeat(inputs, layer.depth_multiplier)
+        return kernel[:, :, rows][..., outputs]
+    if kernel.ndim == 2:
+        return kernel[inputs][:, outputs]
+    return kernel[:, :, inputs][..., outputs]
+
+
+def _layer_ids(operation):
+    ids = {id(operation)}
+    if isinstance(operation, keras.Model):
+        for layer in operation.layers:
+            ids |= _layer_ids(layer)
+    return ids
+
+
+def _frontier(nodes, inside, starts):
+    """Tensors entering the nodes downstream of (and including) `starts`."""
+    affected_tensors, frontier = set(), {}
+    for node in nodes:
+        hit = inside[id(node)] & starts or any(
+            id(t) in affected_tensors for t in node.input_tensors
+        )
+        if not hit:
+            continue
+        for tensor in node.outputs:
+            affected_tensors.add(id(tensor))
+        for tensor in node.input_tensors:
+            if id(tensor) not in affected_tensors:
+                frontier.setdefault(id(tensor), tensor)
+    return list(frontier.values())
