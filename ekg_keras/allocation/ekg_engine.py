@@ -177,8 +177,10 @@ class Engine:
     def importance(self, ensemble):
         """Per-group Taylor importance with the current masks (SPEC 8.1.2).
 
-        `S_c = sum over batches and terminal masked layers |dJ/dm_c|`, where
+        `S_c = sum over batches and terminal masked layers |m_c dJ/dm_c|`
+        (`= |sum dJ/dy * y|`, as the reference's gates compute it), where
         `J = CE(y, z) + CE(softmax(ensemble), z)` averaged over the batch.
+        Masked channels score 0.
         """
         start = time.perf_counter()
         scores = [np.zeros(group.size) for group in self.graph.groups]
@@ -193,6 +195,9 @@ class Engine:
                 combine="weighted_mean",
             )
             for record, gradient in zip(self._gates, gradients):
+                # dJ/dm * m = sum(dJ/dy * y): the reference's score, zero
+                # for masked channels (y = 0), which so stay pruned.
+                gradient = gradient * record.layer.filter_mask.numpy()
                 out = record.outputs[0]
                 for group_id in np.unique(out.group[out.group >= 0]):
                     rows = out.group == group_id

@@ -43,13 +43,17 @@ def kept_count(size, width):
     return int(min(size, max(1, math.ceil(size * width - 1e-9))))
 
 
-def ranks(scores):
+def ranks(scores, alive=None):
     """Rank of each channel by descending score (0 = most important).
 
-    Ties keep their channel order (stable), so masked channels (score 0)
-    stay below every live channel with a positive score.
+    Ties rank live channels first (`alive`, e.g. the current keep mask), so
+    a masked channel (score 0) never overtakes a live channel that also
+    scores 0 and the masks stay nested; remaining ties keep their channel
+    order (stable).
     """
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    scores = np.asarray(scores, dtype=np.float64)
+    alive = np.ones(len(scores), bool) if alive is None else np.asarray(alive)
+    order = np.lexsort((np.arange(len(scores)), ~alive, -scores))
     result = np.empty(len(order), dtype=np.int64)
     result[order] = np.arange(len(order))
     return result

@@ -275,9 +275,10 @@ class EKGSearch:
             taken += 1
             start = time.perf_counter()
             scores = self.engine.importance(ensemble)
+            alive = self._keep(widths, ranks)
             ranks = [
-                rules.ranks(s) if p else r
-                for s, r, p in zip(scores, ranks, prunable)
+                rules.ranks(s, a) if p else r
+                for s, a, r, p in zip(scores, alive, ranks, prunable)
             ]
             keep = self._keep(widths, ranks)
             self.engine.set_keep(keep)

@@ -25,6 +25,11 @@ def test_kept_count_and_masks():
     np.testing.assert_array_equal(
         rules.keep_mask(ranks, 0.5), [False, True, False, True]
     )
+    # Ties: live channels rank before masked ones, then channel order.
+    np.testing.assert_array_equal(
+        rules.ranks([0.0, 0.0, 1.0, 0.0], alive=[False, True, True, True]),
+        [3, 1, 0, 2],
+    )
 
 
 def test_candidate_cost_sums_the_next_weakest_live_channels():

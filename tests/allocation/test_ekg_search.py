@@ -47,10 +47,13 @@ def test_search_reaches_the_target_and_keeps_its_history(
         assert step.logits.shape == (80, 10)
         assert 0 <= step.accuracy <= 1 and step.loss > 0
         assert [m.sum() for m in step.keep_masks()] == list(step.keep_counts)
-    # Each step shrinks one group and leaves the others as they were.
+    # Each step shrinks one group and leaves the others as they were, and
+    # a removed channel stays removed (masked channels score 0).
     for before, after in zip(history, history[1:]):
         changed = np.flatnonzero(before.keep_counts != after.keep_counts)
         assert list(changed) == [after.group]
+        for old, new in zip(before.keep_masks(), after.keep_masks()):
+            assert not (new & ~old).any()
     # The ensemble is the running mean of every chosen sub-network.
     np.testing.assert_allclose(
         search.ensemble,
