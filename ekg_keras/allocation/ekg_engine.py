@@ -102,6 +102,7 @@ class Engine:
         )
         self._suffixes = {}
         self._prefix = None
+        self._scoring = None
         self._cached = None
         if cache:
             self._build_suffixes()
@@ -141,13 +142,16 @@ class Engine:
     # Evaluation.
 
     def cache_prefix(self):
-        """Runs the network up to every frontier once (after masks change)."""
+        """Runs the network up to every frontier once.
+
+        Needed only when the masks changed since the last `importance`
+        call, which caches the same activations on its way.
+        """
         if self._prefix is None:
             return
         start = time.perf_counter()
         self._cached = [
-            self._run(self._prefix, [x], "concat", keep_tensors=True)
-            for x in self._x_batches
+            self._run(self._prefix, [x], "concat") for x in self._x_batches
         ]
         self.seconds["prefix"] += time.perf_counter() - start
 
@@ -172,7 +176,7 @@ class Engine:
                 for cached in self._cached
             ]
         self.seconds["evaluation"] += time.perf_counter() - start
-        return np.concatenate(parts)
+        return np.concatenate([np.asarray(p) for p in parts])
 
     def importance(self, ensemble):
         """Per-group Taylor importance with the current masks (SPEC 8.1.2).
@@ -180,30 +184,37 @@ class Engine:
         `S_c = sum over batches and terminal masked layers |m_c dJ/dm_c|`
         (`= |sum dJ/dy * y|`, as the reference's gates compute it), where
         `J = CE(y, z) + CE(softmax(ensemble), z)` averaged over the batch.
-        Masked channels score 0.
+        Masked channels score 0. With the cache on, the same pass stores
+        the frontier activations of the current masks (see `cache_prefix`).
         """
         start = time.perf_counter()
         scores = [np.zeros(group.size) for group in self.graph.groups]
+        cached = []
         for x, (a, b) in zip(self._x_batches, self.batches):
-            gradients = self._run(
+            gradients, frontier = self._run(
                 self._gradients,
                 [
                     x,
                     self.y_val[a:b].astype(np.int32),
                     ensemble[a:b].astype(np.float32),
                 ],
-                combine="weighted_mean",
+                combine=("weighted_mean", "concat"),
             )
+            cached.append(list(frontier))
             for record, gradient in zip(self._gates, gradients):
                 # dJ/dm * m = sum(dJ/dy * y): the reference's score, zero
                 # for masked channels (y = 0), which so stay pruned.
-                gradient = gradient * record.layer.filter_mask.numpy()
+                gradient = np.asarray(gradient) * (
+                    record.layer.filter_mask.numpy()
+                )
                 out = record.outputs[0]
                 for group_id in np.unique(out.group[out.group >= 0]):
                     rows = out.group == group_id
                     per_channel = np.zeros(self.graph.groups[group_id].size)
                     np.add.at(per_channel, out.index[rows], gradient[rows])
                     scores[group_id] += np.abs(per_channel)
+        if self._scoring is not None:
+            self._cached = cached
         self.seconds["importance"] += time.perf_counter() - start
         return scores
 
@@ -218,10 +229,15 @@ class Engine:
         return model(inputs, training=self.training)
 
     def _gate_gradients(self, x, y, ensemble):
+        """Mask gradients of J, and the frontier activations on the way."""
         variables = [r.layer.filter_mask.value for r in self._gates]
         with tf.GradientTape() as tape:
             tape.watch(variables)
-            logits = self._logits(x)
+            if self._scoring is None:
+                outputs, frontier = self._call(self.model, (x,)), []
+            else:
+                outputs, *frontier = self._call(self._scoring, (x,))
+            logits = _as_logits(outputs, self._from_probabilities)
             objective = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(
                     y, logits, from_logits=True
@@ -230,7 +246,8 @@ class Engine:
                     tf.nn.softmax(ensemble), logits, from_logits=True
                 )
             )
-        return tape.gradient(objective, variables)
+        gradients = tape.gradient(objective, variables)
+        return gradients, [tf.convert_to_tensor(t) for t in frontier]
 
     def _build_suffixes(self):
         """One sub-model per group from its frontier to the outputs."""
@@ -253,6 +270,11 @@ class Engine:
         ordered = list(unique.values())
         position = {id(t): i for i, t in enumerate(ordered)}
         prefix = keras.Model(graph.inputs, ordered)
+        # The scoring pass also returns the frontier activations, so a step
+        # needs no separate prefix pass (its masks are the scored ones).
+        self._scoring = keras.Model(
+            graph.inputs, [keras.tree.flatten(graph.outputs)[0], *ordered]
+        )
         self._prefix = self._compile(
             lambda *x: [
                 tf.convert_to_tensor(t)
@@ -296,17 +318,18 @@ class Engine:
 
     # Distribution.
 
-    def _run(self, function, arrays, combine, keep_tensors=False):
+    def _run(self, function, arrays, combine):
         """Runs `function` on `arrays`, split over the strategy's replicas.
 
-        Results are NumPy arrays, except on one replica with
-        `keep_tensors`, where the function's tensors are returned as they
-        are.
+        On one replica the function's tensors are returned as they are.
+        Over several, each batch is split between the replicas and every
+        result is merged into a NumPy array: "concat" joins the replicas'
+        rows, "weighted_mean" averages by shard size. `combine` is one of
+        these for all results, or a tuple with one per top-level result.
         """
         replicas = self.strategy.num_replicas_in_sync
         if replicas == 1:
-            results = function(*arrays)
-            return results if keep_tensors else _numpy(results)
+            return function(*arrays)
         shards = [np.array_split(np.asarray(a), replicas) for a in arrays]
         sizes = [len(s) for s in shards[0]]
         values = [
@@ -318,20 +341,23 @@ class Engine:
         results = self.strategy.run(function, args=tuple(values))
         weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
 
-        def merge(per_replica_value):
+        def merge(per_replica_value, how):
             parts = [
                 np.asarray(v)
                 for v in self.strategy.experimental_local_results(
                     per_replica_value
                 )
             ]
-            if combine == "concat":
+            if how == "concat":
                 return np.concatenate(parts)
             return sum(w * v for w, v in zip(weights, parts))
 
-        if isinstance(results, (list, tuple)):
-            return [merge(r) for r in results]
-        return merge(results)
+        if isinstance(combine, str):
+            return tf.nest.map_structure(lambda v: merge(v, combine), results)
+        return tuple(
+            tf.nest.map_structure(lambda v, _how=how: merge(v, _how), result)
+            for result, how in zip(results, combine)
+        )
 
 
 def _specs(tensors):

@@ -281,8 +281,11 @@ class EKGSearch:
                 for s, a, r, p in zip(scores, alive, ranks, prunable)
             ]
             keep = self._keep(widths, ranks)
-            self.engine.set_keep(keep)
-            self.engine.cache_prefix()
+            if any(not np.array_equal(k, a) for k, a in zip(keep, alive)):
+                # Not expected (masked channels rank last), but then the
+                # scored masks and their cached activations are stale.
+                self.engine.set_keep(keep)
+                self.engine.cache_prefix()
             group, width, logits, objective, tried = self._best_candidate(
                 scores, widths, ranks, prunable, ensemble, labels
             )
