@@ -50,8 +50,9 @@ def check_labels(labels, num_outputs, name="data"):
 
 
 def features_only(data, batch_size=64):
-    """A dataset of input batches from inputs, `(inputs, labels)` batches,
-    an array of inputs or an `(x, y)` tuple of arrays."""
+    """A dataset of input batches from inputs, `(inputs, labels)` batches
+    (inputs may be `{"image": x, "id": id}`), an array of inputs or an
+    `(x, y)` tuple of arrays."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data = data[0]  # (x, y), as `as_dataset` reads it.
     if not isinstance(data, tf.data.Dataset):
@@ -60,5 +61,8 @@ def features_only(data, batch_size=64):
         )
     spec = data.element_spec
     if isinstance(spec, tuple):
-        return data.map(lambda *element: element[0])
+        data = data.map(lambda *element: element[0])
+        spec = data.element_spec
+    if isinstance(spec, dict) and "image" in spec:  # With sample ids.
+        data = data.map(lambda features: features["image"])
     return data

@@ -1,5 +1,7 @@
 """Re-estimating batch-normalization statistics after pruning."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,6 +19,29 @@ def batchnorm_layers(model):
         elif isinstance(layer, keras.Model):
             found.extend(batchnorm_layers(layer))
     return found
+
+
+@contextlib.contextmanager
+def batchnorm_settings(model, **settings):
+    """Temporarily sets attributes of every batch normalization of `model`.
+
+    For example `momentum=1.0` keeps the moving statistics while the model
+    runs in training mode, `synchronized=True` normalizes with statistics
+    over all replicas. A setting given as None is left alone. Settings read
+    when a function is traced apply to functions traced inside the block.
+    """
+    settings = {k: v for k, v in settings.items() if v is not None}
+    layers = batchnorm_layers(model)
+    saved = [{k: getattr(layer, k) for k in settings} for layer in layers]
+    for layer in layers:
+        for name, value in settings.items():
+            setattr(layer, name, value)
+    try:
+        yield
+    finally:
+        for layer, values in zip(layers, saved):
+            for name, value in values.items():
+                setattr(layer, name, value)
 
 
 def recalibrate_batchnorm(model, data, steps=None, verbose=0):
@@ -55,7 +80,6 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
     strategy = getattr(model, "distribute_strategy", None) or (
         tf.distribute.get_strategy()
     )
-    momenta = [layer.momentum for layer in layers]
     sums = [
         [
             np.zeros(layer.moving_mean.shape),
@@ -64,11 +88,9 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
         for layer in layers
     ]
     batches = 0
-    try:
-        # With momentum 0 each forward pass leaves exactly its batch's
-        # statistics in the moving averages; they are summed here.
-        for layer in layers:
-            layer.momentum = 0.0
+    # With momentum 0 each forward pass leaves exactly its batch's
+    # statistics in the moving averages; they are summed here.
+    with batchnorm_settings(model, momentum=0.0):
         forward = tf.function(lambda x: _batch_statistics(model, layers, x))
         for inputs in strategy.experimental_distribute_dataset(dataset):
             per_replica = strategy.run(forward, args=(inputs,))
@@ -78,9 +100,6 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
                         tf.distribute.ReduceOp.MEAN, value, axis=None
                     ).numpy()
             batches += 1
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
     if batches == 0:
         raise ValueError("`data` is empty: it yielded no batches.")
     for (mean, variance), layer in zip(sums, layers):

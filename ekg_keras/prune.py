@@ -15,6 +15,7 @@ from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.taylor import taylor_scores
+from ekg_keras.training.ekg_finetune import finetune_searched
 
 METHODS = ("oneshot", "ekg")
 
@@ -37,6 +38,8 @@ def prune(
     recalibrate=True,
     recalibrate_steps=None,
     search_options=None,
+    finetune_epochs=0,
+    finetune_options=None,
     verbose=1,
 ):
     """Prunes whole filters so that `model` keeps `flops` of its FLOPs.
@@ -92,6 +95,15 @@ def prune(
         search_options: For `method="ekg"`, keyword arguments of
             `ekg_keras.EKGSearch` (e.g. `finetune`, `val_per_class`,
             `variant`, `checkpoint_dir`).
+        finetune_epochs: For `method="ekg"`, fine-tune the searched model
+            this many epochs on `data` with EKG's memory bank of teacher
+            logits and two-view distillation
+            (`ekg_keras.training.finetune_searched`) before slimming; 0
+            skips it. A `tf.data.Dataset` must then carry sample ids
+            (`({"image": x, "id": id}, y)`); `(x, y)` arrays get theirs.
+        finetune_options: Keyword arguments of `finetune_searched`
+            (`batch_size`, `learning_rate`, `num_teachers`, `bank_options`,
+            `temperature`, ...).
         verbose: 0 for silence, 1 for a one-line summary.
 
     Returns:
@@ -106,6 +118,11 @@ def prune(
     """
     check_flops_fraction(flops)
     method = _resolve_method(method, data)
+    if finetune_epochs and method != "ekg":
+        raise ValueError(
+            "`finetune_epochs` fine-tunes with the EKG search's teachers and "
+            f"applies to method='ekg'. Received: method={method!r}"
+        )
     if method == "ekg":
         masked = _ekg(
             model,
@@ -119,6 +136,8 @@ def prune(
             include_bn,
             include_fc,
             search_options,
+            finetune_epochs,
+            finetune_options,
             verbose,
         )
         if masked is model:
@@ -241,9 +260,12 @@ def _ekg(
     include_bn,
     include_fc,
     search_options,
+    finetune_epochs,
+    finetune_options,
     verbose,
 ):
-    """Runs the EKG search; returns the masked model (or `model` itself)."""
+    """Runs the EKG search (and optionally EKG fine-tuning); returns the
+    masked model, or `model` itself when nothing is to be pruned."""
     if criterion != "l2" or allocation != "uniform" or round_to != 1:
         raise ValueError(
             "`criterion`, `allocation` and `round_to` apply to "
@@ -278,6 +300,14 @@ def _ekg(
             f"FLOPs in {last.step} steps (validation accuracy "
             f"{search.history[0].accuracy:.2%} -> {last.accuracy:.2%}, "
             "batch statistics)"
+        )
+    if finetune_epochs:
+        finetune_searched(
+            search,
+            data,
+            finetune_epochs,
+            verbose=verbose,
+            **(finetune_options or {}),
         )
     return masked
 

@@ -26,7 +26,6 @@ import keras  # noqa: E402
 
 import ekg_keras  # noqa: E402
 
-
 METHODS = {
     "SFP": dict(schedule="constant"),
     "ASFP": dict(schedule="asymptotic"),

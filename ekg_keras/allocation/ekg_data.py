@@ -104,7 +104,10 @@ def _samples(data):
         )
     batched = len(spec[1].shape) > 0
     for element in data:
-        x, y = element[0].numpy(), element[1].numpy()
+        features = element[0]
+        if isinstance(features, dict):  # ({"image": x, "id": id}, y)
+            features = features["image"]
+        x, y = features.numpy(), element[1].numpy()
         if batched:
             for xi, yi in zip(x, y):
                 yield xi, yi

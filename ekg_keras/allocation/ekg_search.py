@@ -1,6 +1,5 @@
 """EKG: sub-network search guided by ensemble knowledge (SPEC.md 8.2)."""
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +15,7 @@ from ekg_keras.allocation.ekg_data import finetune_one_epoch
 from ekg_keras.allocation.ekg_engine import Engine
 from ekg_keras.allocation.levels import channel_floor
 from ekg_keras.allocation.levels import check_min_channels
-from ekg_keras.batchnorm import batchnorm_layers
+from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import check_flops_fraction
 from ekg_keras.graph import trace
@@ -198,6 +197,9 @@ class EKGSearch:
     def run(self, max_steps=None):
         """Runs (or resumes) the search; returns the hard-masked model.
 
+        Each call starts from `model` again, unless `checkpoint_dir` holds
+        a saved state, which it continues.
+
         Args:
             max_steps: Stop after this many new steps even if the target is
                 not reached (with `checkpoint_dir`, a later `run` resumes).
@@ -206,6 +208,7 @@ class EKGSearch:
             ValueError: For bad data, or a target below the smallest
                 reachable FLOPs fraction.
         """
+        self.history, self.ensemble = [], None
         num_classes = int(self.source.outputs[0].shape[-1])
         subsets = self._subsets(num_classes)
         with self.strategy.scope():
@@ -227,12 +230,12 @@ class EKGSearch:
         # Over several replicas, normalize with the statistics of the whole
         # batch, so the search does not depend on the number of replicas.
         synchronized = self.strategy.num_replicas_in_sync > 1 or None
-        with _batchnorm_settings(self.model, synchronized=synchronized):
+        with batchnorm_settings(self.model, synchronized=synchronized):
             if state is None and self.target < 1.0:
                 self._finetune(subsets)
             # Candidates are evaluated in training mode (batch statistics);
             # a momentum of 1 keeps the moving averages as they are.
-            with _batchnorm_settings(self.model, momentum=1.0):
+            with batchnorm_settings(self.model, momentum=1.0):
                 self.engine = Engine(
                     self.model,
                     self.graph,
@@ -587,23 +590,6 @@ class EKGSearch:
             arrays["ensemble"],
             int(arrays["members"]),
         )
-
-
-@contextlib.contextmanager
-def _batchnorm_settings(model, **settings):
-    """Temporarily sets attributes (None: leave) of every normalization."""
-    settings = {k: v for k, v in settings.items() if v is not None}
-    layers = batchnorm_layers(model)
-    saved = [{k: getattr(layer, k) for k in settings} for layer in layers]
-    for layer in layers:
-        for name, value in settings.items():
-            setattr(layer, name, value)
-    try:
-        yield
-    finally:
-        for layer, values in zip(layers, saved):
-            for name, value in values.items():
-                setattr(layer, name, value)
 
 
 def _ends_in_softmax(model):

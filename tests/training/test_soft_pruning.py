@@ -7,13 +7,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_testing import max_relative_difference
+from model_testing import randomize_batchnorm
 
 import ekg_keras
 from ekg_keras import schedules
 from ekg_keras.training.soft_selection import pruned_count
 from ekg_keras.training.soft_selection import select_pruned
-from model_testing import max_relative_difference
-from model_testing import randomize_batchnorm
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
