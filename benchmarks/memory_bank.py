@@ -54,6 +54,7 @@ def bank_sizes():
         name: {
             mode: bank_bytes(*shape, storage, top_k)
             for mode, (storage, top_k) in MODES.items()
+            if top_k is None or top_k < shape[2]  # Top-k needs k < classes.
         }
         for name, shape in BANKS.items()
     }
@@ -139,7 +140,11 @@ def main(argv=None):
     print(_timing.environment_line(env))
     sizes = bank_sizes()
     rows = [
-        [name] + [f"{sizes[name][m] / 2**20:,.1f} MiB" for m in MODES]
+        [name]
+        + [
+            f"{sizes[name][m] / 2**20:,.1f} MiB" if m in sizes[name] else "-"
+            for m in MODES
+        ]
         for name in BANKS
     ]
     print("\nMemory bank bytes (samples x 5 teachers x classes)")

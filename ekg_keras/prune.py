@@ -16,6 +16,7 @@ from ekg_keras.layers import wrap
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.taylor import taylor_scores
 from ekg_keras.training.ekg_finetune import finetune_searched
+from ekg_keras.training.memory_bank import images_and_ids
 
 METHODS = ("oneshot", "ekg")
 
@@ -280,6 +281,8 @@ def _ekg(
                 "unpruned model; returning it unchanged."
             )
         return model
+    if finetune_epochs and not isinstance(data, (tuple, list)):
+        images_and_ids(data)  # Fail before the search, not after it.
     options = dict(search_options or {})
     options.setdefault("verbose", verbose)
     search = EKGSearch(

@@ -326,7 +326,8 @@ def finetune_searched(
         search: A finished `EKGSearch`.
         data: The training set: an `(x, y)` tuple of arrays (ids are their
             positions) or a `tf.data.Dataset` of `({"image": x, "id": id},
-            y)` batches in a fixed order (it is shuffled here).
+            y)` batches with inference preprocessing; it is shuffled here
+            (the bank rows follow the ids, so any order is safe).
         epochs: Fine-tuning epochs.
         batch_size: Batch size for array data.
         learning_rate, weight_decay: Optimizer settings.
@@ -350,13 +351,22 @@ def finetune_searched(
         verbose=verbose,
         **(bank_options or {}),
     )
-    steps = epochs * int(dataset.cardinality())
-    if steps <= 0:
-        raise ValueError(
-            "Fine-tuning needs a positive number of epochs and batches of "
-            f"known count. Received epochs={epochs}, "
-            f"{int(dataset.cardinality())} batches."
+    # One pass over the ids: unbatching below forgets the number of
+    # batches, which `fit` needs to run every epoch to its end.
+    samples = int(
+        dataset.map(lambda features, *_: tf.size(features["id"])).reduce(
+            0, lambda count, size: count + size
         )
+    )
+    batch = min(_batch_of(dataset, batch_size), samples)
+    # Full batches only: one traced step, and no tiny last batch.
+    batches = samples // batch if batch else 0
+    if epochs < 1 or batches < 1:
+        raise ValueError(
+            "Fine-tuning needs at least one epoch and one sample. Received "
+            f"epochs={epochs}, {samples} samples."
+        )
+    steps = epochs * batches
     with search.strategy.scope():
         trainer = EKGFineTuning(search.model, bank, **options)
         schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
@@ -371,11 +381,13 @@ def finetune_searched(
                 weight_decay=weight_decay,
             )
         )
-    shuffled = dataset.unbatch().shuffle(
-        100 * batch_size, seed=1, reshuffle_each_iteration=True
+    shuffled = (
+        dataset.unbatch()
+        .shuffle(100 * batch, seed=1, reshuffle_each_iteration=True)
+        .batch(batch, drop_remainder=True)
+        .apply(tf.data.experimental.assert_cardinality(batches))
+        .prefetch(tf.data.AUTOTUNE)
     )
-    shuffled = shuffled.batch(_batch_of(dataset, batch_size))
-    shuffled = shuffled.prefetch(tf.data.AUTOTUNE)
     trainer.fit(shuffled, epochs=epochs, verbose=verbose)
     return search.model
 

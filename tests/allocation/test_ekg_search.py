@@ -152,7 +152,7 @@ def test_cached_and_plain_evaluation_choose_the_same_subnetwork(
         search = _search(
             trained_resnet20, digits16, 0.5, finetune=False, cache=cache
         )
-        search.run(max_steps=4)
+        search.run(max_steps=2)
         runs.append(search)
     fast, plain = runs
     assert [h.group for h in fast.history] == [h.group for h in plain.history]
@@ -207,7 +207,7 @@ def test_kernel_rescale_keeps_norms_and_slims_exactly(
 def test_prune_with_data_runs_the_search(trained_resnet20, digits16):
     small = ekg_keras.prune(
         trained_resnet20,
-        flops=0.85,
+        flops=0.9,
         data=(digits16.x_train, digits16.y_train),
         search_options=dict(
             val_per_class=8, finetune=False, batch_size=64, cache=False
@@ -218,7 +218,7 @@ def test_prune_with_data_runs_the_search(trained_resnet20, digits16):
         ekg_keras.count_flops(small).macs
         / ekg_keras.count_flops(trained_resnet20).macs
     )
-    assert 0.8 < kept <= 0.85
+    assert 0.85 < kept <= 0.9
     assert all(name.startswith("keras.") for name in layer_classes(small))
 
 
