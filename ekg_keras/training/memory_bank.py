@@ -26,7 +26,8 @@ class MemoryBank(keras.layers.Layer):
     """Teacher logits per training sample, as non-trainable weights.
 
     The logits of teacher k for the sample with id i are row `i * K + k` of
-    the `logits` weight (shape `(N * K, C)`), so that writing one teacher's
+    the `values` weight (shape `(N * K, C)`, i.e. an N x K x C bank laid
+    out by rows), so that writing one teacher's
     batch and reading one batch's K teachers are single row scatters and
     gathers, also on a `tf.distribute` mirrored variable (every replica
     holds the bank and reads the rows of its own batch).
