@@ -167,6 +167,9 @@ class EKGFineTuning(keras.Model):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="accuracy"
         )
+        # The student and the bank own every weight and exist already, so
+        # checkpoint callbacks (BackupAndRestore) need no first batch.
+        self.built = True
 
     def _pad_crop_flip(self, images, ids, step, view):
         return pad_crop_flip(images, ids, step, view, seed=self.seed)

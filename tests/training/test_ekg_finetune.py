@@ -210,3 +210,30 @@ def test_prune_runs_search_bank_and_finetuning():
         )
     with pytest.raises(ValueError, match="applies to method='ekg'"):
         ekg_keras.prune(model, flops=0.5, finetune_epochs=1)
+
+
+def test_backup_and_restore_resumes_to_the_same_weights(tmp_path):
+    x, y, bank = _learnable(32)
+    data = with_ids(x, y, 16)
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        model = EKGFineTuning(small_model(), bank)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        return model
+
+    straight = trainer()
+    straight.fit(data, epochs=3, verbose=0)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer().fit(data, epochs=3, verbose=0, callbacks=[backup, Crash()])
+    resumed = trainer()
+    resumed.fit(data, epochs=3, verbose=0, callbacks=[backup])
+    for a, b in zip(straight.student.weights, resumed.student.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
