@@ -19,13 +19,18 @@ from ekg_keras.graph._keras_graph import output_layer
 from ekg_keras.layers import is_prunable
 
 
+def ends_in_softmax(model):
+    """Whether the model's first output is a softmax (probabilities)."""
+    last = output_layer(model.outputs[0])
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    return activation == "softmax"
+
+
 def default_loss(model):
     """Sparse categorical cross-entropy, from logits unless the model ends
     with a softmax."""
-    last = output_layer(model.outputs[0])
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
     return keras.losses.SparseCategoricalCrossentropy(
-        from_logits=activation != "softmax"
+        from_logits=not ends_in_softmax(model)
     )
 
 

@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from ekg_keras.graph._keras_graph import functional_of
 from ekg_keras.graph._keras_graph import graph_nodes
-from ekg_keras.graph._keras_graph import output_layer
 from ekg_keras.layers import is_prunable
+from ekg_keras.taylor import ends_in_softmax
 
 _KERNELS = {
     keras.layers.Conv2D: "kernel",
@@ -79,7 +79,7 @@ class Engine:
             else np.asarray
         )
         self._x_batches = [convert(x_val[a:b]) for a, b in self.batches]
-        self._from_probabilities = _ends_in_softmax(model)
+        self._from_probabilities = ends_in_softmax(model)
         self._records_of_group = _maskable_records_by_group(graph)
         self._kernels = _kernel_records(graph) if rescale_kernels else {}
         self._gates = [
@@ -367,23 +367,11 @@ def _specs(tensors):
     ]
 
 
-def _numpy(values):
-    if isinstance(values, (list, tuple)):
-        return [np.asarray(v) for v in values]
-    return np.asarray(values)
-
-
 def _as_logits(outputs, from_probabilities):
     outputs = keras.tree.flatten(outputs)[0]
     if from_probabilities:
         return tf.math.log(tf.maximum(outputs, 1e-12))
     return outputs
-
-
-def _ends_in_softmax(model):
-    layer = output_layer(model.outputs[0])
-    name = getattr(getattr(layer, "activation", None), "__name__", "")
-    return name == "softmax"
 
 
 def _maskable_records_by_group(graph):

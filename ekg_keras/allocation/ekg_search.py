@@ -20,6 +20,7 @@ from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import check_flops_fraction
 from ekg_keras.graph import trace
 from ekg_keras.layers import wrap
+from ekg_keras.taylor import ends_in_softmax
 
 VARIANTS = ("code", "poster")
 
@@ -489,7 +490,7 @@ class EKGSearch:
                 subsets.y_subset,
                 batch_size=min(self.batch_size, len(subsets.y_subset)),
                 strategy=self.strategy,
-                logits=not _ends_in_softmax(self.model),
+                logits=not ends_in_softmax(self.model),
             )
         if self.checkpoint_dir is not None:
             os.makedirs(self.checkpoint_dir, exist_ok=True)
@@ -590,12 +591,6 @@ class EKGSearch:
             arrays["ensemble"],
             int(arrays["members"]),
         )
-
-
-def _ends_in_softmax(model):
-    from ekg_keras.allocation.ekg_engine import _ends_in_softmax as check
-
-    return check(model)
 
 
 def _softmax(logits):
