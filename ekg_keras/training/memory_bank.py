@@ -21,8 +21,77 @@ STORAGE = ("float32", "float16")
 TOP_K_FILL = -1e4
 
 
+class _BankLayout:
+    """The shape, storage and owner of a bank, shared by both kinds.
+
+    Rows `i * K + k` hold teacher k's logits for sample i: `values` is
+    `(N * K, C)`, or `(N * K, top_k)` beside int32 `indices`.
+    """
+
+    def _set_layout(
+        self,
+        num_samples,
+        num_teachers,
+        num_classes,
+        storage,
+        top_k,
+        fingerprint,
+    ):
+        """Validates and stores the layout; returns the `(rows, width)` of
+        `values`."""
+        for name, value in (
+            ("num_samples", num_samples),
+            ("num_teachers", num_teachers),
+            ("num_classes", num_classes),
+        ):
+            if int(value) < 1:
+                raise ValueError(
+                    f"`{name}` should be a positive integer. Received: "
+                    f"{name}={value!r}"
+                )
+        if storage not in STORAGE:
+            raise ValueError(
+                f"`storage` should be one of {STORAGE}. Received: "
+                f"storage={storage!r}"
+            )
+        if top_k is not None and not 1 <= int(top_k) < int(num_classes):
+            raise ValueError(
+                f"`top_k` should be None or in [1, {num_classes}) for "
+                f"{num_classes} classes. Received: top_k={top_k!r}"
+            )
+        self.num_samples = int(num_samples)
+        self.num_teachers = int(num_teachers)
+        self.num_classes = int(num_classes)
+        self.storage = storage
+        self.top_k = None if top_k is None else int(top_k)
+        self.fingerprint = str(fingerprint)
+        width = self.num_classes if self.top_k is None else self.top_k
+        return self.num_samples * self.num_teachers, width
+
+    @property
+    def nbytes(self):
+        """Bytes the stored rows take."""
+        return bank_bytes(
+            self.num_samples,
+            self.num_teachers,
+            self.num_classes,
+            self.storage,
+            self.top_k,
+        )
+
+    def _layout_config(self):
+        return {
+            "num_samples": self.num_samples,
+            "num_teachers": self.num_teachers,
+            "num_classes": self.num_classes,
+            "storage": self.storage,
+            "top_k": self.top_k,
+            "fingerprint": self.fingerprint,
+        }
+
+
 @keras.saving.register_keras_serializable(package="ekg_keras")
-class MemoryBank(keras.layers.Layer):
+class MemoryBank(_BankLayout, keras.layers.Layer):
     """Teacher logits per training sample, as non-trainable weights.
 
     The logits of teacher k for the sample with id i are row `i * K + k` of
@@ -61,15 +130,9 @@ class MemoryBank(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_shape(num_samples, num_teachers, num_classes, storage, top_k)
-        self.num_samples = int(num_samples)
-        self.num_teachers = int(num_teachers)
-        self.num_classes = int(num_classes)
-        self.storage = storage
-        self.top_k = None if top_k is None else int(top_k)
-        self.fingerprint = str(fingerprint)
-        rows = self.num_samples * self.num_teachers
-        width = self.num_classes if self.top_k is None else self.top_k
+        rows, width = self._set_layout(
+            num_samples, num_teachers, num_classes, storage, top_k, fingerprint
+        )
         self.values = self.add_weight(
             name="values",
             shape=(rows, width),
@@ -89,17 +152,6 @@ class MemoryBank(keras.layers.Layer):
                 autocast=False,
             )
         self.built = True
-
-    @property
-    def nbytes(self):
-        """Bytes the stored rows take."""
-        return bank_bytes(
-            self.num_samples,
-            self.num_teachers,
-            self.num_classes,
-            self.storage,
-            self.top_k,
-        )
 
     def write(self, ids, teacher, logits):
         """Stores one teacher's logits (B x C) for the samples `ids`."""
@@ -146,16 +198,7 @@ class MemoryBank(keras.layers.Layer):
         return self.read(ids)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_samples=self.num_samples,
-            num_teachers=self.num_teachers,
-            num_classes=self.num_classes,
-            storage=self.storage,
-            top_k=self.top_k,
-            fingerprint=self.fingerprint,
-        )
-        return config
+        return {**super().get_config(), **self._layout_config()}
 
 
 def build_memory_bank(
@@ -300,31 +343,8 @@ def images_and_ids(data):
         )
 
 
-def _check_shape(num_samples, num_teachers, num_classes, storage, top_k):
-    for name, value in (
-        ("num_samples", num_samples),
-        ("num_teachers", num_teachers),
-        ("num_classes", num_classes),
-    ):
-        if int(value) < 1:
-            raise ValueError(
-                f"`{name}` should be a positive integer. Received: "
-                f"{name}={value!r}"
-            )
-    if storage not in STORAGE:
-        raise ValueError(
-            f"`storage` should be one of {STORAGE}. Received: "
-            f"storage={storage!r}"
-        )
-    if top_k is not None and not 1 <= int(top_k) < int(num_classes):
-        raise ValueError(
-            f"`top_k` should be None or in [1, {num_classes}) for "
-            f"{num_classes} classes. Received: top_k={top_k!r}"
-        )
-
-
 @keras.saving.register_keras_serializable(package="ekg_keras")
-class HostMemoryBank:
+class HostMemoryBank(_BankLayout):
     """A memory bank in host memory, streamed by `tf.data` beside images.
 
     For banks too large for the accelerator (a float32 ImageNet bank is
@@ -346,16 +366,10 @@ class HostMemoryBank:
         fingerprint="",
         mode="r+",
     ):
-        _check_shape(num_samples, num_teachers, num_classes, storage, top_k)
-        self.num_samples = int(num_samples)
-        self.num_teachers = int(num_teachers)
-        self.num_classes = int(num_classes)
+        rows, width = self._set_layout(
+            num_samples, num_teachers, num_classes, storage, top_k, fingerprint
+        )
         self.directory = str(directory)
-        self.storage = storage
-        self.top_k = None if top_k is None else int(top_k)
-        self.fingerprint = str(fingerprint)
-        rows = self.num_samples * self.num_teachers
-        width = self.num_classes if self.top_k is None else self.top_k
         self.values = _memmap(
             self.directory, "values.npy", (rows, width), storage, mode
         )
@@ -364,17 +378,6 @@ class HostMemoryBank:
             self.indices = _memmap(
                 self.directory, "indices.npy", (rows, width), "int32", mode
             )
-
-    @property
-    def nbytes(self):
-        """Bytes the stored rows take."""
-        return bank_bytes(
-            self.num_samples,
-            self.num_teachers,
-            self.num_classes,
-            self.storage,
-            self.top_k,
-        )
 
     def write(self, ids, teacher, logits):
         """Stores one teacher's logits (B x C) for the samples `ids`."""
@@ -429,15 +432,7 @@ class HostMemoryBank:
             self.indices.flush()
 
     def get_config(self):
-        return {
-            "num_samples": self.num_samples,
-            "num_teachers": self.num_teachers,
-            "num_classes": self.num_classes,
-            "directory": self.directory,
-            "storage": self.storage,
-            "top_k": self.top_k,
-            "fingerprint": self.fingerprint,
-        }
+        return {**self._layout_config(), "directory": self.directory}
 
     @classmethod
     def from_config(cls, config):
