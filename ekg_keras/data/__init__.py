@@ -4,6 +4,8 @@
   download.
 * `cifar`, `imagenet`: TensorFlow Datasets pipelines for CIFAR-10/100 and
   ImageNet-2012, which never download unless asked to.
+* `pipeline`: the shared tail of those pipelines (ids, sharding, shuffling,
+  preprocessing, batching), for any data set of `{"image", "label"}` dicts.
 
 Elements are `(image, label)`, or `({"image": image, "id": id}, label)` with
 `with_ids=True`, where `id` is the int64 index of the example within its
@@ -16,6 +18,7 @@ from ekg_keras.data.tfds_datasets import SplitInfo
 from ekg_keras.data.tfds_datasets import cifar
 from ekg_keras.data.tfds_datasets import imagenet
 from ekg_keras.data.tfds_datasets import load_split_info
+from ekg_keras.data.tfds_datasets import pipeline
 
 __all__ = [
     "DigitsData",
@@ -24,4 +27,5 @@ __all__ = [
     "digits",
     "imagenet",
     "load_split_info",
+    "pipeline",
 ]

@@ -58,6 +58,7 @@ def cifar(
     seed=0,
     download=False,
     input_context=None,
+    augment=None,
 ):
     """Builds a batched CIFAR-10 or CIFAR-100 pipeline.
 
@@ -83,6 +84,10 @@ def cifar(
         input_context: Optional `tf.distribute.InputContext`: the examples
             are sharded across input pipelines (before shuffling) and
             batched by the per-replica batch size.
+        augment: Whether to augment; defaults to `training`. With
+            `training=True, augment=False` the examples are shuffled but
+            keep the evaluation preprocessing, as EKG fine-tuning wants
+            (it draws its own augmented views in the train step).
 
     Returns:
         A `tf.data.Dataset`.
@@ -112,7 +117,7 @@ def cifar(
         ),
     )
     mean, std = CIFAR_STATS[name]
-    return _pipeline(
+    return pipeline(
         dataset,
         functools.partial(_cifar_preprocess, mean=mean, std=std),
         batch_size=batch_size,
@@ -121,6 +126,7 @@ def cifar(
         shuffle_buffer=shuffle_buffer,
         seed=seed,
         input_context=input_context,
+        augment=augment,
     )
 
 
@@ -135,6 +141,7 @@ def imagenet(
     shuffle_buffer=10_000,
     seed=0,
     input_context=None,
+    augment=None,
 ):
     """Builds a batched ImageNet-2012 (ILSVRC2012) pipeline.
 
@@ -164,6 +171,10 @@ def imagenet(
         input_context: Optional `tf.distribute.InputContext`: the examples
             are sharded across input pipelines (before shuffling) and
             batched by the per-replica batch size.
+        augment: Whether to augment; defaults to `training`. With
+            `training=True, augment=False` the examples are shuffled but
+            keep the evaluation preprocessing, as EKG fine-tuning wants
+            (it draws its own augmented views in the train step).
 
     Returns:
         A `tf.data.Dataset`.
@@ -189,7 +200,7 @@ def imagenet(
         prepare=prepare,
         how_to_prepare=_imagenet_how_to(),
     )
-    return _pipeline(
+    return pipeline(
         dataset,
         functools.partial(_imagenet_preprocess, image_size=image_size),
         batch_size=batch_size,
@@ -198,6 +209,7 @@ def imagenet(
         shuffle_buffer=shuffle_buffer,
         seed=seed,
         input_context=input_context,
+        augment=augment,
     )
 
 
@@ -352,17 +364,21 @@ def _prepare_imagenet(builder, manual_dir):
     )
 
 
-def _pipeline(
+def pipeline(
     dataset,
     preprocess,
     batch_size,
-    training,
-    with_ids,
-    shuffle_buffer,
-    seed,
-    input_context,
+    training=False,
+    with_ids=False,
+    shuffle_buffer=10_000,
+    seed=0,
+    input_context=None,
+    augment=None,
 ):
     """Ids, sharding, shuffling, preprocessing, batching and prefetching.
+
+    The common tail of `cifar` and `imagenet`, for any data set of
+    `{"image", "label"}` dicts in a fixed order (ids are positions in it).
 
     Args:
         dataset: A `tf.data.Dataset` of TFDS dicts with `image` and `label`.
@@ -374,10 +390,14 @@ def _pipeline(
         shuffle_buffer: Size of the shuffle buffer.
         seed: Seed of the shuffle and of the augmentation.
         input_context: Optional `tf.distribute.InputContext`.
+        augment: Whether to pass `preprocess` a seed (training
+            preprocessing) or `None` (evaluation preprocessing); defaults
+            to `training`.
 
     Returns:
         The batched, prefetched `tf.data.Dataset`.
     """
+    augment = training if augment is None else augment
     dataset = dataset.map(
         lambda example: {"image": example["image"], "label": example["label"]}
     )
@@ -400,6 +420,7 @@ def _pipeline(
         dataset = dataset.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
+    if augment:
         dataset = preprocessing.with_seeds(dataset, seed)
     dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=training)

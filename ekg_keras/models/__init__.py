@@ -30,6 +30,9 @@ _BUILDERS = {
 }
 
 
+CIFAR_RESNETS = ("resnet20", "resnet32", "resnet56", "resnet110")
+
+
 def names():
     """Lists the model names that `get` accepts.
 
@@ -62,10 +65,17 @@ def get(name, **kwargs):
     return _BUILDERS[name](**kwargs)
 
 
+def is_application(name):
+    """Whether `name` is a `keras.applications` model (ImageNet-style:
+    softmax top and `weights` by default) rather than a CIFAR ResNet."""
+    return name in _BUILDERS and name not in CIFAR_RESNETS
+
+
 __all__ = [
     "densenet121",
     "efficientnet_b0",
     "get",
+    "is_application",
     "mobilenet_v2",
     "names",
     "resnet20",

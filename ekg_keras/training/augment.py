@@ -63,3 +63,23 @@ def pad_crop_flip(images, ids, step, view, padding=4, seed=0):
     return tf.where(
         flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped
     )
+
+
+def flip(images, ids, step, view, seed=0):
+    """Random horizontal flip per sample, for inputs cropped beforehand.
+
+    The two-view augmentation for ImageNet-style pipelines, whose random
+    resized crop happens in `tf.data` (it needs the full decoded image):
+    the views of a sample then differ by their flips.
+
+    Args:
+        images: Float images, (B, H, W, C).
+        ids, step, view, seed: See `sample_uniform`.
+
+    Returns:
+        Images of the same shape.
+    """
+    flipped = sample_uniform(ids, step, view, 1, seed)[:, 0] < 0.5
+    return tf.where(
+        flipped[:, None, None, None], tf.reverse(images, axis=[2]), images
+    )

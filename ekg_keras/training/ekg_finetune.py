@@ -8,17 +8,20 @@ divergence by `T` (not `T^2`) from log-softmax, so the loss is written here.
 """
 
 import copy
+import functools
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras.training.augment import flip
 from ekg_keras.training.augment import pad_crop_flip
 from ekg_keras.training.memory_bank import HostMemoryBank
 from ekg_keras.training.memory_bank import MemoryBank
 from ekg_keras.training.memory_bank import images_and_ids
 from ekg_keras.training.memory_bank import model_fingerprint
 
+AUGMENTATIONS = {"pad_crop_flip": pad_crop_flip, "flip": flip}
 TEACHER_FILTERS = ("code", "poster")
 
 
@@ -103,8 +106,9 @@ class EKGFineTuning(keras.Model):
         teacher_filter: "code" (divergence from the top teacher, the
             reference) or "poster" (teachers with a lower loss).
         augment: Per-sample augmentation `(images, ids, step, view) ->
-            images`, default `pad_crop_flip`; None uses the images as they
-            are for both views.
+            images`, or a name: "pad_crop_flip" (default, CIFAR) or "flip"
+            (inputs already cropped by the pipeline, e.g. ImageNet); None
+            uses the images as they are for both views.
         seed: Seed of the default augmentation.
         **kwargs: `keras.Model` arguments.
 
@@ -153,12 +157,14 @@ class EKGFineTuning(keras.Model):
         self.teacher_filter = teacher_filter
         self.seed = int(seed)
         self._augment_name = augment if isinstance(augment, str) else None
-        if augment == "pad_crop_flip":
-            augment = self._pad_crop_flip
+        if isinstance(augment, str) and augment in AUGMENTATIONS:
+            augment = functools.partial(
+                AUGMENTATIONS[augment], seed=self.seed
+            )
         elif augment is not None and not callable(augment):
             raise ValueError(
-                "`augment` should be 'pad_crop_flip', a callable or None. "
-                f"Received: augment={augment!r}"
+                f"`augment` should be one of {sorted(AUGMENTATIONS)}, a "
+                f"callable or None. Received: augment={augment!r}"
             )
         self.augment = augment
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -170,9 +176,6 @@ class EKGFineTuning(keras.Model):
         # The student and the bank own every weight and exist already, so
         # checkpoint callbacks (BackupAndRestore) need no first batch.
         self.built = True
-
-    def _pad_crop_flip(self, images, ids, step, view):
-        return pad_crop_flip(images, ids, step, view, seed=self.seed)
 
     @property
     def metrics(self):

@@ -1,0 +1,339 @@
+"""Flags shared by the trainers, and their entry point.
+
+Flags are defined here at import (module level) and read only in `main`,
+which turns them into a `RunConfig`, a strategy and a data source, and
+calls `Run`. Bad input (an unknown flag value, a setting out of range, a
+missing data set, a `--pretrained` model that does not fit) ends the
+program with one line on stderr and exit code 2, before anything is
+written.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from ekg_keras import models
+from trainers import strategies
+from trainers.config import METHODS
+from trainers.config import STAGES
+from trainers.config import ConfigError
+from trainers.config import RunConfig
+from trainers.sources import DataError
+
+USAGE_ERROR_EXIT_CODE = 2
+
+
+def define_flags(flag_values, **defaults):
+    """Defines the common flags in `flag_values`, with trainer `defaults`.
+
+    Args:
+        flag_values: The trainer's own `absl.flags.FlagValues`.
+        **defaults: Default values by flag name (e.g. `model="resnet56"`,
+            `epochs=100`); every flag here has a fallback.
+    """
+
+    def default(name, fallback):
+        return defaults.get(name, fallback)
+
+    def definer(kind):
+        define = getattr(flags, f"DEFINE_{kind}")
+        return functools.partial(define, flag_values=flag_values)
+
+    define_enum, define_string, define_integer, define_float = (
+        definer(kind) for kind in ("enum", "string", "integer", "float")
+    )
+    define_list, define_boolean = definer("list"), definer("boolean")
+
+    define_enum(
+        "strategy",
+        default("strategy", "default"),
+        strategies.STRATEGIES,
+        "tf.distribute strategy: default (none), one_device, mirrored (all "
+        "local GPUs, or the logical CPUs of --logical_cpus), "
+        "multi_worker_mirrored (machines from TF_CONFIG, e.g. "
+        f"{strategies.TF_CONFIG_EXAMPLE}), or tpu (see --tpu).",
+    )
+    define_string(
+        "tpu",
+        None,
+        "For --strategy=tpu: the TPU's gRPC address, Cloud TPU name, or "
+        "'local'.",
+    )
+    define_integer(
+        "logical_cpus",
+        0,
+        "Split the CPU into this many logical devices (no GPU needed to try "
+        "--strategy=mirrored); 0 keeps it whole.",
+    )
+    define_enum(
+        "model", default("model", "resnet56"), models.names(), "Model to build."
+    )
+    define_enum(
+        "method",
+        default("method", "ekg"),
+        METHODS,
+        "Pruning method: ekg (EKG search, then memory-bank distillation "
+        "fine-tuning), sfp / asfp / fpgm (soft pruning while training, "
+        "L2 / asymptotic L2 / geometric median), l1 / l2 (one-shot "
+        "magnitude pruning, then fine-tuning).",
+    )
+    define_float(
+        "flops",
+        default("flops", 0.45),
+        "Fraction of the FLOPs to keep, in (0, 1]: 0.45 keeps 45%.",
+    )
+    define_string(
+        "pretrained",
+        None,
+        "A .keras file of the trained model to prune; without it the model "
+        "is trained first (stage pretrain).",
+    )
+    define_list(
+        "stages",
+        list(STAGES),
+        "Stages to run, in order, from pretrain, prune, finetune (sfp, asfp "
+        "and fpgm train in prune and skip it), export (SavedModel and .keras"
+        " of the slim model). Stages done by an earlier run in --model_dir "
+        "are skipped.",
+    )
+    define_integer(
+        "epochs",
+        default("epochs", 100),
+        "Epochs of fine-tuning (ekg, l1, l2) or of soft-pruning training "
+        "(sfp, asfp, fpgm).",
+    )
+    define_integer(
+        "pretrain_epochs",
+        default("pretrain_epochs", 200),
+        "Epochs of pre-training.",
+    )
+    define_integer(
+        "batch_size",
+        default("batch_size", 128),
+        "Global training batch size (split over replicas).",
+    )
+    define_integer(
+        "eval_batch_size",
+        default("eval_batch_size", 256),
+        "Batch size of evaluation, EKG search and memory bank.",
+    )
+    define_integer(
+        "steps_per_epoch",
+        0,
+        "Cap on the training batches per epoch; 0 runs whole epochs.",
+    )
+    define_float(
+        "learning_rate",
+        default("learning_rate", 1e-2),
+        "Initial learning rate of fine-tuning and soft pruning (SGD, "
+        "Nesterov).",
+    )
+    define_list(
+        "decay_points",
+        default("decay_points", ["0.3", "0.6", "0.8"]),
+        "Fractions of the run where the learning rate is multiplied by "
+        "--decay_rate.",
+    )
+    define_float(
+        "decay_rate", default("decay_rate", 0.2), "Learning-rate decay factor."
+    )
+    define_float(
+        "weight_decay",
+        default("weight_decay", 5e-4),
+        "Weight decay of fine-tuning and soft pruning.",
+    )
+    define_float(
+        "pretrain_learning_rate",
+        default("pretrain_learning_rate", 0.1),
+        "Initial learning rate of pre-training.",
+    )
+    define_list(
+        "pretrain_decay_points",
+        default("pretrain_decay_points", ["0.3", "0.6", "0.8"]),
+        "Learning-rate decay points of pre-training (fractions of the run).",
+    )
+    define_float(
+        "pretrain_decay_rate",
+        default("pretrain_decay_rate", 0.2),
+        "Learning-rate decay factor of pre-training.",
+    )
+    define_float(
+        "pretrain_weight_decay",
+        default("pretrain_weight_decay", 5e-4),
+        "Weight decay of pre-training.",
+    )
+    define_float("momentum", 0.9, "SGD (Nesterov) momentum.")
+    define_integer("num_teachers", 5, "EKG: teachers in the memory bank (K).")
+    define_integer(
+        "search_val_per_class",
+        default("search_val_per_class", 32),
+        "EKG: validation images per class of the search.",
+    )
+    define_integer(
+        "search_subset_per_class",
+        default("search_subset_per_class", 256),
+        "EKG: images per class of the search's one-epoch fine-tuning.",
+    )
+    define_float(
+        "min_channels",
+        1,
+        "Fewest channels a group keeps: a count >= 1, or a fraction in "
+        "(0, 1) of its width.",
+    )
+    define_boolean("jit_compile", False, "Compile the train steps with XLA.")
+    define_boolean(
+        "sync_batchnorm",
+        True,
+        "Over several replicas, normalize with the statistics of the global "
+        "batch, so results do not depend on the number of replicas and all "
+        "workers keep identical weights.",
+    )
+    define_boolean(
+        "mixed_precision",
+        False,
+        "Build the models this run creates with the mixed_float16 policy.",
+    )
+    define_string(
+        "model_dir",
+        None,
+        "Directory of checkpoints, TensorBoard logs, summary.json and the "
+        "exports; a rerun resumes there. Default: runs/<dataset>-<model>-"
+        "<method>-<flops>.",
+    )
+    define_string("data_dir", None, "TensorFlow Datasets data directory.")
+    define_integer(
+        "backup_every_steps",
+        0,
+        "Also back up every this many batches (0: at epoch ends only).",
+    )
+    define_integer("seed", 1, "Seed of initialisation and shuffles.")
+    define_integer(
+        "verbose", 1, "Keras verbosity: 0 silent, 1 progress bars, 2 lines."
+    )
+
+
+def config_from_flags(flag_values, dataset):
+    """The `RunConfig` that the common flags describe.
+
+    Args:
+        flag_values: Parsed `FlagValues` holding the common flags.
+        dataset: Data set name for the default `--model_dir` (a
+            `--dataset` flag overrides it).
+
+    Raises:
+        ConfigError: For values out of range.
+    """
+    values = flag_values
+    if "dataset" in values:
+        dataset = values.dataset
+    model_dir = values.model_dir or os.path.join(
+        "runs",
+        f"{dataset}-{values.model}-{values.method}-{values.flops:g}",
+    )
+    settings = {
+        field.name: getattr(values, field.name)
+        for field in dataclasses.fields(RunConfig)
+        if field.name in values
+    }
+    settings.update(
+        model_dir=model_dir,
+        stages=tuple(values.stages),
+        decay_points=_floats(values, "decay_points"),
+        pretrain_decay_points=_floats(values, "pretrain_decay_points"),
+    )
+    return RunConfig(**settings)
+
+
+def _floats(flag_values, name):
+    text = ",".join(flag_values[name].value)
+    try:
+        return tuple(float(v) for v in flag_values[name].value)
+    except ValueError:
+        raise ConfigError(
+            f"--{name} should be comma-separated numbers. Received: {text!r}"
+        ) from None
+
+
+def main(flag_values, make_source, argv=None, dataset=None):
+    """A trainer's entry point: parse, check, run; returns the summary.
+
+    Bad input ends the program with one line on stderr and exit code 2
+    (before anything is written); `--help` prints every flag. The order
+    matters: the CPU split and a multi-worker strategy must come before
+    TensorFlow initialises, which loading data does.
+
+    Args:
+        flag_values: The trainer's `FlagValues` (common flags defined by
+            `define_flags`, plus its own).
+        make_source: No-argument callable returning the `DataSource` (it
+            reads the trainer's own flags); raises `DataError` or
+            `ConfigError` for bad input.
+        argv: Command line, program name first (default `sys.argv`).
+        dataset: Data set name for the default `--model_dir`, when the
+            trainer has no `--dataset` flag.
+    """
+    argv = sys.argv if argv is None else argv
+    parse(flag_values, argv)
+    import keras  # Not before parsing: `--help` and flag errors stay fast.
+
+    from trainers.run import Run
+
+    try:
+        config = config_from_flags(flag_values, dataset)
+        strategies.split_cpu(flag_values.logical_cpus)
+        strategy = strategies.create_strategy(
+            flag_values.strategy, flag_values.tpu
+        )
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.utils.set_random_seed(config.seed)
+        source = make_source()
+        run = Run(config, source, strategy)
+        run.check()
+    except (ConfigError, DataError, strategies.StrategyError) as error:
+        fail(error, argv)
+    summary = run.run()
+    if run.chief:
+        brief = {
+            k: summary[k]
+            for k in ("top1", "top5", "flops_fraction", "macs", "params")
+            if k in summary
+        }
+        print(f"summary: {json.dumps(brief)}", flush=True)
+    return summary
+
+
+def parse(flag_values, argv):
+    """Parses `argv` into `flag_values`; `--help` prints help and exits 0.
+
+    Unknown flags, bad values and positional arguments end the program with
+    one line and exit code 2.
+    """
+    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
+        print(f"usage: {os.path.basename(argv[0])} [--flag=value ...]\n")
+        print(flag_values.get_help())
+        sys.exit(0)
+    try:
+        rest = flag_values(argv)
+    except flags.Error as error:
+        fail(error, argv)
+    if len(rest) > 1:
+        fail(
+            "unexpected arguments (flags start with --): " + " ".join(rest[1:]),
+            argv,
+        )
+    # TensorFlow logs every SavedModel asset at INFO level through absl.
+    logging.set_verbosity(logging.WARNING)
+
+
+def fail(error, argv):
+    """Ends the program: one line on stderr, exit code 2."""
+    program = os.path.basename(argv[0]) if argv else "trainer"
+    message = " ".join(str(error).split())
+    print(f"{program}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_ERROR_EXIT_CODE)

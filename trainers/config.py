@@ -1,0 +1,182 @@
+"""What a trainer run does, as one validated value (no flags in here)."""
+
+import dataclasses
+
+from ekg_keras import models
+
+STAGES = ("pretrain", "prune", "finetune", "export")
+# One-shot magnitude pruning, soft pruning during training, and the search.
+ONESHOT_METHODS = {"l1": "l1", "l2": "l2"}
+SOFT_METHODS = {
+    "sfp": ("l2", "constant"),
+    "asfp": ("l2", "asymptotic"),
+    "fpgm": ("fpgm", "constant"),
+}
+METHODS = ("ekg", *SOFT_METHODS, *ONESHOT_METHODS)
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work, found before anything runs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a trainer run (the trainers fill it from flags).
+
+    Attributes:
+        model: A name from `ekg_keras.models.names()`.
+        method: One of `METHODS`.
+        flops: Fraction of FLOPs to keep, in (0, 1].
+        model_dir: Where checkpoints, summaries and exports go.
+        stages: The stages to run, a subset of `STAGES` (run in that order).
+        pretrained: A `.keras` file of the trained model, or None to
+            pre-train (stage `pretrain`).
+        epochs: Epochs of the stage that trains the pruned network:
+            fine-tuning (ekg, l1, l2) or soft-pruning training (sfp, asfp,
+            fpgm, which train during the prune stage and skip fine-tuning).
+        pretrain_epochs: Epochs of pre-training.
+        batch_size: Global batch size (split over replicas).
+        eval_batch_size: Batch size of evaluation, search and memory bank.
+        steps_per_epoch: Cap on the batches per epoch (0: the whole split).
+        learning_rate, decay_points, decay_rate, weight_decay: The
+            fine-tuning (and soft-pruning) schedule: piecewise constant,
+            `learning_rate * decay_rate**k` after the k-th point (fractions
+            of the run).
+        pretrain_learning_rate, pretrain_decay_points, pretrain_decay_rate,
+        pretrain_weight_decay: The same for pre-training.
+        momentum: SGD (Nesterov) momentum.
+        num_teachers: EKG memory-bank teachers.
+        search_val_per_class, search_subset_per_class: EKG subset sizes.
+        min_channels: Fewest channels a group keeps (int) or that fraction.
+        jit_compile: Compile train steps with XLA.
+        sync_batchnorm: Normalize with global-batch statistics over several
+            replicas (see `loop.train`).
+        mixed_precision: Build models with the `mixed_float16` policy.
+        backup_every_steps: Checkpoint every this many batches as well as
+            at every epoch end (0: epochs only).
+        seed: Seed of initialisation, shuffles and augmentation.
+        verbose: Keras verbosity (progress bars on the chief).
+    """
+
+    model: str
+    method: str = "ekg"
+    flops: float = 0.45
+    model_dir: str = "runs/default"
+    stages: tuple = STAGES
+    pretrained: str = None
+    epochs: int = 100
+    pretrain_epochs: int = 200
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    steps_per_epoch: int = 0
+    learning_rate: float = 1e-2
+    decay_points: tuple = (0.3, 0.6, 0.8)
+    decay_rate: float = 0.2
+    weight_decay: float = 5e-4
+    pretrain_learning_rate: float = 0.1
+    pretrain_decay_points: tuple = (0.3, 0.6, 0.8)
+    pretrain_decay_rate: float = 0.2
+    pretrain_weight_decay: float = 5e-4
+    momentum: float = 0.9
+    num_teachers: int = 5
+    search_val_per_class: int = 32
+    search_subset_per_class: int = 256
+    min_channels: float = 1
+    jit_compile: bool = False
+    sync_batchnorm: bool = True
+    mixed_precision: bool = False
+    backup_every_steps: int = 0
+    seed: int = 1
+    verbose: int = 1
+
+    def __post_init__(self):
+        check(self)
+
+    @property
+    def is_soft(self):
+        """Whether the method prunes while training (SFP, ASFP, FPGM)."""
+        return self.method in SOFT_METHODS
+
+    def to_json(self):
+        """The settings as a JSON-ready dict."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+
+def check(config):
+    """Raises `ConfigError` naming the first setting out of range."""
+    if config.model not in models.names():
+        _fail("model", config.model, f"one of {', '.join(models.names())}")
+    if config.method not in METHODS:
+        _fail("method", config.method, f"one of {', '.join(METHODS)}")
+    if isinstance(config.flops, bool) or not 0 < config.flops <= 1:
+        _fail(
+            "flops",
+            config.flops,
+            "the fraction of FLOPs to keep, in (0, 1] (0.45 keeps 45%)",
+        )
+    unknown = [s for s in config.stages if s not in STAGES]
+    if not config.stages or unknown:
+        _fail(
+            "stages",
+            ",".join(config.stages),
+            f"a comma-separated subset of {','.join(STAGES)}",
+        )
+    if not config.model_dir:
+        _fail("model_dir", config.model_dir, "a directory")
+    for name in ("epochs", "pretrain_epochs", "batch_size"):
+        _positive_int(config, name)
+    for name in ("eval_batch_size", "num_teachers"):
+        _positive_int(config, name)
+    for name in ("search_val_per_class", "search_subset_per_class"):
+        _positive_int(config, name)
+    for name in ("steps_per_epoch", "backup_every_steps"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _fail(name, value, "an integer >= 0")
+    for prefix in ("", "pretrain_"):
+        _schedule(config, prefix)
+    if not 0 <= config.momentum < 1:
+        _fail("momentum", config.momentum, "a number in [0, 1)")
+    if (
+        not (
+            config.min_channels >= 1 and float(config.min_channels).is_integer()
+        )
+        and not 0 < config.min_channels < 1
+    ):
+        _fail(
+            "min_channels",
+            config.min_channels,
+            "a channel count >= 1 or a fraction in (0, 1)",
+        )
+
+
+def _schedule(config, prefix):
+    rate = getattr(config, f"{prefix}learning_rate")
+    if not rate > 0:
+        _fail(f"{prefix}learning_rate", rate, "a positive number")
+    points = getattr(config, f"{prefix}decay_points")
+    if any(not 0 < p < 1 for p in points) or list(points) != sorted(points):
+        _fail(
+            f"{prefix}decay_points",
+            ",".join(map(str, points)),
+            "increasing fractions of the run in (0, 1)",
+        )
+    decay = getattr(config, f"{prefix}decay_rate")
+    if not 0 < decay <= 1:
+        _fail(f"{prefix}decay_rate", decay, "a number in (0, 1]")
+    decay = getattr(config, f"{prefix}weight_decay")
+    if not decay >= 0:
+        _fail(f"{prefix}weight_decay", decay, "a number >= 0")
+
+
+def _positive_int(config, name):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(name, value, "a positive integer")
+
+
+def _fail(name, value, expected):
+    raise ConfigError(f"--{name} should be {expected}. Received: {value!r}")
