@@ -116,7 +116,7 @@ def test_data_driven_pruning_recalibrates_batchnorm(trained_resnet20, digits16):
     stale_accuracy = accuracy(stale, x, y)
     inference = accuracy(recalibrated, x, y)
     batch_statistics = accuracy(recalibrated, x, y, training=True)
-    assert abs(inference - batch_statistics) <= 0.02
+    assert abs(inference - batch_statistics) <= 0.03
     assert inference > stale_accuracy + 0.2
     # Only the moving statistics differ.
     for a, b in zip(stale.weights, recalibrated.weights):

@@ -1,4 +1,8 @@
-"""Keras callbacks the trainers add to every `fit`."""
+"""Keras callbacks the trainers add to every training run."""
+
+import json
+import os
+import shutil
 
 import keras
 import tensorflow as tf
@@ -77,3 +81,70 @@ class PruningSummaries(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+class Backup(keras.callbacks.Callback):
+    """Backs up training at every epoch end; a restarted run resumes there.
+
+    Like `keras.callbacks.BackupAndRestore` (weights, optimizer state and
+    the epoch, restored in `on_train_begin` by setting the model's initial
+    epoch), but every write is atomic: the weights go to a new file, then
+    `backup.json` is replaced to name it, then the older file is removed. A
+    process killed at any moment, even while writing, leaves the last
+    complete backup (Keras' callback writes its only copy in place, and a
+    kill during the first write leaves a run that cannot resume). The
+    backup is deleted when training ends.
+
+    Args:
+        directory: Where the backup lives (created when first written).
+        every_steps: Also back up every this many batches (0: epochs only);
+            a run resumed from such a backup restarts that epoch with the
+            weights of the backup, as `BackupAndRestore` does.
+    """
+
+    def __init__(self, directory, every_steps=0):
+        super().__init__()
+        self.directory = directory
+        self.every_steps = every_steps
+        self._epoch = 0
+        self._writes = 0
+
+    @property
+    def _state_path(self):
+        return os.path.join(self.directory, "backup.json")
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self._state_path):
+            return
+        with open(self._state_path) as handle:
+            state = json.load(handle)
+        self.model.load_weights(os.path.join(self.directory, state["weights"]))
+        self.model._initial_epoch = state["epoch"]
+        self._writes = state["writes"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and (batch + 1) % self.every_steps == 0:
+            self._save(self._epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _save(self, epoch):
+        os.makedirs(self.directory, exist_ok=True)
+        self._writes += 1
+        name = f"backup-{self._writes}.weights.h5"
+        self.model.save_weights(os.path.join(self.directory, name))
+        state = {"epoch": epoch, "weights": name, "writes": self._writes}
+        temporary = f"{self._state_path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(state, handle)
+        os.replace(temporary, self._state_path)
+        for old in os.listdir(self.directory):
+            if old.endswith(".weights.h5") and old != name:
+                os.remove(os.path.join(self.directory, old))

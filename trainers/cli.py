@@ -318,6 +318,7 @@ def parse(flag_values, argv):
         print(f"usage: {os.path.basename(argv[0])} [--flag=value ...]\n")
         print(flag_values.get_help())
         sys.exit(0)
+    flag_values.unparse_flags()  # Defaults again if parsed before.
     try:
         rest = flag_values(argv)
     except flags.Error as error:

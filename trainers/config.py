@@ -98,11 +98,21 @@ class RunConfig:
         return self.method in SOFT_METHODS
 
     def to_json(self):
-        """The settings as a JSON-ready dict."""
+        """The settings as a JSON-ready dict (see `from_json`)."""
         return {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
         }
+
+    @classmethod
+    def from_json(cls, settings):
+        """The config that `to_json` wrote."""
+        return cls(
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in settings.items()
+            }
+        )
 
 
 def check(config):

@@ -8,8 +8,8 @@ loop is what the EKG reference code does instead: `strategy.run` of the
 model's own `train_step` inside one `tf.function`, over a dataset the
 strategy distributes. Everything else stays Keras: the model's
 `train_step` (so `SoftFilterPruning`, `EKGFineTuning` and compiled models
-train as with `fit`), its metrics, and callbacks (`BackupAndRestore`,
-`TensorBoard`, progress bars) through `keras.callbacks.CallbackList`.
+train as with `fit`), its metrics, and callbacks (backups, `TensorBoard`,
+progress bars) through `keras.callbacks.CallbackList`.
 
 Evaluation runs on each worker's own device over the whole evaluation set,
 outside the strategy, so it needs no collective and every worker reports
@@ -46,7 +46,8 @@ def train(
         dataset: An infinite distributed dataset (from
             `strategy.distribute_datasets_from_function`).
         epochs: Epochs to train (a restored run starts at the epoch that
-            `BackupAndRestore` restores).
+            a backup callback restores through the model's initial
+            epoch, as `keras.callbacks.BackupAndRestore` does).
         steps_per_epoch: Batches per epoch.
         element_spec: The per-replica batch's `tf.TensorSpec` structure,
             to build the metrics and optimizer before the first step.
@@ -108,7 +109,8 @@ def _train(
         return strategy.run(_train_step(model), args=(batch,))
 
     model.stop_training = False
-    model._initial_epoch = 0  # Set by BackupAndRestore.on_train_begin.
+    # Backups restore the epoch to start at here, as with `fit`.
+    model._initial_epoch = 0
     callback_list.on_train_begin()
     start = int(model._initial_epoch or 0)
     iterator = iter(dataset)
@@ -180,7 +182,15 @@ class Evaluator:
     def __init__(self, network, num_classes):
         self.network = network
         self.k = min(5, num_classes)
-        self._hits = tf.function(self._batch_hits, reduce_retracing=True)
+        shape = tuple(network.inputs[0].shape[1:])
+        # One trace, whatever the size of the last batch.
+        self._hits = tf.function(
+            self._batch_hits,
+            input_signature=[
+                tf.TensorSpec((None, *shape), network.inputs[0].dtype),
+                tf.TensorSpec((None,), tf.int32),
+            ],
+        )
 
     def _batch_hits(self, images, labels):
         logits = tf.cast(self.network(images, training=False), tf.float32)
@@ -203,7 +213,7 @@ class Evaluator:
         """
         totals = np.zeros(3, dtype=np.int64)
         for images, labels in dataset:
-            totals += self._hits(images, labels).numpy()
+            totals += self._hits(images, tf.cast(labels, tf.int32)).numpy()
         if totals[2] == 0:
             raise ValueError("The evaluation data set is empty.")
         return {

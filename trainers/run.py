@@ -4,7 +4,7 @@
 in order and resumes after a crash: the run's state (which stages are done,
 their wall times and results) is `state.json` in `model_dir`, each finished
 stage leaves its model as `<stage>/model.keras`, training stages back up
-every epoch with `keras.callbacks.BackupAndRestore`, and the EKG search
+every epoch (`callbacks.Backup`), and the EKG search
 checkpoints every step. A rerun of the same command skips the stages that
 are done and continues the one that was interrupted.
 
@@ -19,7 +19,7 @@ Layout of `model_dir`:
     export/saved_model/       TF SavedModel of the slim model
     export/model.keras        the slim model
     logs/<stage>/             TensorBoard event files
-    <stage>/backup/           BackupAndRestore (deleted when a stage ends)
+    <stage>/backup/           training backup (deleted when a stage ends)
 
 Under `multi_worker_mirrored` every worker runs the same stages. The chief
 writes the layout above; every other worker keeps its own state, stage
@@ -115,7 +115,7 @@ class RunState:
         return self.data["stages"].setdefault(name, {})
 
     def done(self, name):
-        return bool(self.stage(name).get("completed"))
+        return bool(self.data["stages"].get(name, {}).get("completed"))
 
     def begin(self, name):
         record = self.stage(name)
@@ -155,7 +155,7 @@ class Run:
         self._search = None
         self._full = None
         self._checked = False
-        self._evaluators = {}
+        self._evaluators = []
 
     # Paths.
 
@@ -515,9 +515,8 @@ class Run:
         Returns:
             The epoch it started at (> 0 when resumed after a crash).
         """
-        backup = keras.callbacks.BackupAndRestore(
-            self.scratch(stage, "backup"),
-            save_freq=self.config.backup_every_steps or "epoch",
+        backup = callbacks_lib.Backup(
+            self.scratch(stage, "backup"), self.config.backup_every_steps
         )
         callbacks = [backup]
         if isinstance(model, ekg_keras.SoftFilterPruning):
@@ -591,11 +590,13 @@ class Run:
     def evaluate(self, model):
         """Top-1 and top-5 accuracy on the evaluation split (inference)."""
         network = callbacks_lib.network_of(model)
-        if id(network) not in self._evaluators:
-            self._evaluators[id(network)] = loop.Evaluator(
-                network, self.source.num_classes
-            )
-        return self._evaluators[id(network)](self._eval_data())
+        evaluator = next(
+            (e for e in self._evaluators if e.network is network), None
+        )
+        if evaluator is None:
+            evaluator = loop.Evaluator(network, self.source.num_classes)
+            self._evaluators.append(evaluator)
+        return evaluator(self._eval_data())
 
     def full_macs(self):
         """MACs of the unpruned model."""

@@ -1,0 +1,187 @@
+"""trainers/cli.py through the scripts: help, and bad input (exit code 2).
+
+Bad input ends a trainer with one line on stderr and exit code 2, and
+nothing written in --model_dir.
+"""
+
+import json
+
+import pytest
+
+import ekg_keras
+from trainers import cifar
+from trainers import imagenet
+
+
+def run_expecting_usage_error(module, args, capsys, model_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([f"{module.__name__.split('.')[-1]}.py", *args])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert not model_dir.exists()
+    return lines[0]
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.main(["cifar.py", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for flag in (
+        "strategy",
+        "tpu",
+        "model",
+        "method",
+        "flops",
+        "pretrained",
+        "stages",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "decay_points",
+        "weight_decay",
+        "jit_compile",
+        "mixed_precision",
+        "model_dir",
+        "data_dir",
+        "seed",
+        "dataset",
+    ):
+        assert f"--{flag}: " in printed or f"--[no]{flag}: " in printed
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--strategy=horovod"], "flag --strategy=horovod: value should be"),
+        (["--model=resnet7"], "flag --model=resnet7: value should be"),
+        (["--method=magic"], "flag --method=magic: value should be"),
+        (["--dataset=mnist"], "flag --dataset=mnist: value should be"),
+        (["--flops=1.5"], "--flops should be the fraction of FLOPs to keep"),
+        (["--flops=0"], "--flops should be the fraction of FLOPs to keep"),
+        (["--stages=prune,deploy"], "--stages should be a comma-separated"),
+        (["--decay_points=a,b"], "--decay_points should be comma-separated"),
+        (["--epochs=two"], "flag --epochs=two"),
+        (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
+        (["typo"], "unexpected arguments (flags start with --): typo"),
+        (["--image_size=4"], "--image_size should be at least 8"),
+        (
+            ["--pretrained=/no/such/model.keras"],
+            "--pretrained should be a .keras file. Not found",
+        ),
+        (
+            ["--stages=prune,finetune"],
+            "--stages without pretrain needs --pretrained",
+        ),
+        (
+            ["--strategy=multi_worker_mirrored"],
+            "TF_CONFIG environment variable, which is not set",
+        ),
+        (["--strategy=tpu"], "--strategy=tpu needs --tpu"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    args, expected, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        cifar, [*args, f"--model_dir={model_dir}"], capsys, model_dir
+    )
+    assert line.startswith("cifar.py: error: ")
+    assert expected in line
+
+
+def test_missing_cifar_says_how_to_prepare_it(capsys, tmp_path):
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        cifar,
+        [
+            "--dataset=cifar10",
+            f"--data_dir={tmp_path / 'tfds'}",
+            f"--model_dir={model_dir}",
+        ],
+        capsys,
+        model_dir,
+    )
+    assert "'cifar10' is not prepared" in line
+    assert "tfds build cifar10 --data_dir=DIR" in line
+
+
+def test_missing_imagenet_says_how_to_prepare_it(capsys, tmp_path):
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        imagenet,
+        [f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={model_dir}"],
+        capsys,
+        model_dir,
+    )
+    assert line.startswith("imagenet.py: error: ")
+    assert "ILSVRC2012_img_train.tar" in line and "manual_dir" in line
+
+
+def test_manual_dir_without_the_archives(capsys, tmp_path):
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        imagenet,
+        [
+            f"--data_dir={tmp_path / 'tfds'}",
+            f"--manual_dir={tmp_path}",
+            f"--model_dir={model_dir}",
+        ],
+        capsys,
+        model_dir,
+    )
+    assert "ILSVRC2012_img_train.tar" in line and "is missing" in line
+
+
+@pytest.mark.parametrize(
+    "model_args, expected",
+    [
+        ({"num_classes": 100}, "output 10 classes. Received: input shape"),
+        ({"input_shape": (16, 16, 3)}, "images of shape (8, 8, 3)"),
+    ],
+)
+def test_incompatible_pretrained_model(model_args, expected, capsys, tmp_path):
+    options = {"num_classes": 10, "input_shape": (8, 8, 3), **model_args}
+    path = tmp_path / "other.keras"
+    ekg_keras.models.resnet20(**options).save(path)
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        cifar,
+        ["--image_size=8", f"--pretrained={path}", f"--model_dir={model_dir}"],
+        capsys,
+        model_dir,
+    )
+    assert f"--pretrained '{path}' should take digits images" in line
+    assert expected in line
+
+
+def test_unreadable_pretrained_file(capsys, tmp_path):
+    path = tmp_path / "notes.keras"
+    path.write_text("not a model")
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        cifar,
+        [f"--pretrained={path}", f"--model_dir={model_dir}"],
+        capsys,
+        model_dir,
+    )
+    assert "--pretrained should be a .keras model file" in line
+
+
+def test_model_dir_of_another_run_is_refused(capsys, tmp_path):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    earlier = {"config": {"model": "resnet56", "method": "l1"}, "stages": {}}
+    (model_dir / "state.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.main(["cifar.py", "--model=resnet20", f"--model_dir={model_dir}"])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "holds a run with other settings" in line
+    assert "--model=resnet56 there, resnet20 now" in line
+    assert "--method=l1 there, ekg now" in line
+    assert sorted(p.name for p in model_dir.iterdir()) == ["state.json"]

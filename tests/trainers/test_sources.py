@@ -1,0 +1,58 @@
+"""trainers/sources.py: the data sets behind the trainers."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainers import sources
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    return sources.digits(image_size=8)
+
+
+def ids_of(dataset):
+    return np.concatenate([f["id"].numpy() for f, _ in dataset])
+
+
+def test_digits_source(digits8):
+    assert digits8.name == "digits" and digits8.num_classes == 10
+    assert digits8.input_shape == (8, 8, 3)
+    assert (digits8.num_train, digits8.num_eval) == (1347, 450)
+    assert digits8.views_augment is None
+    images, labels = next(iter(digits8.dataset("eval", 450)))
+    assert images.shape == (450, 8, 8, 3) and labels.dtype == tf.int32
+
+
+def test_training_shuffles_and_drops_the_remainder(digits8):
+    ordered = ids_of(digits8.dataset("train", 100, with_ids=True))
+    np.testing.assert_array_equal(ordered, np.arange(1347))
+    shuffled = ids_of(
+        digits8.dataset("train", 100, training=True, with_ids=True)
+    )
+    assert len(shuffled) == 1300 and len(set(shuffled)) == 1300
+    assert not np.array_equal(shuffled, ordered[:1300])
+
+
+def test_input_pipelines_of_two_workers_share_nothing(digits8):
+    shards = []
+    for index in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2,
+            input_pipeline_id=index,
+            num_replicas_in_sync=2,
+        )
+        dataset = digits8.dataset(
+            "train", 64, with_ids=True, input_context=context
+        )
+        features, _ = next(iter(dataset))
+        assert features["image"].shape[0] == 32  # The per-replica batch.
+        shards.append(set(ids_of(dataset)))
+    assert not shards[0] & shards[1]
+    assert shards[0] | shards[1] == set(range(1347))
+
+
+def test_unknown_split(digits8):
+    with pytest.raises(ValueError, match="'train' or 'eval'"):
+        digits8.dataset("test", 8)
