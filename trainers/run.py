@@ -186,9 +186,15 @@ class Run:
             self._models["pretrain"] = load_pretrained(
                 config.pretrained, self.source
             )
-        needs_pretrained = any(
-            s in config.stages and not self._done_on_disk(s) for s in ("prune",)
-        ) or (config.method == "ekg" and "finetune" in config.stages)
+        # The search of EKG's fine-tuning is restored from the pretrained
+        # model and the search checkpoint.
+        needs_pretrained = [
+            stage
+            for stage in ("prune", "finetune")
+            if stage in config.stages
+            and not self._done_on_disk(stage)
+            and (stage == "prune" or config.method == "ekg")
+        ]
         if (
             needs_pretrained
             and not config.pretrained
@@ -399,9 +405,14 @@ class Run:
         return {"resumed_at_epoch": resumed, **self.evaluate(model)}
 
     def _restored_search(self):
-        """The finished search, from its checkpoint (after a restart)."""
+        """The finished search, from its checkpoint (after a restart).
+
+        Its model then takes the weights the prune stage left (batch
+        normalization recalibrated), as in an uninterrupted run.
+        """
         search = self._make_search(self.model_after("pretrain"))
         search.run()
+        search.model.set_weights(self.model_after("prune").get_weights())
         return search
 
     def _export(self):

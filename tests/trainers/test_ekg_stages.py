@@ -1,0 +1,61 @@
+"""trainers/cifar.py with --method=ekg, in two invocations: the search
+(prune stage), then fine-tuning from the restored search, memory bank and
+export (in this process, default strategy)."""
+
+import json
+
+import keras
+import numpy as np
+
+import ekg_keras
+from trainers import cifar
+
+EKG = [
+    "cifar.py",
+    "--dataset=digits",
+    "--image_size=8",
+    "--model=resnet20",
+    "--method=ekg",
+    "--flops=0.8",
+    "--epochs=1",
+    "--steps_per_epoch=2",
+    "--batch_size=64",
+    "--search_val_per_class=2",
+    "--search_subset_per_class=4",
+    "--num_teachers=2",
+    "--verbose=0",
+]
+
+
+def test_search_then_distillation_from_the_restored_search(tmp_path, capsys):
+    pretrained = tmp_path / "pretrained.keras"
+    ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
+    model_dir = tmp_path / "run"
+    common = [*EKG, f"--pretrained={pretrained}", f"--model_dir={model_dir}"]
+    first = cifar.main([*common, "--stages=prune"])
+    assert first["stages"]["prune"]["flops_fraction"] <= 0.8
+    assert (model_dir / "prune" / "search" / "state.npz").exists()
+    pruned = keras.saving.load_model(model_dir / "prune" / "model.keras")
+
+    summary = cifar.main([*common, "--stages=prune,finetune,export"])
+    printed = capsys.readouterr().out
+    assert "prune: done in an earlier run, skipped" in printed
+    assert "EKG search: resumed after step" in printed
+    assert "memory bank: 1347 samples x 2 teachers x 10 classes" in printed
+    stages = json.loads((model_dir / "state.json").read_text())["stages"]
+    assert stages["prune"]["runs"] == 1
+    assert stages["finetune"]["completed"] and stages["export"]["completed"]
+    finetuned = keras.saving.load_model(model_dir / "finetune" / "model.keras")
+    # Same sub-network as the search chose, and trained.
+    for a, b in zip(pruned.weights, finetuned.weights, strict=True):
+        if a.name == "mask":
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    moved = [
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(pruned.weights, finetuned.weights, strict=True)
+        if a.name == "kernel"
+    ]
+    assert max(moved) > 1e-4
+    assert (
+        summary["flops_fraction"] == first["stages"]["prune"]["flops_fraction"]
+    )
