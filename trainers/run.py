@@ -59,7 +59,15 @@ def build_model(config, source):
     }
     if ekg_keras.models.is_application(config.model):
         options.update(weights=None, classifier_activation=None)
-    return ekg_keras.models.get(config.model, **options)
+    model = ekg_keras.models.get(config.model, **options)
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        # Keras' advice for mixed precision: float32 outputs (losses and
+        # top-k metrics are not float16-safe).
+        outputs = keras.layers.Activation(
+            "linear", dtype="float32", name="logits_float32"
+        )(model.outputs[0])
+        model = keras.Model(model.inputs, outputs, name=model.name)
+    return model
 
 
 def load_pretrained(path, source):
@@ -254,10 +262,9 @@ class Run:
         self.state.data["config"] = self.config.to_json()
         self.state.save()
         self._say(
-            f"{type(self.strategy).__name__} with "
-            f"{self.strategy.num_replicas_in_sync} replica(s); "
-            f"{self.source.name}: {self.source.num_train} training and "
-            f"{self.source.num_eval} evaluation images"
+            f"{strategies.describe(self.strategy)}; {self.source.name}: "
+            f"{self.source.num_train} training and {self.source.num_eval} "
+            "evaluation images"
         )
         for stage in STAGES:
             if stage not in self.config.stages:

@@ -177,6 +177,18 @@ def is_chief(strategy):
     )
 
 
+def describe(strategy):
+    """E.g. "MirroredStrategy, 2 replicas" or "no distribution, 1 replica"."""
+    names = {
+        "_DefaultDistributionStrategy": "no distribution",
+        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+    }
+    name = type(strategy).__name__
+    replicas = strategy.num_replicas_in_sync
+    plural = "replica" if replicas == 1 else "replicas"
+    return f"{names.get(name, name)}, {replicas} {plural}"
+
+
 def worker_name(strategy):
     """`"chief"`, or `"worker_<index>"` for the other multi-worker tasks."""
     if is_chief(strategy):

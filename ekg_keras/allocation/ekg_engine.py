@@ -64,6 +64,12 @@ class Engine:
         self.graph = graph
         self.y_val = np.asarray(y_val)
         self.strategy = strategy or tf.distribute.get_strategy()
+        # One traced function: eager `strategy.run` on several workers wraps
+        # (and traces) the function anew at every call.
+        self._stack_replicas = tf.function(
+            lambda value: self.strategy.run(_add_leading_axis, args=(value,)),
+            reduce_retracing=True,
+        )
         self.training = bool(batch_statistics)
         self.rescale_kernels = rescale_kernels
         self.batches = [
@@ -342,15 +348,14 @@ class Engine:
         weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
 
         def merge(per_replica_value, how):
-            parts = [
-                np.asarray(v)
-                for v in self.strategy.experimental_local_results(
-                    per_replica_value
-                )
-            ]
+            # `gather` collects every replica's value in replica order, on
+            # other workers too (local results would miss theirs).
             if how == "concat":
-                return np.concatenate(parts)
-            return sum(w * v for w, v in zip(weights, parts))
+                return np.asarray(self.strategy.gather(per_replica_value, 0))
+            stacked = self.strategy.gather(
+                self._stack_replicas(per_replica_value), axis=0
+            )
+            return np.tensordot(weights, np.asarray(stacked), axes=1)
 
         if isinstance(combine, str):
             return tf.nest.map_structure(lambda v: merge(v, combine), results)
@@ -442,3 +447,7 @@ def _frontier(nodes, inside, starts):
             if id(tensor) not in affected_tensors:
                 frontier.setdefault(id(tensor), tensor)
     return list(frontier.values())
+
+
+def _add_leading_axis(value):
+    return tf.expand_dims(value, 0)

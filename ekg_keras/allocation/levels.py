@@ -45,8 +45,8 @@ class KeepLevels:
     """The keep counts each prunable group may take.
 
     A group may keep a multiple of `round_to` channels, or all of them, and
-    never fewer than its floor (`channel_floor`, at least one). Groups that are not
-    prunable have a single level, their full size.
+    never fewer than its floor (`channel_floor`, at least one). Groups that
+    are not prunable have a single level, their full size.
 
     Args:
         sizes: Channels per group.

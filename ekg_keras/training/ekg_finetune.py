@@ -158,9 +158,7 @@ class EKGFineTuning(keras.Model):
         self.seed = int(seed)
         self._augment_name = augment if isinstance(augment, str) else None
         if isinstance(augment, str) and augment in AUGMENTATIONS:
-            augment = functools.partial(
-                AUGMENTATIONS[augment], seed=self.seed
-            )
+            augment = functools.partial(AUGMENTATIONS[augment], seed=self.seed)
         elif augment is not None and not callable(augment):
             raise ValueError(
                 f"`augment` should be one of {sorted(AUGMENTATIONS)}, a "

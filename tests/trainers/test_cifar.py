@@ -70,7 +70,7 @@ def test_killed_mid_epoch_resumes_and_exports(tmp_path):
         tmp_path / "second.log"
     ).read_text()[-3000:]
     log = (tmp_path / "second.log").read_text()
-    assert "MirroredStrategy with 2 replica(s)" in log
+    assert "MirroredStrategy, 2 replicas" in log
 
     stages = json.loads((model_dir / "state.json").read_text())["stages"]
     assert all(stages[s]["completed"] for s in stages)

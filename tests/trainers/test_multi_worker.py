@@ -54,7 +54,7 @@ def test_two_workers_end_with_identical_masks_and_weights(tmp_path):
             worker.kill()
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-2000:] + logs[1][-2000:]
-    assert "with 2 replica(s)" in logs[0]
+    assert "MultiWorkerMirroredStrategy, 2 replicas" in logs[0]
 
     # The chief (worker 0) writes the run; worker 1 only its own state.
     assert (model_dir / "export" / "saved_model").is_dir()

@@ -16,6 +16,9 @@ def test_default_and_one_device():
     assert one.num_replicas_in_sync == 1
     assert strategies.is_chief(one)
     assert strategies.worker_name(one) == "chief"
+    assert strategies.describe(one) == "OneDeviceStrategy, 1 replica"
+    default = tf.distribute.get_strategy()
+    assert strategies.describe(default) == "no distribution, 1 replica"
 
 
 def test_unknown_name():
