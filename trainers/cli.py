@@ -1,8 +1,9 @@
 """Flags shared by the trainers, and their entry point.
 
-Flags are defined here at import (module level) and read only in `main`,
-which turns them into a `RunConfig`, a strategy and a data source, and
-calls `Run`. Bad input (an unknown flag value, a setting out of range, a
+Each script defines its flags at import, at module level (the common ones
+through `define_flags`, in its own `FlagValues`, so both scripts can live
+in one process), and reads them only in `main`, which turns them into a
+`RunConfig`, a strategy and a data source, and calls `Run`. Bad input (an unknown flag value, a setting out of range, a
 missing data set, a `--pretrained` model that does not fit) ends the
 program with one line on stderr and exit code 2, before anything is
 written.
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 
+import keras
 from absl import flags
 from absl import logging
 
@@ -23,6 +25,7 @@ from trainers.config import METHODS
 from trainers.config import STAGES
 from trainers.config import ConfigError
 from trainers.config import RunConfig
+from trainers.run import Run
 from trainers.sources import DataError
 
 USAGE_ERROR_EXIT_CODE = 2
@@ -279,10 +282,6 @@ def main(flag_values, make_source, argv=None, dataset=None):
     """
     argv = sys.argv if argv is None else argv
     parse(flag_values, argv)
-    import keras  # Not before parsing: `--help` and flag errors stay fast.
-
-    from trainers.run import Run
-
     try:
         config = config_from_flags(flag_values, dataset)
         strategies.split_cpu(flag_values.logical_cpus)

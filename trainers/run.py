@@ -439,9 +439,12 @@ class Run:
                 else model
             )
         self._models["export"] = small
+        report = ekg_keras.count_flops(small)
         return {
             "saved_model": saved_model,
-            "flops_fraction": self.flops_fraction(small),
+            "flops_fraction": report.macs / self.full_macs(),
+            "macs": report.macs,
+            "params": report.params,
             **self.evaluate(small),
         }
 
@@ -659,10 +662,9 @@ class Run:
             },
             "stages": stages,
         }
-        final = self._models.get("export")
-        if final is not None:
-            report = ekg_keras.count_flops(final)
-            summary.update(macs=report.macs, params=report.params)
+        exported = stages.get("export", {})
+        if exported.get("completed"):
+            summary.update(macs=exported["macs"], params=exported["params"])
         if last is not None:
             summary.update(
                 final_stage=last,

@@ -348,14 +348,23 @@ class Engine:
         weights = np.asarray(sizes, dtype=np.float64) / sum(sizes)
 
         def merge(per_replica_value, how):
-            # `gather` collects every replica's value in replica order, on
-            # other workers too (local results would miss theirs).
+            local = self.strategy.experimental_local_results(per_replica_value)
+            if len(local) == replicas:
+                parts = [np.asarray(v) for v in local]
+            else:
+                # Replicas on other workers: `gather` collects every value,
+                # in replica order (slower, so only then).
+                if how == "concat":
+                    return np.asarray(
+                        self.strategy.gather(per_replica_value, axis=0)
+                    )
+                stacked = self.strategy.gather(
+                    self._stack_replicas(per_replica_value), axis=0
+                )
+                parts = list(np.asarray(stacked))
             if how == "concat":
-                return np.asarray(self.strategy.gather(per_replica_value, 0))
-            stacked = self.strategy.gather(
-                self._stack_replicas(per_replica_value), axis=0
-            )
-            return np.tensordot(weights, np.asarray(stacked), axes=1)
+                return np.concatenate(parts)
+            return sum(w * v for w, v in zip(weights, parts))
 
         if isinstance(combine, str):
             return tf.nest.map_structure(lambda v: merge(v, combine), results)
