@@ -136,6 +136,17 @@ def test_cifar_with_ids_eval_in_order_and_aligned(mock_tfds):
     )
 
 
+def test_cifar_training_without_augmentation_shuffles_only(mock_tfds):
+    evaluation = cifar(batch_size=BATCH, with_ids=True)
+    eval_ids, eval_images = _ids_and_images(_batches(evaluation))
+    dataset = cifar(
+        batch_size=BATCH, training=True, with_ids=True, augment=False
+    )
+    ids, images = _ids_and_images(_batches(dataset))
+    assert not np.array_equal(ids, np.sort(ids)), "training is not shuffled"
+    np.testing.assert_allclose(images, eval_images[ids], atol=1e-6)
+
+
 def test_cifar_with_ids_training_covers_every_id_once(mock_tfds):
     dataset = cifar(batch_size=BATCH, training=True, with_ids=True)
     ids, _ = _ids_and_images(_batches(dataset))

@@ -9,6 +9,7 @@ from training_testing import small_model
 from training_testing import with_ids
 
 import ekg_keras
+from ekg_keras.training.augment import flip
 from ekg_keras.training.augment import pad_crop_flip
 from ekg_keras.training.ekg_finetune import EKGFineTuning
 from ekg_keras.training.ekg_finetune import kl_divergence
@@ -67,6 +68,28 @@ def test_augmentation_is_per_sample_deterministic():
     assert not np.array_equal(a, pad_crop_flip(x, ids, 4, 0).numpy())
     # Crops of the reflect-padded image: the centre is often kept as is.
     assert a.shape == x.shape
+
+
+def test_flip_views_mirror_or_keep_each_image():
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 3)).astype("f4")
+    ids = np.arange(16, dtype="int64")
+    views = [flip(x, ids, 5, view).numpy() for view in (0, 1)]
+    for view in views:
+        kept = np.all(view == x, axis=(1, 2, 3))
+        mirrored = np.all(view == x[:, :, ::-1], axis=(1, 2, 3))
+        assert np.all(kept | mirrored) and kept.any() and mirrored.any()
+    assert not np.array_equal(views[0], views[1])
+    np.testing.assert_array_equal(views[0], flip(x, ids, 5, 0).numpy())
+
+
+def test_named_augmentation_round_trips():
+    model = EKGFineTuning(small_model(), _bank(), augment="flip")
+    config = model.get_config()
+    assert config["augment"] == "flip"
+    again = EKGFineTuning.from_config(config)
+    assert again.augment.func is flip
+    with pytest.raises(ValueError, match="`augment` should be one of"):
+        EKGFineTuning(small_model(), _bank(), augment="cutout")
 
 
 def _bank(num_samples=48, teachers=3, seed=0):
