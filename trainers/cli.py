@@ -3,10 +3,10 @@
 Each script defines its flags at import, at module level (the common ones
 through `define_flags`, in its own `FlagValues`, so both scripts can live
 in one process), and reads them only in `main`, which turns them into a
-`RunConfig`, a strategy and a data source, and calls `Run`. Bad input (an unknown flag value, a setting out of range, a
-missing data set, a `--pretrained` model that does not fit) ends the
-program with one line on stderr and exit code 2, before anything is
-written.
+`RunConfig`, a strategy and a data source, and calls `Run`. Bad input (an
+unknown flag value, a setting out of range, a missing data set, a
+`--pretrained` model that does not fit) ends the program with one line on
+stderr and exit code 2, before anything is written.
 """
 
 import dataclasses

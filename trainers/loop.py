@@ -106,7 +106,7 @@ def _train(
 
     @tf.function(jit_compile=jit_compile)
     def step(batch):
-        return strategy.run(_train_step(model), args=(batch,))
+        return strategy.run(model.train_step, args=(batch,))
 
     model.stop_training = False
     # Backups restore the epoch to start at here, as with `fit`.
@@ -121,8 +121,9 @@ def _train(
         for batch in range(steps_per_epoch):
             callback_list.on_train_batch_begin(batch)
             outputs = step(next(iterator))
+            # Reading the results waits for the step: only for the bar.
             callback_list.on_train_batch_end(
-                batch, _local_logs(strategy, outputs)
+                batch, _local_logs(strategy, outputs) if verbose == 1 else {}
             )
         with strategy.scope():
             logs = _to_floats(model.get_metrics_result())
@@ -133,13 +134,6 @@ def _train(
             break
     callback_list.on_train_end(logs)
     return start
-
-
-def _train_step(model):
-    def replica_step(batch):
-        return model.train_step(batch)
-
-    return replica_step
 
 
 def _build(model, strategy, element_spec):
