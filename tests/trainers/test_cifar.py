@@ -66,10 +66,12 @@ def test_killed_mid_epoch_resumes_and_exports(tmp_path):
     assert not state["stages"]["finetune"].get("completed")
 
     second = start_cifar(args, tmp_path / "second.log")
-    assert second.wait(timeout=RUN_TIMEOUT) == 0, (
-        tmp_path / "second.log"
-    ).read_text()[-3000:]
+    try:
+        code = second.wait(timeout=RUN_TIMEOUT)
+    finally:
+        second.kill()
     log = (tmp_path / "second.log").read_text()
+    assert code == 0, log[-3000:]
     assert "MirroredStrategy, 2 replicas" in log
 
     stages = json.loads((model_dir / "state.json").read_text())["stages"]
