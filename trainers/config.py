@@ -19,6 +19,12 @@ class ConfigError(ValueError):
     """A run configuration that cannot work, found before anything runs."""
 
 
+def first_line(error):
+    """The first line of an exception's message (its type if empty), for
+    one-line errors built on long library messages."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Every setting of a trainer run (the trainers fill it from flags).

@@ -67,73 +67,48 @@ def train(
     """
     synchronized = sync_batchnorm and strategy.num_replicas_in_sync > 1
     with batchnorm_settings(model, synchronized=synchronized or None):
-        return _train(
-            model,
-            strategy,
-            dataset,
-            epochs,
-            steps_per_epoch,
-            element_spec,
-            callbacks,
-            validate,
-            verbose,
-            jit_compile,
+        _build(model, strategy, element_spec)
+        callback_list = keras.callbacks.CallbackList(
+            list(callbacks),
+            add_history=False,
+            add_progbar=verbose != 0,
+            model=model,
+            verbose=verbose,
+            epochs=epochs,
+            steps=steps_per_epoch,
         )
 
+        @tf.function(jit_compile=jit_compile)
+        def step(batch):
+            return strategy.run(model.train_step, args=(batch,))
 
-def _train(
-    model,
-    strategy,
-    dataset,
-    epochs,
-    steps_per_epoch,
-    element_spec,
-    callbacks,
-    validate,
-    verbose,
-    jit_compile,
-):
-    _build(model, strategy, element_spec)
-    callback_list = keras.callbacks.CallbackList(
-        list(callbacks),
-        add_history=False,
-        add_progbar=verbose != 0,
-        model=model,
-        verbose=verbose,
-        epochs=epochs,
-        steps=steps_per_epoch,
-    )
-
-    @tf.function(jit_compile=jit_compile)
-    def step(batch):
-        return strategy.run(model.train_step, args=(batch,))
-
-    model.stop_training = False
-    # Backups restore the epoch to start at here, as with `fit`.
-    model._initial_epoch = 0
-    callback_list.on_train_begin()
-    start = int(model._initial_epoch or 0)
-    iterator = iter(dataset)
-    logs = {}
-    for epoch in range(start, epochs):
-        model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        for batch in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(batch)
-            outputs = step(next(iterator))
-            # Reading the results waits for the step: only for the bar.
-            callback_list.on_train_batch_end(
-                batch, _local_logs(strategy, outputs) if verbose == 1 else {}
-            )
-        with strategy.scope():
-            logs = _to_floats(model.get_metrics_result())
-        if validate is not None:
-            logs.update({f"val_{k}": v for k, v in validate().items()})
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callback_list.on_train_end(logs)
-    return start
+        model.stop_training = False
+        # Backups restore the epoch to start at here, as with `fit`.
+        model._initial_epoch = 0
+        callback_list.on_train_begin()
+        start = int(model._initial_epoch or 0)
+        iterator = iter(dataset)
+        logs = {}
+        for epoch in range(start, epochs):
+            model.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            for batch in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(batch)
+                outputs = step(next(iterator))
+                # Reading the results waits for the step: only for the bar.
+                callback_list.on_train_batch_end(
+                    batch,
+                    _local_logs(strategy, outputs) if verbose == 1 else {},
+                )
+            with strategy.scope():
+                logs = _to_floats(model.get_metrics_result())
+            if validate is not None:
+                logs.update({f"val_{k}": v for k, v in validate().items()})
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        callback_list.on_train_end(logs)
+        return start
 
 
 def _build(model, strategy, element_spec):

@@ -45,6 +45,7 @@ from trainers.config import ONESHOT_METHODS
 from trainers.config import SOFT_METHODS
 from trainers.config import STAGES
 from trainers.config import ConfigError
+from trainers.config import first_line
 
 # Batches of training data that re-estimate batch-norm statistics after
 # one-shot pruning and the EKG search.
@@ -84,10 +85,9 @@ def load_pretrained(path, source):
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # Keras raises many kinds here.
-        first = (str(error).strip().splitlines() or [""])[0]
         raise ConfigError(
             f"--pretrained should be a .keras model file; {path!r} could not "
-            f"be loaded: {type(error).__name__}: {first}"
+            f"be loaded: {type(error).__name__}: {first_line(error)}"
         ) from error
     check_compatible(model, source, what=f"--pretrained {path!r}")
     return model
@@ -189,6 +189,9 @@ class Run:
                 stage's input is neither given nor left by an earlier run.
         """
         config = self.config
+        # The state of an earlier run in `model_dir` (empty if none); the
+        # run continues it.
+        self.state = RunState(self.scratch("state.json"))
         self._check_same_run()
         if config.pretrained:
             self._models["pretrain"] = load_pretrained(
@@ -200,7 +203,7 @@ class Run:
             stage
             for stage in ("prune", "finetune")
             if stage in config.stages
-            and not self._done_on_disk(stage)
+            and not self.state.done(stage)
             and (stage == "prune" or config.method == "ekg")
         ]
         if (
@@ -230,10 +233,7 @@ class Run:
 
     def _check_same_run(self):
         """A `model_dir` holding another run's state is an error."""
-        path = self.scratch("state.json")
-        if not os.path.exists(path):
-            return
-        earlier = RunState(path).data.get("config", {})
+        earlier = self.state.data.get("config", {})
         keys = ("model", "method", "flops", "pretrained")
         now = self.config.to_json()
         different = [k for k in keys if k in earlier and earlier[k] != now[k]]
@@ -247,10 +247,6 @@ class Run:
                 + "): pass a new --model_dir to start over."
             )
 
-    def _done_on_disk(self, stage):
-        path = self.scratch("state.json")
-        return os.path.exists(path) and RunState(path).done(stage)
-
     # The run.
 
     def run(self):
@@ -258,7 +254,6 @@ class Run:
         if not self._checked:
             self.check()
         os.makedirs(self.scratch(), exist_ok=True)
-        self.state = RunState(self.scratch("state.json"))
         self.state.data["config"] = self.config.to_json()
         self.state.save()
         self._say(

@@ -8,6 +8,8 @@ import os
 
 import tensorflow as tf
 
+from trainers.config import first_line
+
 STRATEGIES = (
     "default",
     "one_device",
@@ -152,7 +154,7 @@ def _tpu_strategy(tpu):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
         raise StrategyError(
-            f"Cannot reach the TPU {tpu!r}: {_first_line(error)}"
+            f"Cannot reach the TPU {tpu!r}: {first_line(error)}"
         ) from error
     return tf.distribute.TPUStrategy(resolver)
 
@@ -194,7 +196,3 @@ def worker_name(strategy):
     if is_chief(strategy):
         return "chief"
     return f"worker_{strategy.cluster_resolver.task_id}"
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

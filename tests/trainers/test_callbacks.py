@@ -5,24 +5,14 @@ import json
 import keras
 import numpy as np
 import tensorflow as tf
+from trainer_testing import conv_bn_model
 
 import ekg_keras
 from trainers import callbacks
 
 
 def small_model():
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(4, name="fc")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
+    return conv_bn_model(8, 8, 4)
 
 
 def data():

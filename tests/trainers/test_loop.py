@@ -3,25 +3,14 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from trainer_testing import conv_bn_model
 
 from trainers import loop
 
 
 def bn_model():
     keras.utils.set_random_seed(1)
-    inputs = keras.Input((6, 6, 3))
-    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(3, name="fc")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    return conv_bn_model(6, 4, 3, metrics=["accuracy"])
 
 
 def arrays():

@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -51,3 +52,21 @@ def max_weight_difference(a, b):
         float(np.max(np.abs(x - y)))
         for x, y in zip(a.get_weights(), b.get_weights(), strict=True)
     )
+
+
+def conv_bn_model(size, filters, classes, metrics=()):
+    """Conv (named "conv") - BN ("bn") - ReLU - pool - Dense ("fc"), compiled
+    with SGD (momentum 0.9) on logits."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(filters, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics),
+    )
+    return model
