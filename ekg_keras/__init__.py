@@ -11,12 +11,14 @@ from ekg_keras import criteria
 from ekg_keras import data
 from ekg_keras import graph
 from ekg_keras import layers
+from ekg_keras import methods
 from ekg_keras import models
+from ekg_keras import numerics
 from ekg_keras import plotting
 from ekg_keras import schedules
 from ekg_keras import training
-from ekg_keras.allocation import EKGSearch
 from ekg_keras.batchnorm import recalibrate_batchnorm
+from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.export import export
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import FlopsReport
@@ -24,8 +26,12 @@ from ekg_keras.flops import count_flops
 from ekg_keras.latency import measure_latency
 from ekg_keras.layers import strip
 from ekg_keras.layers import wrap
+from ekg_keras.methods import PruningMethod
+from ekg_keras.methods import register_method
+from ekg_keras.methods.ekg import EKGFineTuning
+from ekg_keras.methods.ekg import EKGSearch
+from ekg_keras.methods.soft import SoftFilterPruning
 from ekg_keras.prune import prune
 from ekg_keras.slim import slim
-from ekg_keras.training import SoftFilterPruning
 
 __version__ = "0.1.0"

@@ -1,10 +1,19 @@
-"""Filter importance criteria, all with one signature.
+"""Filter importance criteria, all with one signature, in one registry.
 
-A criterion is a callable `criterion(group_weights) -> scores` that takes a
-`GroupWeights` (the weights of one channel group, aligned channel by
-channel across the group's layers) and returns one float per channel of the
-group; higher means more important. Pass a name from `names()` or your own
-callable wherever a criterion is expected.
+A criterion scores the channels of one channel group: `score(group_weights)
+-> scores` takes a `GroupWeights` (the weights of the group's layers,
+aligned channel by channel) and returns one float per channel; higher means
+more important. A registered `Criterion` may add
+
+* `prepare(model, graph, data, loss)`: a pass over data before scoring
+  (first-order Taylor importance is one), whose per-group result reaches the
+  score function as `GroupWeights.prepared`;
+* `select(group_weights, count)`: which `count` channels to remove, when
+  that is not simply the `count` lowest scores (FPGM-mix is one).
+
+One-shot pruning, soft pruning and every later method read criteria from
+this registry; `register_criterion` adds your own, and wherever a criterion
+is expected a name from `names()` or a plain callable works.
 """
 
 import dataclasses
@@ -25,19 +34,65 @@ class GroupWeights:
             filters side by side.
         bn_scales: One array of batch-normalization scales (gamma) per
             batch-normalization member, shape (group size,).
-        taylor: First-order Taylor importance from data, shape (group size,),
-            or None when no data was given.
+        prepared: What the criterion's `prepare` hook computed from data for
+            this group (for "taylor": first-order Taylor importance, shape
+            (group size,)), or None.
     """
 
     group: object
     filters: list
     bn_scales: list
-    taylor: object = None
+    prepared: object = None
 
     @property
     def size(self):
         """Number of channels in the group."""
         return self.group.size
+
+    @property
+    def taylor(self):
+        """`prepared`, under the name the Taylor criterion reads."""
+        return self.prepared
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """A named importance criterion (see the module docstring).
+
+    Calling it scores a `GroupWeights`.
+
+    Attributes:
+        name: Its registry name.
+        score: `GroupWeights -> scores`, one float per channel, higher is
+            more important.
+        prepare: Optional `(model, graph, data, loss) -> per-group values`
+            computed from data before scoring (`data` is then required).
+        select: Optional `(GroupWeights, count) -> indices` of the `count`
+            channels to remove; by default the `count` lowest scores.
+    """
+
+    name: str
+    score: object
+    prepare: object = None
+    select: object = None
+
+    def __call__(self, weights):
+        return self.score(weights)
+
+    @property
+    def requires_data(self):
+        """Whether scoring needs a pass over data first."""
+        return self.prepare is not None
+
+    def pruned(self, weights, count):
+        """Sorted indices of the `count` channels of a group to remove."""
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.select is not None:
+            chosen = np.asarray(self.select(weights, count), dtype=np.int64)
+            return np.sort(chosen)
+        scores = checked_scores(self, weights)
+        return np.sort(np.argsort(scores, kind="stable")[:count])
 
 
 def l1_norm(weights):
@@ -87,17 +142,15 @@ def bn_scale(weights):
 def taylor(weights):
     """First-order Taylor importance |sum dL/dy * y|, accumulated over data.
 
-    Computed by `taylor_scores` before scoring; needs `data`.
+    Computed by `ekg_keras.taylor.taylor_scores` (the criterion's `prepare`
+    hook) before scoring; needs `data`.
     """
-    if weights.taylor is None:
+    if weights.prepared is None:
         raise ValueError(
             "The 'taylor' criterion needs data: pass `data=` (batches of "
             "inputs and integer labels)."
         )
-    return weights.taylor
-
-
-taylor.requires_data = True
+    return weights.prepared
 
 
 def random(weights):
@@ -105,29 +158,116 @@ def random(weights):
     return np.random.default_rng(weights.group.id).random(weights.size)
 
 
-_CRITERIA = {
-    "l1": l1_norm,
-    "l2": l2_norm,
-    "fpgm": geometric_median,
-    "bn_scale": bn_scale,
-    "taylor": taylor,
-    "random": random,
-}
+#: FPGM-mix's default share of the pruned filters chosen by geometric median
+#: (FPGM-mix 40% = 30% by L2 norm + 10% by geometric median, SPEC 4.3).
+FPGM_SHARE = 0.25
+
+
+def fpgm_mix(share=FPGM_SHARE):
+    """FPGM-mix as a criterion: part of the removed filters by L2 norm, the
+    rest by geometric median among the survivors (SPEC 4.3).
+
+    Args:
+        share: Fraction of the removed filters chosen by geometric median.
+
+    Returns:
+        A `Criterion` named "l2+fpgm" that scores by L2 norm (for
+        allocations that rank channels) and selects as FPGM-mix does.
+    """
+    if not 0 <= share <= 1:
+        raise ValueError(
+            f"`fpgm_share` should be in [0, 1]. Received: fpgm_share={share!r}"
+        )
+
+    def select(weights, count):
+        by_median = int(np.floor(count * share + 1e-9))
+        order = np.argsort(l2_norm(weights), kind="stable")
+        pruned = list(order[: count - by_median])
+        survivors = order[count - by_median :]
+        if by_median:
+            matrix = np.concatenate(_filters(weights), axis=1)[survivors]
+            sums = pairwise_distances(matrix).sum(axis=1)
+            pruned += list(
+                survivors[np.argsort(sums, kind="stable")[:by_median]]
+            )
+        return np.asarray(pruned, dtype=np.int64)
+
+    return Criterion("l2+fpgm", l2_norm, select=select)
+
+
+_CRITERIA = {}
+
+
+def register_criterion(name, score, *, prepare=None, select=None):
+    """Registers a criterion under `name` (see the module docstring).
+
+    Args:
+        name: The name methods and flags use (e.g. "l1").
+        score: `GroupWeights -> one float per channel` (higher is kept).
+        prepare: Optional data pass `(model, graph, data, loss) -> list` with
+            one entry per group, handed to `score` as
+            `GroupWeights.prepared`.
+        select: Optional `(GroupWeights, count) -> indices to remove`.
+
+    Returns:
+        The registered `Criterion`.
+
+    Raises:
+        ValueError: If `name` is taken or `score` is not callable.
+
+    Example:
+
+    ```python
+    def mean_abs(weights):
+        return sum(abs(f).mean(axis=1) for f in weights.filters)
+
+    ekg_keras.criteria.register_criterion("mean_abs", mean_abs)
+    ekg_keras.prune(model, flops=0.5, criterion="mean_abs")
+    ```
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"A criterion name should be a non-empty string. Received: {name!r}"
+        )
+    if name in _CRITERIA:
+        raise ValueError(
+            f"A criterion named {name!r} is registered already. Registered: "
+            f"{', '.join(names())}"
+        )
+    if not callable(score):
+        raise ValueError(
+            f"`score` of criterion {name!r} should be callable. Received: "
+            f"{score!r}"
+        )
+    criterion = Criterion(name, score, prepare=prepare, select=select)
+    _CRITERIA[name] = criterion
+    return criterion
 
 
 def names():
-    """Names of the built-in criteria."""
+    """Names of the registered criteria."""
     return tuple(_CRITERIA)
 
 
 def get(criterion):
-    """Resolves a criterion name or callable to a callable.
+    """Resolves a criterion name, `Criterion` or callable to a `Criterion`.
+
+    A plain callable becomes a `Criterion` that scores with it (with
+    `prepare` / `select` taken from attributes of that name, if it has
+    them).
 
     Raises:
         ValueError: For an unknown name or a non-callable.
     """
-    if callable(criterion):
+    if isinstance(criterion, Criterion):
         return criterion
+    if callable(criterion):
+        return Criterion(
+            getattr(criterion, "__name__", "custom"),
+            criterion,
+            prepare=getattr(criterion, "prepare", None),
+            select=getattr(criterion, "select", None),
+        )
     if criterion not in _CRITERIA:
         raise ValueError(
             f"`criterion` should be one of {names()} or a callable. "
@@ -138,21 +278,22 @@ def get(criterion):
 
 def requires_data(criterion):
     """Whether the criterion needs data (e.g. Taylor)."""
-    return bool(getattr(get(criterion), "requires_data", False))
+    return get(criterion).requires_data
 
 
-def group_weights(graph, group, taylor_scores=None, cache=None, records=None):
+def group_weights(graph, group, prepared=None, cache=None, records=None):
     """Collects the `GroupWeights` of `group` from the traced model.
 
     Args:
         graph: The `ChannelGraph`.
         group: One of its groups.
-        taylor_scores: Optional per-group Taylor scores.
-        records: Optional `LayerChannels` to read from instead of every
-            layer (e.g. one producer, to score it alone).
+        prepared: Optional per-group values from a criterion's `prepare`
+            hook (e.g. Taylor scores), indexed by group id.
         cache: Optional dict reused across calls to read each layer's
             filters and scales once (valid while the weights do not
             change).
+        records: Optional `LayerChannels` to read from instead of every
+            layer (e.g. one producer, to score it alone).
     """
     cache = {} if cache is None else cache
     records = graph.layers.values() if records is None else records
@@ -177,13 +318,11 @@ def group_weights(graph, group, taylor_scores=None, cache=None, records=None):
             aligned = _align(record.inputs[0], group, cache[key])
             if aligned is not None:
                 scales.append(aligned.mean(axis=1))
-    taylor_values = None
-    if taylor_scores is not None:
-        taylor_values = taylor_scores[group.id]
-    return GroupWeights(group, filters, scales, taylor_values)
+    values = None if prepared is None else prepared[group.id]
+    return GroupWeights(group, filters, scales, values)
 
 
-def score(criterion, graph, group, taylor_scores=None):
+def score(criterion, graph, group, prepared=None):
     """Scores the channels of `group` with `criterion`.
 
     Returns:
@@ -193,10 +332,18 @@ def score(criterion, graph, group, taylor_scores=None):
         ValueError: If the criterion returns the wrong shape or non-finite
             values.
     """
-    values = np.asarray(
-        get(criterion)(group_weights(graph, group, taylor_scores)),
-        dtype=np.float64,
-    )
+    return checked_scores(get(criterion), group_weights(graph, group, prepared))
+
+
+def checked_scores(criterion, weights):
+    """`criterion(weights)` as floats, checked for shape and finiteness.
+
+    Raises:
+        ValueError: If the scores have the wrong shape or are not finite,
+            naming the group.
+    """
+    group = weights.group
+    values = np.asarray(get(criterion)(weights), dtype=np.float64)
     if values.shape != (group.size,):
         raise ValueError(
             f"A criterion should return one score per channel, shape "
@@ -205,7 +352,10 @@ def score(criterion, graph, group, taylor_scores=None):
         )
     if not np.all(np.isfinite(values)):
         raise ValueError(
-            f"Criterion scores for group {group.id} are not all finite."
+            f"Criterion scores for group {group.id} "
+            f"({', '.join(group.producers)}) are not all finite: "
+            f"{int(np.sum(~np.isfinite(values)))} of {group.size} are NaN "
+            "or infinite."
         )
     return values
 
@@ -227,3 +377,18 @@ def _align(channel_map, group, rows):
     order = positions[np.argsort(channel_map.index[positions], kind="stable")]
     repeats = len(order) // group.size
     return rows[order].reshape(group.size, repeats * rows.shape[1])
+
+
+def _prepare_taylor(model, graph, data, loss=None):
+    from ekg_keras.taylor import taylor_scores
+
+    return taylor_scores(model, graph, data, loss=loss)
+
+
+register_criterion("l1", l1_norm)
+register_criterion("l2", l2_norm)
+register_criterion("fpgm", geometric_median)
+register_criterion("bn_scale", bn_scale)
+register_criterion("taylor", taylor, prepare=_prepare_taylor)
+register_criterion("random", random)
+_CRITERIA["l2+fpgm"] = fpgm_mix()

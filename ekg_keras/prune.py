@@ -1,24 +1,15 @@
 """`prune`: one call from a trained model to a smaller one."""
 
-import numpy as np
+import inspect
 
 from ekg_keras import _logging as log
-from ekg_keras import allocation as allocation_lib
-from ekg_keras import criteria as criteria_lib
-from ekg_keras.allocation import KeepLevels
-from ekg_keras.allocation.ekg_search import EKGSearch
+from ekg_keras import methods
 from ekg_keras.batchnorm import recalibrate_batchnorm
-from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import check_flops_fraction
-from ekg_keras.graph import trace
-from ekg_keras.layers import prunable_layers
-from ekg_keras.layers import wrap
 from ekg_keras.slim import slim as slim_model
-from ekg_keras.taylor import taylor_scores
-from ekg_keras.training.ekg_finetune import finetune_searched
-from ekg_keras.training.memory_bank import images_and_ids
-
-METHODS = ("oneshot", "ekg")
+from ekg_keras.training import finetuners
+from ekg_keras.training.fitting import Fitter
+from ekg_keras.training.fitting import check_ids
 
 
 def prune(
@@ -26,52 +17,52 @@ def prune(
     flops,
     *,
     method=None,
-    criterion="l2",
-    allocation="uniform",
     data=None,
     ignored_layers=None,
     round_to=1,
     min_channels=1,
     include_bn=False,
     include_fc=True,
-    loss=None,
     slim=True,
     recalibrate=True,
     recalibrate_steps=None,
-    search_options=None,
     finetune_epochs=0,
+    finetuner=None,
     finetune_options=None,
+    fitter=None,
+    strategy=None,
+    checkpoint_dir=None,
+    tensorboard_dir=None,
     verbose=1,
+    search_options=None,
+    **method_options,
 ):
     """Prunes whole filters so that `model` keeps `flops` of its FLOPs.
 
-    One-shot pruning (`method="oneshot"`): trace the channel groups, score
-    every channel with `criterion`, choose per-group keep counts with
-    `allocation` so that the pruned model keeps at most `flops` of the
-    original multiply-accumulates (as close below as single channels
-    allow), mask the lowest-scored channels and, by default, slim.
-
-    EKG search (`method="ekg"`, the default when `data` is given): the
-    channels are chosen by `ekg_keras.EKGSearch`, a greedy data-driven
-    search guided by ensemble knowledge; `criterion` and `allocation` do
-    not apply. A target the unpruned model already meets (`flops=1.0`)
-    returns `model` itself, with a message.
+    `method` names a registered method (`ekg_keras.methods.names()`; see
+    `ekg_keras.methods.describe()`): "oneshot" (the default without data:
+    score every channel with `criterion`, allocate keep counts with
+    `allocation`, mask the weakest), "ekg" (the default with data: the EKG
+    search), "sfp" / "asfp" / "fpgm" (soft pruning while training for
+    `epochs`), "l1" / "l2" (one-shot presets), and any method registered
+    later. The method's own knobs are keyword arguments (`criterion="l1"`,
+    `val_per_class=16`, `epochs=30`, ...). Then, optionally, fine-tuning
+    (the method's own fine-tuner: EKG's memory-bank distillation after the
+    EKG search, plain cross-entropy after one-shot pruning), batch-norm
+    recalibration on `data`, and slimming. A target the unpruned model
+    already meets (`flops=1.0`) returns `model` itself, with a message.
 
     Args:
         model: A trained functional or Sequential Keras model. It is not
             modified.
         flops: Fraction of the original FLOPs to keep, in (0, 1]; 0.45
             keeps 45 % (removes 55 %), like EKG's `search_target_rate`.
-        method: `"oneshot"`, or `"ekg"` for the data-driven EKG search.
-            Defaults to `"oneshot"` without `data` and `"ekg"` with it.
-        criterion: A name from `ekg_keras.criteria.names()` ("l1", "l2",
-            "fpgm", "bn_scale", "taylor", "random") or a callable taking a
-            `GroupWeights` and returning one score per channel.
-        allocation: `"uniform"` (the same keep fraction in every group) or
-            `"global"` (channels ranked across groups), or a callable.
-        data: `(inputs, labels)` batches (`tf.data.Dataset` or an `(x, y)`
-            tuple): the EKG search's training data, or the data of
-            data-driven criteria such as "taylor".
+        method: A registered method name; defaults to "oneshot" without
+            `data` and "ekg" with it.
+        data: Training data, `(inputs, labels)` batches (`tf.data.Dataset`
+            or an `(x, y)` tuple): what data-driven methods and criteria
+            learn from, what fine-tuning trains on and what batch
+            normalization is recalibrated on.
         ignored_layers: Names of layers to keep whole (their input and
             output channels are not pruned).
         round_to: Keep channel counts multiples of this (e.g. 8 for fast
@@ -80,247 +71,104 @@ def prune(
             (0, 1): that fraction of each group's width (rounded up).
         include_bn: Count batch normalization in FLOPs (EKG convention).
         include_fc: Count dense layers in FLOPs.
-        loss: Loss for data-driven criteria; defaults to sparse categorical
-            cross-entropy (from logits unless the model ends in softmax).
         slim: Return the slim plain model (default). With False, return the
-            masked model (prunable layers in hard mode) for fine-tuning;
+            masked model (prunable layers) for further training;
             `ekg_keras.slim` turns it into the slim model later.
         recalibrate: With `data`, re-estimate every batch normalization's
             moving statistics on the pruned network from `data` (see
             `ekg_keras.recalibrate_batchnorm`) before returning, so the
-            model is usable in inference mode at once: the statistics
-            learned on the full network no longer fit. Without `data` the
-            statistics stay as they were.
+            model is usable in inference mode at once.
         recalibrate_steps: Batches of `data` to recalibrate on (default
             all).
-        search_options: For `method="ekg"`, keyword arguments of
-            `ekg_keras.EKGSearch` (e.g. `finetune`, `val_per_class`,
-            `variant`, `checkpoint_dir`).
-        finetune_epochs: For `method="ekg"`, fine-tune the searched model
-            this many epochs on `data` with EKG's memory bank of teacher
-            logits and two-view distillation
-            (`ekg_keras.training.finetune_searched`) before slimming; 0
-            skips it. A `tf.data.Dataset` must then carry sample ids
-            (`({"image": x, "id": id}, y)`); `(x, y)` arrays get theirs.
-        finetune_options: Keyword arguments of `finetune_searched`
-            (`batch_size`, `learning_rate`, `num_teachers`, `bank_options`,
-            `temperature`, ...).
-        verbose: 0 for silence, 1 for a one-line summary.
+        finetune_epochs: Fine-tune the pruned model this many epochs on
+            `data` before slimming (0 skips it). With the "ekg" fine-tuner a
+            `tf.data.Dataset` must carry sample ids (`({"image": x, "id":
+            id}, y)`); `(x, y)` arrays get theirs.
+        finetuner: A fine-tuner name (`ekg_keras.training.finetuners.
+            names()`); default: the method's own.
+        finetune_options: Options of the fine-tuning: the `Fitter`'s
+            (`batch_size`, `learning_rate`, `weight_decay`) and the
+            fine-tuner's (for "ekg": `num_teachers`, `bank_options`,
+            `temperature`, `teacher_filter`, `augment`, `seed`).
+        fitter: A `ekg_keras.training.Fitter` that runs every training
+            phase (default: one on `data`).
+        strategy: `tf.distribute` strategy (default: the one in scope).
+        checkpoint_dir: Where a method that checkpoints (EKG) saves its
+            state and resumes from.
+        tensorboard_dir: Where a method writes TensorBoard scalars.
+        verbose: 0 for silence, 1 for progress lines.
+        search_options: Removed; pass the method's options as keyword
+            arguments.
+        **method_options: The method's options (see its `Options`).
 
     Returns:
         The pruned `keras.Model`.
 
     Raises:
         ValueError: For `flops` outside (0, 1], a model without a functional
-            graph, nothing prunable, an unknown criterion or allocation, or
-            a target below the smallest reachable fraction; with
-            `method="ekg"` also for data without labels, empty data or
-            labels out of range (the model is never modified).
+            graph, nothing prunable, an unknown method, option, criterion or
+            allocation, a target below the smallest reachable fraction,
+            data without labels, empty data or labels out of range (the
+            model is never modified).
     """
     check_flops_fraction(flops)
-    method = _resolve_method(method, data)
-    if finetune_epochs and method != "ekg":
+    if search_options is not None:
         raise ValueError(
-            "`finetune_epochs` fine-tunes with the EKG search's teachers and "
-            f"applies to method='ekg'. Received: method={method!r}"
+            "`search_options` is gone: pass the method's options as keyword "
+            "arguments, e.g. prune(model, flops, data=data, "
+            f"{', '.join(f'{k}={v!r}' for k, v in search_options.items())})."
         )
-    if method == "ekg":
-        masked = _ekg(
-            model,
-            flops,
-            data,
-            criterion,
-            allocation,
-            ignored_layers,
-            round_to,
-            min_channels,
-            include_bn,
-            include_fc,
-            search_options,
-            finetune_epochs,
-            finetune_options,
-            verbose,
-        )
-        if masked is model:
-            return model
-        return _finish(
-            masked, None, data, recalibrate, recalibrate_steps, slim, verbose
-        )
-    criterion_fn = criteria_lib.get(criterion)
-    allocate = allocation_lib.get(allocation)
-    if criteria_lib.requires_data(criterion_fn) and data is None:
-        raise ValueError(
-            f"criterion={criterion!r} scores channels from data: pass "
-            "`data=` with (inputs, labels) batches."
-        )
-    trace(model)  # Validates the model and warns about unknown layers.
-    masked = wrap(model, mode="hard")
-    graph = trace(masked, warn=False)
-    graph.freeze_layers(ignored_layers or ())
-    if not graph.prunable_groups:
-        raise ValueError(
-            f"Model '{model.name}' has nothing prunable: every channel group "
-            "reaches a model output, an input, an ignored layer or a layer "
-            "the channel graph does not know.\n" + graph.summary()
-        )
-    counter = FlopsCounter(graph, include_bn=include_bn, include_fc=include_fc)
-    levels = KeepLevels(
-        graph.sizes, [g.prunable for g in graph.groups], min_channels, round_to
+    entry = methods.get(method or ("oneshot" if data is None else "ekg"))
+    if flops >= 1.0:
+        if verbose:
+            log.info(
+                "ekg_keras.prune: flops=1.0 is already met by the unpruned "
+                "model; returning it unchanged."
+            )
+        return model
+    pruning = entry.create(
+        model,
+        flops,
+        data,
+        ignored_layers=ignored_layers,
+        round_to=round_to,
+        min_channels=min_channels,
+        include_bn=include_bn,
+        include_fc=include_fc,
+        strategy=strategy,
+        checkpoint_dir=checkpoint_dir,
+        tensorboard_dir=tensorboard_dir,
+        verbose=verbose,
+        **method_options,
     )
-    full = counter.macs(counter.full)
-    target = flops * full
-    _check_reachable(counter, levels, flops, full)
-    taylor = None
-    if criteria_lib.requires_data(criterion_fn):
-        taylor = taylor_scores(masked, graph, data, loss=loss)
-    scores = [
-        criteria_lib.score(criterion_fn, graph, group, taylor)
-        if group.prunable
-        else None
-        for group in graph.groups
-    ]
-    keep_counts = allocate(counter, target, scores, levels)
-    keep = keep_top(scores, keep_counts, graph.sizes)
-    apply_keep(masked, graph, keep)
-    if verbose:
-        achieved = counter.macs(keep_counts)
-        log.info(
-            f"ekg_keras.prune: kept {achieved / full:.1%} of FLOPs "
-            f"({full / 1e6:.2f}M -> {achieved / 1e6:.2f}M MACs), params "
-            f"{counter.params(counter.full) / 1e6:.3f}M -> "
-            f"{counter.params(keep_counts) / 1e6:.3f}M "
-            f"[{criterion if isinstance(criterion, str) else 'custom'}, "
-            f"{allocation if isinstance(allocation, str) else 'custom'}]"
+    fitter_options, tuner_options = _split_finetune_options(finetune_options)
+    if finetune_epochs:
+        finetuner = finetuners.resolve(pruning, finetuner)
+        fitter = fitter or Fitter(
+            data, strategy=pruning.strategy, verbose=verbose, **fitter_options
         )
-    return _finish(
-        masked, graph, data, recalibrate, recalibrate_steps, slim, verbose
-    )
-
-
-def _finish(masked, graph, data, recalibrate, steps, slim, verbose):
-    """Recalibrates batch normalization on `data` (if any) and slims."""
+        if finetuner == "ekg" and not isinstance(data, (tuple, list)):
+            check_ids(data)  # Fail before the search, not after it.
+    masked = pruning.run(fitter)
+    if finetune_epochs:
+        if finetuner == "ekg":
+            tuner_options.setdefault("verbose", verbose)
+        finetuners.finetune(
+            pruning, finetune_epochs, fitter, finetuner, **tuner_options
+        )
     if recalibrate and data is not None:
-        batches = recalibrate_batchnorm(masked, data, steps=steps)
+        batches = recalibrate_batchnorm(masked, data, steps=recalibrate_steps)
         if verbose and batches:
             log.info(
                 f"ekg_keras.prune: recalibrated batch normalization on "
                 f"{batches} batches of `data`"
             )
-    return slim_model(masked, graph) if slim else masked
+    return slim_model(masked, pruning.graph) if slim else masked
 
 
-def keep_top(scores, keep_counts, sizes):
-    """Boolean keep masks keeping the `keep_counts[g]` best-scored channels.
-
-    Groups without scores (fixed groups) keep everything.
-    """
-    keep = []
-    for values, count, size in zip(scores, keep_counts, sizes):
-        mask = np.ones(size, dtype=bool)
-        if values is not None and count < size:
-            order = np.argsort(-np.asarray(values), kind="stable")
-            mask[:] = False
-            mask[order[:count]] = True
-        keep.append(mask)
-    return keep
-
-
-def apply_keep(model, graph, keep):
-    """Writes group keep masks into the masks of the model's layers."""
-    graph.check_keep(keep)
-    masks = graph.layer_masks(keep)
-    for layer in prunable_layers(model):
-        if id(layer) in masks:
-            layer.filter_mask.assign(masks[id(layer)])
-
-
-def _resolve_method(method, data):
-    if method is None:
-        method = "oneshot" if data is None else "ekg"
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` should be one of {METHODS}. Received: method={method!r}"
-        )
-    if method == "ekg" and data is None:
-        raise ValueError(
-            "method='ekg' searches on data: pass `data=` with labelled "
-            "(inputs, labels) batches."
-        )
-    return method
-
-
-def _ekg(
-    model,
-    flops,
-    data,
-    criterion,
-    allocation,
-    ignored_layers,
-    round_to,
-    min_channels,
-    include_bn,
-    include_fc,
-    search_options,
-    finetune_epochs,
-    finetune_options,
-    verbose,
-):
-    """Runs the EKG search (and optionally EKG fine-tuning); returns the
-    masked model, or `model` itself when nothing is to be pruned."""
-    if criterion != "l2" or allocation != "uniform" or round_to != 1:
-        raise ValueError(
-            "`criterion`, `allocation` and `round_to` apply to "
-            "method='oneshot'; the EKG search chooses channels itself. "
-            f"Received: criterion={criterion!r}, allocation={allocation!r}, "
-            f"round_to={round_to!r}"
-        )
-    if flops >= 1.0:
-        if verbose:
-            log.info(
-                "ekg_keras.prune: flops=1.0 is already met by the "
-                "unpruned model; returning it unchanged."
-            )
-        return model
-    if finetune_epochs and not isinstance(data, (tuple, list)):
-        images_and_ids(data)  # Fail before the search, not after it.
-    options = dict(search_options or {})
-    options.setdefault("verbose", verbose)
-    search = EKGSearch(
-        model,
-        flops,
-        data,
-        ignored_layers=ignored_layers,
-        min_channels=min_channels,
-        include_bn=include_bn,
-        include_fc=include_fc,
-        **options,
-    )
-    masked = search.run()
-    if verbose:
-        last = search.history[-1]
-        log.info(
-            f"ekg_keras.prune: EKG search kept {last.flops_fraction:.1%} of "
-            f"FLOPs in {last.step} steps (validation accuracy "
-            f"{search.history[0].accuracy:.2%} -> {last.accuracy:.2%}, "
-            "batch statistics)"
-        )
-    if finetune_epochs:
-        finetune_searched(
-            search,
-            data,
-            finetune_epochs,
-            verbose=verbose,
-            **(finetune_options or {}),
-        )
-    return masked
-
-
-def _check_reachable(counter, levels, flops, full):
-    smallest = counter.macs(levels.lowest) / full
-    if flops < smallest:
-        raise ValueError(
-            f"flops={flops} is below the smallest reachable fraction "
-            f"{smallest:.4f}: with every prunable group at its minimum "
-            "width, the unprunable rest of the network keeps that much. "
-            f"Received: flops={flops}"
-        )
+def _split_finetune_options(options):
+    """Splits fine-tuning options into the `Fitter`'s and the fine-tuner's."""
+    options = dict(options or {})
+    accepted = set(inspect.signature(Fitter).parameters) - {"data"}
+    fitter = {k: options.pop(k) for k in list(options) if k in accepted}
+    return fitter, options

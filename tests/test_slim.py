@@ -10,7 +10,7 @@ import pytest
 import ekg_keras
 from ekg_keras import graph
 from ekg_keras import layers
-from ekg_keras.prune import apply_keep
+from ekg_keras.methods import apply_keep
 from model_testing import images
 from model_testing import layer_classes
 from model_testing import max_relative_difference

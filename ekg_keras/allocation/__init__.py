@@ -1,11 +1,9 @@
-"""Ways of choosing how many channels each group keeps for a FLOPs budget.
+"""Keep-count solvers: how many channels each group keeps for a budget.
 
 An allocation is a function `(counter, target, scores, levels) -> keep` that
 returns per-group keep counts whose MACs (by `counter`) are at most `target`.
 """
 
-from ekg_keras.allocation.ekg_search import EKGSearch
-from ekg_keras.allocation.ekg_search import SearchStep
 from ekg_keras.allocation.global_ranking import global_ranking
 from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.allocation.levels import top_up

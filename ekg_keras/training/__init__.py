@@ -1,13 +1,31 @@
-"""Training with pruning: soft filter pruning (SFP/ASFP/FPGM) and EKG's
-memory-bank fine-tuning."""
+"""Method-neutral training pieces: training phases and the `Fitter` that
+runs them, fine-tuners, and per-sample augmentations."""
 
-from ekg_keras.training.ekg_finetune import EKGFineTuning
-from ekg_keras.training.ekg_finetune import finetune_searched
-from ekg_keras.training.memory_bank import HostMemoryBank
-from ekg_keras.training.memory_bank import MemoryBank
-from ekg_keras.training.memory_bank import build_memory_bank
-from ekg_keras.training.soft_pruning import PruningStep
-from ekg_keras.training.soft_pruning import SoftFilterPruning
-from ekg_keras.training.soft_pruning import SoftPruningCallback
-from ekg_keras.training.soft_selection import SOFT_CRITERIA
-from ekg_keras.training.teachers import select_teachers
+from ekg_keras.training.finetuners import FineTuner
+from ekg_keras.training.finetuners import PlainFineTuning
+from ekg_keras.training.finetuners import finetune
+from ekg_keras.training.finetuners import register_finetuner
+from ekg_keras.training.fitting import Fitter
+from ekg_keras.training.fitting import TrainingPhase
+
+_MOVED = {
+    "EKGFineTuning": "ekg_keras.methods.ekg",
+    "MemoryBank": "ekg_keras.methods.ekg",
+    "HostMemoryBank": "ekg_keras.methods.ekg",
+    "build_memory_bank": "ekg_keras.methods.ekg",
+    "select_teachers": "ekg_keras.methods.ekg",
+    "SoftFilterPruning": "ekg_keras.methods.soft",
+    "SoftPruningCallback": "ekg_keras.methods.soft",
+    "PruningStep": "ekg_keras.methods.soft",
+}
+
+
+def __getattr__(name):
+    # EKG's and soft pruning's pieces moved to their methods' packages.
+    if name in _MOVED:
+        raise AttributeError(
+            f"ekg_keras.training.{name} moved: use {_MOVED[name]}.{name}."
+        )
+    raise AttributeError(
+        f"module 'ekg_keras.training' has no attribute {name!r}"
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ekg_keras.training.teachers import select_teachers
+from ekg_keras.methods.ekg.teachers import select_teachers
 
 
 def test_code_variant_spreads_losses_and_excludes_the_student():

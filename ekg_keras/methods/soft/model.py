@@ -2,23 +2,20 @@
 Keras model trained with `compile` / `fit`."""
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras import _keras_private
 from ekg_keras import criteria
 from ekg_keras import schedules as schedules_lib
 from ekg_keras._api import ekg_export
-from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import check_flops_fraction
-from ekg_keras.graph import trace
 from ekg_keras.layers import prunable_layers
-from ekg_keras.layers import wrap
+from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.slim import slim as slim_model
-from ekg_keras.training.soft_selection import check_criterion
-from ekg_keras.training.soft_selection import pruned_count
-from ekg_keras.training.soft_selection import select_pruned
 
 RESIDUAL_MODES = ("coupled", "independent")
 
@@ -89,7 +86,8 @@ class SoftFilterPruning(keras.Model):
         flops: Fraction of FLOPs to keep, in (0, 1]: picks the smallest P
             whose pruned model keeps at most that fraction.
         criterion: "l2" (SFP), "l1", "fpgm" (geometric median), "l2+fpgm"
-            (FPGM-mix) or a callable scoring `GroupWeights`.
+            (FPGM-mix), any name from `ekg_keras.criteria.names()` that
+            needs no data, or a callable scoring `GroupWeights`.
         schedule: "constant" (SFP), "asymptotic" (ASFP, needs `epochs`) or
             an `ekg_keras.schedules.PruningRateSchedule` ending at `rate`.
         epochs: Total training epochs, for the asymptotic schedule.
@@ -148,28 +146,27 @@ class SoftFilterPruning(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.criterion = check_criterion(criterion)
+        self.criterion = _check_criterion(criterion)
         self.interval_epochs = _check_interval(interval_epochs)
         self.residual = _check_residual(residual)
-        if not 0 <= fpgm_share <= 1:
-            raise ValueError(
-                "`fpgm_share` should be in [0, 1]. Received: "
-                f"fpgm_share={fpgm_share!r}"
-            )
         self.fpgm_share = fpgm_share
+        self._selection = _selection(criterion, fpgm_share)
         self.prune_before_training = bool(prune_before_training)
         self.mask_gradients = bool(mask_gradients)
         self.ignored_layers = list(ignored_layers or ())
         self.include_bn = include_bn
         self.include_fc = include_fc
-        self.network = _soft_network(model)
-        self.graph = trace(self.network, warn=False)
-        self.graph.freeze_layers(self.ignored_layers)
-        if not self.graph.prunable_groups:
-            raise ValueError(
-                f"Model '{model.name}' has nothing prunable.\n"
-                + self.graph.summary()
-            )
+        self.setup = PruningSetup(
+            model,
+            None,
+            mode="soft",
+            ignored_layers=self.ignored_layers,
+            include_bn=include_bn,
+            include_fc=include_fc,
+            masked=model if _all_soft(model) else None,
+        )
+        self.network = self.setup.model
+        self.graph = self.setup.graph
         self.rate = self._resolve_rate(rate, flops)
         self.schedule = _resolve_schedule(
             schedule, self.rate, epochs, d, min_rate
@@ -236,10 +233,7 @@ class SoftFilterPruning(keras.Model):
                 own_masks.update(self._per_producer_masks(group, count, cache))
                 continue
             weights = criteria.group_weights(self.graph, group, cache=cache)
-            pruned = select_pruned(
-                weights, count, self.criterion, self.fpgm_share
-            )
-            keep[group.id][pruned] = False
+            keep[group.id][self._selection.pruned(weights, count)] = False
         masks = self.graph.layer_masks(keep)
         masks.update(own_masks)
         for layer in prunable_layers(self.network):
@@ -268,9 +262,9 @@ class SoftFilterPruning(keras.Model):
 
     def kept_flops_fraction(self, rate=None):
         """Fraction of FLOPs the slim model keeps at `rate` (default: goal)."""
-        counter = self._counter()
-        keep = self._keep_counts(self.rate if rate is None else rate)
-        return counter.macs(keep) / counter.macs(counter.full)
+        return self.setup.fraction(
+            self._keep_counts(self.rate if rate is None else rate)
+        )
 
     # Serialization.
 
@@ -312,18 +306,13 @@ class SoftFilterPruning(keras.Model):
             own = criteria.group_weights(
                 self.graph, group, cache=cache, records=[record]
             )
-            pruned = select_pruned(own, count, self.criterion, self.fpgm_share)
+            pruned = self._selection.pruned(own, count)
             out = record.outputs[0]
             mask = np.ones(len(out), dtype="float32")
             rows = np.flatnonzero(out.group == group.id)
             mask[rows[np.isin(out.index[rows], pruned)]] = 0.0
             masks[id(record.layer)] = mask
         return masks
-
-    def _counter(self):
-        return FlopsCounter(
-            self.graph, include_bn=self.include_bn, include_fc=self.include_fc
-        )
 
     def _keep_counts(self, rate):
         keep = self.graph.sizes.astype(np.float64)
@@ -346,8 +335,6 @@ class SoftFilterPruning(keras.Model):
     def _rate_for_flops(self, flops):
         """The smallest rate k/N (over the groups' sizes N) whose pruned
         model keeps at most `flops` of the FLOPs."""
-        counter = self._counter()
-        full = counter.macs(counter.full)
         sizes = {
             g.size
             for g in self.graph.prunable_groups
@@ -355,9 +342,9 @@ class SoftFilterPruning(keras.Model):
         }
         candidates = sorted({k / n for n in sizes for k in range(n)})
         for rate in candidates:
-            if counter.macs(self._keep_counts(rate)) <= flops * full:
+            if self.setup.fraction(self._keep_counts(rate)) <= flops:
                 return rate
-        smallest = counter.macs(self._keep_counts(candidates[-1])) / full
+        smallest = self.setup.fraction(self._keep_counts(candidates[-1]))
         raise ValueError(
             f"flops={flops} is below the smallest reachable fraction "
             f"{smallest:.4f} with soft pruning of these groups."
@@ -380,17 +367,14 @@ class SoftFilterPruning(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self._compute_loss(
+            loss = self.compute_loss(
                 x=x,
                 y=y,
                 y_pred=y_pred,
                 sample_weight=sample_weight,
                 training=True,
             )
-            self._loss_tracker.update_state(
-                _unscale_for_distribution(loss),
-                sample_weight=tf.shape(keras.tree.flatten(x)[0])[0],
-            )
+            _keras_private.track_training_loss(self, loss, x)
             loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
         gradients = tape.gradient(loss, variables)
@@ -442,16 +426,46 @@ def _masked_gradient(gradient, variable, mask_and_axes):
     return gradient * tf.reshape(tf.cast(mask, gradient.dtype), shape)
 
 
-def _unscale_for_distribution(loss):
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
-
-
-def _soft_network(model):
+def _all_soft(model):
+    """Whether `model` is a soft-pruning network already (deserializing)."""
     layers = prunable_layers(model)
-    if layers and all(layer.mode == "soft" for layer in layers):
-        return model
-    return wrap(model, mode="soft")
+    return bool(layers) and all(layer.mode == "soft" for layer in layers)
+
+
+def pruned_count(size, rate):
+    """Filters zeroed in a layer of `size` filters at `rate`: floor(N*P)."""
+    # The epsilon keeps e.g. 10 * 0.3 = 2.9999999999999996 from flooring
+    # to 2.
+    return min(size - 1, int(math.floor(size * rate + 1e-9)))
+
+
+def _check_criterion(criterion):
+    """Returns `criterion` if soft pruning can use it, else raises."""
+    if criteria.get(criterion).requires_data:
+        raise ValueError(
+            "Soft pruning scores filters from weights at every step; "
+            f"criterion={criterion!r} needs data. Use one of "
+            f"{_weight_criteria()} or a callable."
+        )
+    return criterion
+
+
+def _weight_criteria():
+    return tuple(
+        name for name in criteria.names() if not criteria.requires_data(name)
+    )
+
+
+def _selection(criterion, fpgm_share):
+    """The `Criterion` that selects the filters each step zeroes."""
+    if criterion == "l2+fpgm":
+        return criteria.fpgm_mix(fpgm_share)
+    if not 0 <= fpgm_share <= 1:
+        raise ValueError(
+            "`fpgm_share` should be in [0, 1]. Received: "
+            f"fpgm_share={fpgm_share!r}"
+        )
+    return criteria.get(criterion)
 
 
 def _check_rate(rate):

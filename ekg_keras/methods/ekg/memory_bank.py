@@ -14,6 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras.batchnorm import batchnorm_settings
+from ekg_keras.graph import trace
+from ekg_keras.methods.ekg.teachers import select_teachers
+from ekg_keras.methods.setup import apply_keep as write_keep
+from ekg_keras.training.fitting import check_ids
 
 STORAGE = ("float32", "float16")
 #: Logit read back for the classes a top-k bank did not keep: exp(-1e4)
@@ -202,8 +207,11 @@ class MemoryBank(_BankLayout, keras.layers.Layer):
 
 
 def build_memory_bank(
-    search,
+    source,
     data,
+    *,
+    trajectory=None,
+    apply_keep=None,
     num_teachers=5,
     variant="code",
     storage="float32",
@@ -212,25 +220,33 @@ def build_memory_bank(
     placement="auto",
     device_budget=2 * 2**30,
     host_directory=None,
+    strategy=None,
     verbose=1,
 ):
-    """Runs the search's teachers over the training set into a bank.
+    """Runs the teachers of a trajectory over the training set into a bank.
 
-    Each teacher (chosen by `select_teachers` from `search.history`) is the
-    searched model with that step's masks; it runs over `data` once in
-    training mode (batch statistics, as in the search; the moving
-    statistics are not changed). A device bank is filled by one compiled
-    loop per teacher that writes each batch's logits to the rows of its
-    sample ids; a host bank receives each batch's logits from a compiled
-    forward pass. The student's masks are the search result again
-    afterwards.
+    The teachers are sub-networks of `trajectory` chosen by
+    `select_teachers` from their losses (the last entry, the result, is the
+    student). Each is the masked model with that entry's keep masks; it
+    runs over `data` once in training mode (batch statistics, as in the
+    search; the moving statistics are not changed). A device bank is filled
+    by one compiled loop per teacher that writes each batch's logits to the
+    rows of its sample ids; a host bank receives each batch's logits from a
+    compiled forward pass. The model's masks are the trajectory's last
+    entry afterwards.
 
     Args:
-        search: A finished `ekg_keras.EKGSearch` (after `run`).
+        source: The masked model whose sub-networks the trajectory holds,
+            or a finished `PruningMethod` (e.g. an `EKGSearch` after
+            `run`), whose model, trajectory and mask writer are used.
         data: `tf.data.Dataset` of `({"image": x, "id": id}, label)`
             batches of the training set with inference preprocessing (no
             augmentation), e.g. `ekg_keras.data.digits(with_ids=True,
             shuffle=False).train`. Order does not matter: rows follow ids.
+        trajectory: The `Trajectory` (required with a model `source`).
+        apply_keep: Writes a keep configuration into the model (default:
+            the graph's layer masks; a method passes its own, e.g. EKG's
+            kernel rescale).
         num_teachers: K (5 in the reference).
         variant: Teacher selection, "code" or "poster".
         storage, top_k: See `MemoryBank`.
@@ -242,34 +258,43 @@ def build_memory_bank(
         device_budget: Bytes the bank may take on the device under "auto".
         host_directory: Where a host bank keeps its files (default: a new
             temporary directory, logged).
+        strategy: `tf.distribute` strategy a device bank is created under
+            (default: the method's, or the one in scope).
         verbose: 1 logs the bank's size and placement.
 
     Returns:
-        `(bank, teachers)`: the bank and the history indices of its
+        `(bank, teachers)`: the bank and the trajectory indices of its
         teachers, lowest loss first.
 
     Raises:
-        ValueError: If the search has not run, `data` carries no ids or
-            `placement` is unknown.
+        ValueError: Without a trajectory (a search that has not run), for
+            `data` without ids or an unknown `placement`.
     """
-    from ekg_keras.batchnorm import batchnorm_settings
-    from ekg_keras.training.teachers import select_teachers
-
-    if search.engine is None or not search.history:
+    if hasattr(source, "trajectory") and callable(source.trajectory):
+        trajectory = source.trajectory()
+        apply_keep = apply_keep or source.apply_keep
+        strategy = strategy or source.strategy
+        model = source.model
+    else:
+        model = source
+    if trajectory is None or len(trajectory) < 1:
         raise ValueError(
-            "build_memory_bank needs a finished search: call search.run() "
-            "first."
+            "build_memory_bank needs the sub-networks of a finished search: "
+            "call search.run() first, or pass `trajectory=`."
         )
     if placement not in ("auto", "device", "host"):
         raise ValueError(
             "`placement` should be 'auto', 'device' or 'host'. Received: "
             f"placement={placement!r}"
         )
-    images_and_ids(data)
-    teachers = select_teachers(
-        [step.loss for step in search.history], num_teachers, variant
-    )
-    model = search.model
+    check_ids(data)
+    if apply_keep is None:
+        graph = trace(model, warn=False)
+
+        def apply_keep(keep):
+            write_keep(model, graph, keep)
+
+    teachers = select_teachers(trajectory.losses, num_teachers, variant)
     classes = int(model.outputs[0].shape[-1])
     if num_samples is None:
         num_samples = 1 + int(
@@ -287,7 +312,7 @@ def build_memory_bank(
         num_classes=classes,
         storage=storage,
         top_k=top_k,
-        fingerprint=model_fingerprint(model, search.graph),
+        fingerprint=model_fingerprint(model),
     )
     if on_host:
         directory = host_directory or tempfile.mkdtemp(prefix="ekg_bank_")
@@ -300,7 +325,7 @@ def build_memory_bank(
                 bank.write(features["id"].numpy(), teacher, logits)
 
     else:
-        with search.strategy.scope():
+        with (strategy or tf.distribute.get_strategy()).scope():
             bank = MemoryBank(**shape)
 
         @tf.function
@@ -314,33 +339,14 @@ def build_memory_bank(
 
     with batchnorm_settings(model, momentum=1.0):
         for k, index in enumerate(teachers):
-            search.engine.set_keep(search.history[index].keep_masks())
+            apply_keep(trajectory.keep_masks[index])
             fill(k)
-    search.engine.set_keep(search.history[-1].keep_masks())
+    apply_keep(trajectory.keep_masks[-1])
     if on_host:
         bank.flush()
     if verbose:
         report(bank, device_budget if placement == "auto" else None)
     return bank, teachers
-
-
-def images_and_ids(data):
-    """Checks that `data` yields `({"image": ..., "id": ...}, ...)`.
-
-    Raises:
-        ValueError: Naming how to add ids, when they are missing.
-    """
-    spec = getattr(data, "element_spec", None)
-    features = spec[0] if isinstance(spec, tuple) else spec
-    if not (isinstance(features, dict) and {"image", "id"} <= set(features)):
-        raise ValueError(
-            "The memory bank is indexed by sample id: `data` should yield "
-            '({"image": images, "id": ids}, labels), e.g. '
-            "ekg_keras.data.digits(with_ids=True); for an unbatched "
-            "(image, label) dataset: ds.enumerate().map(lambda i, e: "
-            '({"image": e[0], "id": i}, e[1])) before batching. Received '
-            f"elements with spec {spec}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="ekg_keras")
@@ -415,7 +421,7 @@ class HostMemoryBank(_BankLayout):
 
     def attach(self, dataset):
         """`dataset` with each batch's rows added as `"teacher_logits"`."""
-        images_and_ids(dataset)
+        check_ids(dataset)
         shape = (self.num_teachers, self.num_classes)
 
         def lookup(features, *rest):
@@ -469,8 +475,6 @@ def model_fingerprint(model, graph=None):
     A bank built for one student is meaningless for another; comparing
     fingerprints catches a bank reused across models or class counts.
     """
-    from ekg_keras.graph import trace
-
     graph = graph or trace(model, warn=False)
     classes = int(model.outputs[0].shape[-1])
     return f"classes={classes};groups=" + ",".join(

@@ -1,28 +1,90 @@
 """EKG: sub-network search guided by ensemble knowledge (SPEC.md 8.2)."""
 
 import dataclasses
-import json
-import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
-from ekg_keras.allocation import ekg_rules as rules
-from ekg_keras.allocation.ekg_data import collect_subsets
-from ekg_keras.allocation.ekg_data import finetune_one_epoch
-from ekg_keras.allocation.ekg_engine import Engine
-from ekg_keras.allocation.levels import channel_floor
-from ekg_keras.allocation.levels import check_min_channels
 from ekg_keras.batchnorm import batchnorm_settings
-from ekg_keras.flops import FlopsCounter
-from ekg_keras.flops import check_flops_fraction
-from ekg_keras.graph import trace
-from ekg_keras.layers import wrap
+from ekg_keras.evaluation import SubnetworkEvaluator
+from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.checkpoint import SearchCheckpoint
+from ekg_keras.methods.ekg import rules
+from ekg_keras.methods.ekg.subsets import collect_subsets
+from ekg_keras.methods.ekg.subsets import finetune_one_epoch
+from ekg_keras.methods.registry import register_method
+from ekg_keras.methods.trajectory import Trajectory
+from ekg_keras.numerics import NonFiniteError
+from ekg_keras.numerics import check_finite
+from ekg_keras.numerics import first_non_finite_layer
 from ekg_keras.taylor import ends_in_softmax
 
 VARIANTS = ("code", "poster")
+
+
+@dataclasses.dataclass(frozen=True)
+class EKGOptions:
+    """Options of the EKG search (defaults: the reference code, SPEC 8.6).
+
+    Attributes:
+        val_data: Optional labelled data used whole as the validation
+            subset instead of drawing it from `data`.
+        finetune: Fine-tune one epoch on the per-class subset first (SPEC
+            8.2.2).
+        search_step: Base width step (0.2).
+        val_per_class: Validation samples per class (32).
+        subset_per_class: Fine-tuning samples per class (256).
+        batch_size: Batch size of scoring and evaluation (256).
+        variant: "code" (Otsu-filtered candidates, the reference code) or
+            "poster" (a candidate in every group).
+        rescale_kernels: Rescale masked kernels to keep their Frobenius
+            norm, as the reference does (SPEC 8.1.3); `slim` keeps it.
+        batch_statistics: Evaluate with batch statistics (the reference)
+            or with the moving averages.
+        cache: Evaluate candidates from cached activations (fast) or run
+            the whole network per candidate (plain, like the reference).
+        seed: Seed of the subset shuffles (the reference fixes 1).
+    """
+
+    val_data: object = None
+    finetune: bool = True
+    search_step: float = 0.2
+    val_per_class: int = dataclasses.field(
+        default=32, metadata={"setting": "search_val_per_class"}
+    )
+    subset_per_class: int = dataclasses.field(
+        default=256, metadata={"setting": "search_subset_per_class"}
+    )
+    batch_size: int = dataclasses.field(
+        default=256, metadata={"setting": "eval_batch_size"}
+    )
+    variant: str = "code"
+    rescale_kernels: bool = False
+    batch_statistics: bool = True
+    cache: bool = True
+    seed: int = 1
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"`variant` should be one of {VARIANTS}. Received: "
+                f"variant={self.variant!r}"
+            )
+        if not 0 < self.search_step <= 1:
+            raise ValueError(
+                "`search_step` should be in (0, 1]. Received: "
+                f"search_step={self.search_step!r}"
+            )
+        for name in ("val_per_class", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) < 1:
+                raise ValueError(
+                    f"`{name}` should be a positive integer. Received: "
+                    f"{name}={value!r}"
+                )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -65,7 +127,17 @@ class SearchStep:
         return [r < k for r, k in zip(self.ranks, self.keep_counts)]
 
 
-class EKGSearch:
+def ensemble_objective(labels, ensemble, logits):
+    """EKG's per-sample criterion `CE(y, z) + CE(softmax(T), z)`."""
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True
+    ) + keras.losses.categorical_crossentropy(
+        tf.nn.softmax(ensemble), logits, from_logits=True
+    )
+
+
+@register_method("ekg", summary="EKG search, then memory-bank distillation")
+class EKGSearch(PruningMethod):
     """Greedy filter-pruning search guided by ensemble knowledge (EKG).
 
     Starting from a trained model, each step scores every channel by its
@@ -76,43 +148,19 @@ class EKGSearch:
     (finer near the target); groups whose removal would cost the most
     importance are filtered out by a trimmed Otsu threshold; the remaining
     candidates are evaluated and the one with the lowest criterion is taken.
-    The search stops when the FLOPs fraction reaches `flops`.
+    The search stops when the FLOPs fraction reaches `flops`. Its
+    trajectory feeds EKG's memory-bank distillation fine-tuning (the "ekg"
+    fine-tuner, its default).
 
-    Defaults follow the reference code (sseung0703/EKG); `variant="poster"`
-    evaluates a candidate in every group instead of the Otsu-filtered ones
-    (the poster's "sample candidates in each layer").
-
-    Args:
-        model: The trained model (functional or Sequential); not modified.
-        flops: Fraction of FLOPs to keep, in (0, 1].
-        data: Labelled training data (`tf.data.Dataset` of `(inputs,
-            labels)` or an `(x, y)` tuple) to draw the subsets from.
-        val_data: Optional labelled data used whole as the validation subset
-            instead of drawing it from `data`.
-        finetune: Fine-tune one epoch on the per-class subset first (SPEC
-            8.2.2).
-        search_step: Base width step (0.2).
-        val_per_class: Validation samples per class (32).
-        subset_per_class: Fine-tuning samples per class (256).
-        batch_size: Batch size of scoring and evaluation (256).
-        variant: "code" or "poster".
-        rescale_kernels: Rescale masked kernels to keep their Frobenius norm,
-            as the reference does (SPEC 8.1.3); `slim` keeps the rescale.
-        batch_statistics: Evaluate with batch statistics (the reference) or
-            with the moving averages.
-        include_bn, include_fc: FLOPs convention (the reference counts BN).
-        ignored_layers: Layers to keep whole.
-        min_channels: Fewest channels a group may keep (1, as the
-            reference), or a float in (0, 1): that fraction of the group's
-            width. A group at its floor is no longer a candidate.
-        cache: Evaluate candidates from cached activations (fast) or run
-            the whole network per candidate (plain, like the reference).
-        strategy: `tf.distribute` strategy (default: the one in scope).
-        checkpoint_dir: Save the state after every step there, and resume
-            from it when it exists.
-        tensorboard_dir: Write the trajectory as TensorBoard scalars.
-        verbose: 0 silent, 1 a line per step.
-        seed: Seed of the subset shuffles (the reference fixes 1).
+    Defaults follow the reference code (sseung0703/EKG); the knobs are the
+    fields of `EKGOptions`, given as keyword arguments or `options=`.
+    Common arguments (ignored layers, floors, FLOPs convention, strategy,
+    checkpoint and TensorBoard directories) are those of
+    `ekg_keras.methods.PruningMethod`; with `checkpoint_dir` the state is
+    saved after every step and a new search on the same directory resumes.
+    Under a `tf.distribute` strategy each batch is split over the replicas
+    and batch normalization is synchronised, so the result does not depend
+    on the number of replicas.
 
     Example:
 
@@ -128,105 +176,60 @@ class EKGSearch:
         Fine-tuning for Filter Pruning", ECCV 2022.
     """
 
-    def __init__(
-        self,
-        model,
-        flops,
-        data,
-        *,
-        val_data=None,
-        finetune=True,
-        search_step=0.2,
-        val_per_class=32,
-        subset_per_class=256,
-        batch_size=256,
-        variant="code",
-        rescale_kernels=False,
-        batch_statistics=True,
-        include_bn=False,
-        include_fc=True,
-        ignored_layers=None,
-        min_channels=1,
-        cache=True,
-        strategy=None,
-        checkpoint_dir=None,
-        tensorboard_dir=None,
-        verbose=1,
-        seed=1,
-    ):
-        self.target = check_flops_fraction(flops)
-        if variant not in VARIANTS:
+    Options = EKGOptions
+    needs_data = True
+    finetuner = "ekg"
+
+    def __init__(self, model, flops, data=None, **kwargs):
+        super().__init__(model, flops, data, **kwargs)
+        if self.setup.round_to != 1:
             raise ValueError(
-                f"`variant` should be one of {VARIANTS}. Received: "
-                f"variant={variant!r}"
+                "The EKG search moves in steps of single channels; "
+                f"`round_to` is not supported yet. Received: round_to="
+                f"{self.setup.round_to!r}"
             )
-        if not 0 < search_step <= 1:
-            raise ValueError(
-                "`search_step` should be in (0, 1]. Received: "
-                f"search_step={search_step!r}"
-            )
-        trace(model)  # Validates the model and warns about unknown layers.
-        self.source = model
-        self.data = data
-        self.val_data = val_data
-        self.finetune = finetune
-        self.search_step = search_step
-        self.val_per_class = val_per_class
-        self.subset_per_class = subset_per_class
-        self.batch_size = batch_size
-        self.variant = variant
-        self.rescale_kernels = rescale_kernels
-        self.batch_statistics = batch_statistics
-        self.include_bn = include_bn
-        self.include_fc = include_fc
-        self.ignored_layers = list(ignored_layers or ())
-        self.min_channels = check_min_channels(min_channels)
-        self.cache = cache
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.checkpoint_dir = checkpoint_dir
-        self.tensorboard_dir = tensorboard_dir
-        self.verbose = verbose
-        self.seed = seed
-        self.history = []
         self.ensemble = None
-        self.model = None
-        self.graph = None
-        self.engine = None
+        self.evaluator = None
+        self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
 
-    # The search.
-
-    def run(self, max_steps=None):
+    def run(self, fitter=None, max_steps=None):
         """Runs (or resumes) the search; returns the hard-masked model.
 
-        Each call starts from `model` again, unless `checkpoint_dir` holds
-        a saved state, which it continues.
-
         Args:
+            fitter: Unused (the search trains only its one-epoch subset
+                fine-tune, itself).
             max_steps: Stop after this many new steps even if the target is
                 not reached (with `checkpoint_dir`, a later `run` resumes).
 
         Raises:
-            ValueError: For bad data, or a target below the smallest
-                reachable FLOPs fraction.
+            ValueError: For bad data.
+            NonFiniteError: For NaN or infinity in data, scores or losses.
         """
+        self._max_steps = max_steps
+        return super().run(fitter)
+
+    def trajectory(self):
+        """The chosen sub-networks, unpruned first, with their losses."""
+        if not self.history:
+            return None
+        return Trajectory(
+            [step.keep_masks() for step in self.history],
+            np.array([step.loss for step in self.history]),
+            np.array([step.flops_fraction for step in self.history]),
+        )
+
+    def apply_keep(self, keep):
+        """Writes keep masks (and, with `rescale_kernels`, rescales)."""
+        self.evaluator.set_keep(keep)
+
+    # The search.
+
+    def search(self, fitter):
+        del fitter
         self.history, self.ensemble = [], None
-        num_classes = int(self.source.outputs[0].shape[-1])
+        options = self.options
+        num_classes = int(self.setup.source.outputs[0].shape[-1])
         subsets = self._subsets(num_classes)
-        with self.strategy.scope():
-            self.model = wrap(self.source, mode="hard")
-        self.graph = trace(self.model, warn=False)
-        self.graph.freeze_layers(self.ignored_layers)
-        counter = FlopsCounter(
-            self.graph, include_bn=self.include_bn, include_fc=self.include_fc
-        )
-        self._counter, self._full = counter, counter.macs(counter.full)
-        self._floors = np.array(
-            [
-                channel_floor(g.size, self.min_channels)
-                for g in self.graph.groups
-            ]
-        )
-        self._check_reachable()
         state = self._load_state()
         # Over several replicas, normalize with the statistics of the whole
         # batch, so the search does not depend on the number of replicas.
@@ -237,48 +240,50 @@ class EKGSearch:
             # Candidates are evaluated in training mode (batch statistics);
             # a momentum of 1 keeps the moving averages as they are.
             with batchnorm_settings(self.model, momentum=1.0):
-                self.engine = Engine(
+                self.evaluator = SubnetworkEvaluator(
                     self.model,
                     self.graph,
                     subsets.x_val,
                     subsets.y_val,
-                    batch_size=self.batch_size,
+                    batch_size=options.batch_size,
                     strategy=self.strategy,
-                    cache=self.cache,
-                    rescale_kernels=self.rescale_kernels,
-                    batch_statistics=self.batch_statistics,
+                    cache=options.cache,
+                    rescale_kernels=options.rescale_kernels,
+                    batch_statistics=options.batch_statistics,
+                    objective=ensemble_objective,
                 )
-                self._search(subsets.y_val, state, max_steps)
+                self._search(subsets.y_val, state)
         return self.model
 
-    def _search(self, labels, state, max_steps):
+    def _search(self, labels, state):
         sizes = self.graph.sizes
         prunable = np.array([g.prunable for g in self.graph.groups])
         self._steps, self._fine = rules.step_sizes(
             sizes,
             [len(g.producers) for g in self.graph.groups],
-            self.search_step,
+            self.options.search_step,
         )
         if state is None:
             widths = np.ones(len(sizes))
             ranks = [np.arange(size) for size in sizes]
             start = time.perf_counter()
-            logits = self.engine.logits()
+            logits = self.evaluator.logits()
             ensemble, members = logits, 1
             self._record(
                 0, None, widths, ranks, logits, labels, np.nan, 1, start
             )
         else:
             widths, ranks, ensemble, members = state
-            self.engine.set_keep(self._keep(widths, ranks))
+            self.evaluator.set_keep(self._keep(widths, ranks))
         writer = self._summary_writer()
         taken = 0
+        max_steps = self._max_steps
         while self.history[-1].flops_fraction > self.target and (
             max_steps is None or taken < max_steps
         ):
             taken += 1
             start = time.perf_counter()
-            scores = self.engine.importance(ensemble)
+            scores = self._importance(ensemble)
             alive = self._keep(widths, ranks)
             ranks = [
                 rules.ranks(s, a) if p else r
@@ -288,14 +293,14 @@ class EKGSearch:
             if any(not np.array_equal(k, a) for k, a in zip(keep, alive)):
                 # Not expected (masked channels rank last), but then the
                 # scored masks and their cached activations are stale.
-                self.engine.set_keep(keep)
-                self.engine.cache_prefix()
+                self.evaluator.set_keep(keep)
+                self.evaluator.cache_prefix()
             group, width, logits, objective, tried = self._best_candidate(
                 scores, widths, ranks, prunable, ensemble, labels
             )
             widths = widths.copy()
             widths[group] = width
-            self.engine.set_keep(self._keep(widths, ranks), [group])
+            self.evaluator.set_keep(self._keep(widths, ranks), [group])
             ensemble = rules.running_mean(ensemble, members, logits)
             members += 1
             self._record(
@@ -311,6 +316,7 @@ class EKGSearch:
             )
             self._save_state(widths, ranks, ensemble, members)
             self._report(writer)
+        self.finished = self.history[-1].flops_fraction <= self.target
         self.ensemble = ensemble
         if self.verbose and len(self.history) == 1:
             log.info(
@@ -319,17 +325,25 @@ class EKGSearch:
                 " of its FLOPs; nothing to prune."
             )
 
+    def _importance(self, ensemble):
+        step = len(self.history)
+        try:
+            return self.evaluator.importance(ensemble)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"EKG step {step}: {error}") from None
+
     def _best_candidate(
         self, scores, widths, ranks, prunable, ensemble, labels
     ):
+        floors = self.setup.floors
         costs = np.full(len(widths), rules.UNAVAILABLE)
         for group in np.flatnonzero(prunable):
             kept = rules.kept_count(len(ranks[group]), widths[group])
-            if kept > self._floors[group]:
+            if kept > floors[group]:
                 costs[group] = rules.candidate_cost(
                     scores[group], widths[group], self._steps[group]
                 )
-        if self.variant == "code":
+        if self.options.variant == "code":
             checked = rules.groups_to_check(costs)
         else:
             checked = costs < rules.UNAVAILABLE
@@ -345,14 +359,20 @@ class EKGSearch:
             width = self._candidate_width(group, widths, ranks)
             trial = widths.copy()
             trial[group] = width
-            self.engine.set_keep(self._keep(trial, ranks), [group])
-            logits = self.engine.logits(group)
-            self.engine.set_keep(current, [group])
+            self.evaluator.set_keep(self._keep(trial, ranks), [group])
+            logits = self.evaluator.logits(group)
+            self.evaluator.set_keep(current, [group])
             objective = float(
                 np.mean(
                     _cross_entropy(labels, logits)
                     + _soft_cross_entropy(knowledge, logits)
                 )
+            )
+            check_finite(
+                objective,
+                "The candidate objective",
+                f"EKG step {len(self.history)}, group {group} "
+                f"({self.graph.groups[group].producers[0]})",
             )
             if best is None or objective < best[3]:
                 best = (group, width, logits, objective)
@@ -362,7 +382,7 @@ class EKGSearch:
         size = self.graph.groups[group].size
         candidate = max(
             round(widths[group] - self._steps[group], 5),
-            self._floors[group] / size,
+            self.setup.floors[group] / size,
         )
 
         def fraction_at(width):
@@ -373,7 +393,7 @@ class EKGSearch:
         if fraction_at(candidate) < self.target:
             candidate = rules.fine_width(
                 candidate,
-                self.search_step,
+                self.options.search_step,
                 self._fine[group],
                 fraction_at,
                 self.target,
@@ -402,7 +422,7 @@ class EKGSearch:
         )
 
     def _fraction(self, widths, ranks):
-        return self._counter.macs(self._keep_counts(widths, ranks)) / self._full
+        return self.setup.fraction(self._keep_counts(widths, ranks))
 
     def _record(
         self,
@@ -416,6 +436,8 @@ class EKGSearch:
         tried,
         start,
     ):
+        loss = float(np.mean(_cross_entropy(labels, logits)))
+        check_finite(loss, "The validation loss", f"EKG step {step}")
         self.history.append(
             SearchStep(
                 step=step,
@@ -424,7 +446,7 @@ class EKGSearch:
                 ranks=[np.array(r) for r in ranks],
                 keep_counts=self._keep_counts(widths, ranks).astype(np.int64),
                 flops_fraction=self._fraction(widths, ranks),
-                loss=float(np.mean(_cross_entropy(labels, logits))),
+                loss=loss,
                 accuracy=float(np.mean(np.argmax(logits, -1) == labels)),
                 objective=objective,
                 logits=np.array(logits),
@@ -462,20 +484,21 @@ class EKGSearch:
     # Set-up.
 
     def _subsets(self, num_classes):
+        options = self.options
         subsets = collect_subsets(
             self.data,
             num_classes,
-            self.val_per_class,
-            self.subset_per_class if self.finetune else 0,
-            seed=self.seed,
+            options.val_per_class,
+            options.subset_per_class if options.finetune else 0,
+            seed=options.seed,
         )
-        if self.val_data is not None:
+        if options.val_data is not None:
             whole = collect_subsets(
-                self.val_data,
+                options.val_data,
                 num_classes,
                 val_per_class=np.iinfo(np.int32).max,
                 subset_per_class=0,
-                seed=self.seed,
+                seed=options.seed,
             )
             subsets = dataclasses.replace(
                 subsets, x_val=whole.x_val, y_val=whole.y_val
@@ -483,43 +506,27 @@ class EKGSearch:
         return subsets
 
     def _finetune(self, subsets):
-        if self.finetune and len(subsets.y_subset):
+        if self.options.finetune and len(subsets.y_subset):
             finetune_one_epoch(
                 self.model,
                 subsets.x_subset,
                 subsets.y_subset,
-                batch_size=min(self.batch_size, len(subsets.y_subset)),
+                batch_size=min(self.options.batch_size, len(subsets.y_subset)),
                 strategy=self.strategy,
                 logits=not ends_in_softmax(self.model),
             )
-        if self.checkpoint_dir is not None:
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
-            self.model.save_weights(self._path("finetuned.weights.h5"))
-
-    def _check_reachable(self):
-        counts = np.array(
-            [
-                floor if group.prunable else group.size
-                for group, floor in zip(self.graph.groups, self._floors)
-            ],
-            dtype=np.float64,
-        )
-        smallest = self._counter.macs(counts) / self._full
-        if self.target < smallest:
-            raise ValueError(
-                f"flops={self.target} is below the smallest reachable "
-                f"fraction {smallest:.4f} (every prunable group at its "
-                f"floor of min_channels={self.min_channels!r}). Received: "
-                f"flops={self.target}"
-            )
+            broken = first_non_finite_layer(self.model)
+            if broken is not None:
+                raise NonFiniteError(
+                    "EKG's one-epoch subset fine-tune made the weights "
+                    f"non-finite (first: {broken}); check the data."
+                )
+        self.checkpoint.save_weights(self.model, "finetuned")
 
     # Checkpoints.
 
-    def _path(self, name):
-        return os.path.join(self.checkpoint_dir, name)
-
     def _save_state(self, widths, ranks, ensemble, members):
-        if self.checkpoint_dir is None:
+        if not self.checkpoint.enabled:
             return
         arrays = {
             "widths": widths,
@@ -533,7 +540,7 @@ class EKGSearch:
             arrays[f"step_widths_{i}"] = step.widths
             for j, rank in enumerate(step.ranks):
                 arrays[f"step_ranks_{i}_{j}"] = rank
-        meta = [
+        steps = [
             {
                 k: getattr(s, k)
                 for k in (
@@ -548,23 +555,15 @@ class EKGSearch:
             }
             for s in self.history
         ]
-        temporary = self._path("state.tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, self._path("state.npz"))
-        with open(self._path("history.json"), "w") as handle:
-            json.dump(meta, handle)
+        self.checkpoint.save(arrays, {"steps": steps})
 
     def _load_state(self):
-        if self.checkpoint_dir is None or not os.path.exists(
-            self._path("state.npz")
-        ):
+        if not self.checkpoint.exists():
             return None
-        self.model.load_weights(self._path("finetuned.weights.h5"))
-        arrays = np.load(self._path("state.npz"))
-        with open(self._path("history.json")) as handle:
-            meta = json.load(handle)
+        self.checkpoint.load_weights(self.model, "finetuned")
+        arrays, record = self.checkpoint.load()
         groups = len(self.graph.groups)
-        for i, entry in enumerate(meta):
+        for i, entry in enumerate(record["steps"]):
             widths = arrays[f"step_widths_{i}"]
             ranks = [arrays[f"step_ranks_{i}_{j}"] for j in range(groups)]
             self.history.append(
@@ -582,8 +581,8 @@ class EKGSearch:
         ranks = [arrays[f"ranks_{j}"] for j in range(groups)]
         if self.verbose:
             log.info(
-                f"EKG search: resumed after step {meta[-1]['step']} from "
-                f"{self.checkpoint_dir}"
+                f"EKG search: resumed after step {record['steps'][-1]['step']}"
+                f" from {self.checkpoint.directory}"
             )
         return (
             arrays["widths"],

@@ -4,16 +4,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from training_testing import searched_bank
-from training_testing import small_model
-from training_testing import with_ids
+from ekg_testing import searched_bank
+from ekg_testing import small_model
+from ekg_testing import with_ids
 
 import ekg_keras
-from ekg_keras.training.memory_bank import TOP_K_FILL
-from ekg_keras.training.memory_bank import HostMemoryBank
-from ekg_keras.training.memory_bank import MemoryBank
-from ekg_keras.training.memory_bank import bank_bytes
-from ekg_keras.training.memory_bank import build_memory_bank
+from ekg_keras.methods.ekg.memory_bank import TOP_K_FILL
+from ekg_keras.methods.ekg.memory_bank import HostMemoryBank
+from ekg_keras.methods.ekg.memory_bank import MemoryBank
+from ekg_keras.methods.ekg.memory_bank import bank_bytes
+from ekg_keras.methods.ekg.memory_bank import build_memory_bank
 
 
 def _logits(n=6, teachers=3, classes=5, seed=0):
@@ -100,7 +100,7 @@ def test_bank_rows_are_the_teachers_logits(searched):
     )
     model = search.model
     for k, index in enumerate(teachers):
-        search.engine.set_keep(search.history[index].keep_masks())
+        search.apply_keep(search.history[index].keep_masks())
         expected = np.concatenate(
             [model(x[i : i + 16], training=True) for i in range(0, 48, 16)]
         )
@@ -108,7 +108,7 @@ def test_bank_rows_are_the_teachers_logits(searched):
             bank.read(np.arange(48))[:, k], expected, rtol=1e-5, atol=1e-5
         )
     # The student's masks are the search result again.
-    search.engine.set_keep(search.history[-1].keep_masks())
+    search.apply_keep(search.history[-1].keep_masks())
     assert bank.fingerprint.startswith("classes=4;groups=")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import ekg_keras
-from ekg_keras.training.memory_bank import build_memory_bank
+from ekg_keras.methods.ekg.memory_bank import build_memory_bank
 
 
 def small_model(batchnorm=True):

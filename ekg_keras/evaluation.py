@@ -1,13 +1,15 @@
-"""Fast evaluation of EKG candidates on the validation subset.
+"""Evaluate many sub-networks (keep configurations) of one model, fast.
 
-The search evaluates one candidate per group and step. A candidate changes
-only the masks of its group, so everything upstream of the group's layers
-is the same for all candidates of a step: the engine runs the network once
-per step up to each group's frontier (the tensors entering the part of the
-graph the group influences), caches those activations, and evaluates each
-candidate from its group's frontier onward with a compiled sub-model. Masks
-are variables, so no candidate retraces anything. With `cache=False` every
-candidate runs the whole network, as the reference code does.
+Searches score many sub-networks of one masked model on fixed batches: EKG
+evaluates one candidate per group and step, NPPM samples structures, SP
+scores evolutionary populations. A candidate usually changes only the masks
+of a few groups, so everything upstream of those groups' layers is the same
+for all of them: the evaluator runs the network once up to each group's
+frontier (the tensors entering the part of the graph the group influences),
+caches those activations, and evaluates a candidate from its group's
+frontier onward with a compiled sub-model. Masks are variables, so no
+candidate retraces anything. With `cache=False` every candidate runs the
+whole network (the plain mode, as the EKG reference code does).
 """
 
 import collections
@@ -21,6 +23,7 @@ import tensorflow as tf
 from ekg_keras.graph._keras_graph import functional_of
 from ekg_keras.graph._keras_graph import graph_nodes
 from ekg_keras.layers import is_prunable
+from ekg_keras.numerics import check_finite
 from ekg_keras.taylor import ends_in_softmax
 
 _KERNELS = {
@@ -31,39 +34,72 @@ _KERNELS = {
 }
 
 
-class Engine:
+def cross_entropy_objective(labels, targets, logits):
+    """Per-sample cross-entropy of `logits` (the default objective)."""
+    del targets
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, logits, from_logits=True
+    )
+
+
+class SubnetworkEvaluator:
     """Evaluates sub-networks of a hard-masked model on fixed batches.
 
     Args:
-        model: The hard-masked model (from `ekg_keras.wrap`).
+        model: The hard-masked model (from `ekg_keras.wrap`); the evaluator
+            writes its masks.
         graph: Its `ChannelGraph`.
-        x_val, y_val: The validation subset.
-        batch_size: Evaluation batch size (batch statistics are taken over
-            these batches, as in the reference, 256 there).
+        inputs: The evaluation inputs (an array, N samples).
+        labels: Their integer labels (needed by `importance`).
+        batch_size: Evaluation batch size (with batch statistics on, the
+            statistics are taken over these batches).
         strategy: A `tf.distribute` strategy; each batch is split over its
             replicas.
         cache: Cache frontier activations (fast mode) or not (plain mode).
-        rescale_kernels: Norm-preserving kernel rescale of SPEC 8.1.3.
-        batch_statistics: Normalize with batch statistics (the reference)
-            rather than the moving averages.
+        rescale_kernels: Rescale the kernels reading or writing a changed
+            group to keep their Frobenius norm (EKG's norm-preserving
+            masking, SPEC 8.1.3).
+        batch_statistics: Normalize with batch statistics rather than the
+            moving averages.
+        objective: `(labels, targets, logits) -> per-sample loss` whose
+            mask gradients `importance` returns; defaults to cross-entropy.
+
+    Attributes:
+        evaluations: Number of `logits` calls so far.
+        seconds: Wall seconds per phase ("importance", "prefix",
+            "evaluation").
+
+    Example:
+
+    ```python
+    evaluator = SubnetworkEvaluator(masked, graph, x_val, y_val)
+    evaluator.importance()                 # also caches the frontiers
+    logits = evaluator.evaluate([keep_a, keep_b])
+    ```
     """
 
     def __init__(
         self,
         model,
         graph,
-        x_val,
-        y_val,
+        inputs,
+        labels=None,
+        *,
         batch_size=256,
         strategy=None,
         cache=True,
         rescale_kernels=False,
         batch_statistics=True,
+        objective=None,
     ):
         self.model = model
         self.graph = graph
-        self.y_val = np.asarray(y_val)
+        num = len(inputs)
+        self.labels = (
+            np.zeros(num, np.int32) if labels is None else np.asarray(labels)
+        )
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.objective = objective or cross_entropy_objective
         # One traced function: eager `strategy.run` on several workers wraps
         # (and traces) the function anew at every call.
         self._stack_replicas = tf.function(
@@ -73,10 +109,10 @@ class Engine:
         self.training = bool(batch_statistics)
         self.rescale_kernels = rescale_kernels
         self.batches = [
-            (start, min(start + batch_size, len(y_val)))
-            for start in range(0, len(y_val), batch_size)
+            (start, min(start + batch_size, num))
+            for start in range(0, num, batch_size)
         ]
-        x_val = np.asarray(x_val)
+        inputs = np.asarray(inputs)
         # On one replica the batches (and cached activations) stay tensors,
         # so no candidate pays a host-to-tensor copy.
         convert = (
@@ -84,7 +120,7 @@ class Engine:
             if self.strategy.num_replicas_in_sync == 1
             else np.asarray
         )
-        self._x_batches = [convert(x_val[a:b]) for a, b in self.batches]
+        self._x_batches = [convert(inputs[a:b]) for a, b in self.batches]
         self._from_probabilities = ends_in_softmax(model)
         self._records_of_group = _maskable_records_by_group(graph)
         self._kernels = _kernel_records(graph) if rescale_kernels else {}
@@ -95,15 +131,15 @@ class Engine:
         ]
         # Fixed signatures with an unknown batch size: every compiled piece
         # is traced exactly once, whatever the size of the last batch.
-        inputs = _specs(model.inputs)
-        classes = int(model.outputs[0].shape[-1])
-        self._full = self._compile(self._logits, inputs)
+        specs = _specs(model.inputs)
+        self.num_classes = int(model.outputs[0].shape[-1])
+        self._full = self._compile(self._logits, specs)
         self._gradients = self._compile(
             self._gate_gradients,
-            inputs
+            specs
             + [
                 tf.TensorSpec((None,), tf.int32),
-                tf.TensorSpec((None, classes), tf.float32),
+                tf.TensorSpec((None, self.num_classes), tf.float32),
             ],
         )
         self._suffixes = {}
@@ -112,9 +148,14 @@ class Engine:
         self._cached = None
         if cache:
             self._build_suffixes()
+        self._keep = None
         self.evaluations = 0
-        # Wall seconds per phase ("importance", "prefix", "evaluation").
         self.seconds = collections.Counter()
+
+    @property
+    def batch_inputs(self):
+        """The evaluation batches as the compiled functions receive them."""
+        return list(self._x_batches)
 
     # Masks.
 
@@ -134,6 +175,7 @@ class Engine:
             record.layer.filter_mask.assign(mask)
         if self.rescale_kernels:
             self._rescale(keep, groups)
+        self._keep = [np.array(k, dtype=bool) for k in keep]
 
     def _rescale(self, keep, groups):
         for group in groups:
@@ -148,7 +190,8 @@ class Engine:
     # Evaluation.
 
     def cache_prefix(self):
-        """Runs the network up to every frontier once.
+        """Runs the network up to every frontier once, with the current
+        masks.
 
         Needed only when the masks changed since the last `importance`
         call, which caches the same activations on its way.
@@ -162,11 +205,12 @@ class Engine:
         self.seconds["prefix"] += time.perf_counter() - start
 
     def logits(self, group=None):
-        """Validation logits (N x classes) with the current masks.
+        """Logits (N x classes) with the current masks.
 
         Args:
-            group: The group whose masks changed since `cache_prefix`, to
-                evaluate from its frontier; None runs the whole network.
+            group: The one group whose masks changed since the frontier
+                activations were cached, to evaluate from its frontier; None
+                runs the whole network.
         """
         self.evaluations += 1
         start = time.perf_counter()
@@ -184,16 +228,61 @@ class Engine:
         self.seconds["evaluation"] += time.perf_counter() - start
         return np.concatenate([np.asarray(p) for p in parts])
 
-    def importance(self, ensemble):
-        """Per-group Taylor importance with the current masks (SPEC 8.1.2).
+    def evaluate(self, keeps):
+        """Logits of several keep configurations; the masks end as they were.
+
+        Each configuration is compared with the current masks (the last
+        `set_keep`): one that changes a single group is evaluated from that
+        group's cached frontier, any other from the inputs.
+
+        Args:
+            keeps: A list of keep configurations (one boolean mask per
+                group each).
+
+        Returns:
+            A list of logit arrays (N x classes), one per configuration.
+        """
+        if self._keep is None:
+            self.set_keep([np.ones(g.size, bool) for g in self.graph.groups])
+        if self._cached is None:
+            self.cache_prefix()
+        current = self._keep
+        results = []
+        for keep in keeps:
+            changed = [
+                g
+                for g, (new, old) in enumerate(zip(keep, current))
+                if not np.array_equal(new, old)
+            ]
+            self.set_keep(keep, changed)
+            results.append(
+                self.logits(changed[0] if len(changed) == 1 else None)
+            )
+            self.set_keep(current, changed)
+        return results
+
+    def importance(self, targets=None):
+        """Per-group first-order Taylor importance with the current masks.
 
         `S_c = sum over batches and terminal masked layers |m_c dJ/dm_c|`
-        (`= |sum dJ/dy * y|`, as the reference's gates compute it), where
-        `J = CE(y, z) + CE(softmax(ensemble), z)` averaged over the batch.
+        (`= |sum dJ/dy * y|`, as the EKG reference's gates compute it),
+        where J is the batch mean of `objective(labels, targets, logits)`.
         Masked channels score 0. With the cache on, the same pass stores
         the frontier activations of the current masks (see `cache_prefix`).
+
+        Args:
+            targets: Per-sample float targets the objective reads, shape
+                (N, classes) (EKG: its ensemble logits); zeros if None.
+
+        Returns:
+            One float array per group.
+
+        Raises:
+            NonFiniteError: If a group's scores are NaN or infinite.
         """
         start = time.perf_counter()
+        if targets is None:
+            targets = np.zeros((len(self.labels), self.num_classes))
         scores = [np.zeros(group.size) for group in self.graph.groups]
         cached = []
         for x, (a, b) in zip(self._x_batches, self.batches):
@@ -201,8 +290,8 @@ class Engine:
                 self._gradients,
                 [
                     x,
-                    self.y_val[a:b].astype(np.int32),
-                    ensemble[a:b].astype(np.float32),
+                    self.labels[a:b].astype(np.int32),
+                    np.asarray(targets[a:b], np.float32),
                 ],
                 combine=("weighted_mean", "concat"),
             )
@@ -219,6 +308,12 @@ class Engine:
                     per_channel = np.zeros(self.graph.groups[group_id].size)
                     np.add.at(per_channel, out.index[rows], gradient[rows])
                     scores[group_id] += np.abs(per_channel)
+        for group, values in zip(self.graph.groups, scores):
+            check_finite(
+                values,
+                "importance scores",
+                f"group {group.id} ({', '.join(group.producers)})",
+            )
         if self._scoring is not None:
             self._cached = cached
         self.seconds["importance"] += time.perf_counter() - start
@@ -234,7 +329,7 @@ class Engine:
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
         return model(inputs, training=self.training)
 
-    def _gate_gradients(self, x, y, ensemble):
+    def _gate_gradients(self, x, y, targets):
         """Mask gradients of J, and the frontier activations on the way."""
         variables = [r.layer.filter_mask.value for r in self._gates]
         with tf.GradientTape() as tape:
@@ -244,14 +339,7 @@ class Engine:
             else:
                 outputs, *frontier = self._call(self._scoring, (x,))
             logits = _as_logits(outputs, self._from_probabilities)
-            objective = tf.reduce_mean(
-                keras.losses.sparse_categorical_crossentropy(
-                    y, logits, from_logits=True
-                )
-                + keras.losses.categorical_crossentropy(
-                    tf.nn.softmax(ensemble), logits, from_logits=True
-                )
-            )
+            objective = tf.reduce_mean(self.objective(y, targets, logits))
         gradients = tape.gradient(objective, variables)
         return gradients, [tf.convert_to_tensor(t) for t in frontier]
 

@@ -1,9 +1,9 @@
-"""Tests for the EKG search rules (ekg_keras.allocation.ekg_rules)."""
+"""Tests for the EKG search rules (ekg_keras.methods.ekg.rules)."""
 
 import numpy as np
 import pytest
 
-from ekg_keras.allocation import ekg_rules as rules
+from ekg_keras.methods.ekg import rules
 
 
 def test_step_sizes_match_the_resnet56_examples():

@@ -4,18 +4,18 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from training_testing import small_data
-from training_testing import small_model
-from training_testing import with_ids
+from ekg_testing import small_data
+from ekg_testing import small_model
+from ekg_testing import with_ids
 
 import ekg_keras
+from ekg_keras.methods.ekg.distillation import EKGFineTuning
+from ekg_keras.methods.ekg.distillation import kl_divergence
+from ekg_keras.methods.ekg.distillation import teacher_target
+from ekg_keras.methods.ekg.memory_bank import HostMemoryBank
+from ekg_keras.methods.ekg.memory_bank import MemoryBank
 from ekg_keras.training.augment import flip
 from ekg_keras.training.augment import pad_crop_flip
-from ekg_keras.training.ekg_finetune import EKGFineTuning
-from ekg_keras.training.ekg_finetune import kl_divergence
-from ekg_keras.training.ekg_finetune import teacher_target
-from ekg_keras.training.memory_bank import HostMemoryBank
-from ekg_keras.training.memory_bank import MemoryBank
 
 
 def _log_softmax(z):
@@ -214,7 +214,8 @@ def test_prune_runs_search_bank_and_finetuning():
         model,
         flops=0.5,
         data=(x, y),
-        search_options={"val_per_class": 4, "subset_per_class": 4},
+        val_per_class=4,
+        subset_per_class=4,
         finetune_epochs=1,
         finetune_options={"batch_size": 16, "num_teachers": 2},
         verbose=0,
@@ -228,11 +229,15 @@ def test_prune_runs_search_bank_and_finetuning():
             flops=0.5,
             data=images,
             finetune_epochs=1,
-            search_options={"val_per_class": 4},
+            val_per_class=4,
             verbose=0,
         )
-    with pytest.raises(ValueError, match="applies to method='ekg'"):
+    with pytest.raises(ValueError, match="Training needs data"):
         ekg_keras.prune(model, flops=0.5, finetune_epochs=1)
+    with pytest.raises(ValueError, match="trains while it prunes"):
+        ekg_keras.prune(
+            model, flops=0.5, method="sfp", data=(x, y), finetune_epochs=1
+        )
 
 
 def test_backup_and_restore_resumes_to_the_same_weights(tmp_path):

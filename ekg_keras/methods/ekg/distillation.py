@@ -11,15 +11,15 @@ import copy
 import functools
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from ekg_keras._api import ekg_export
+from ekg_keras.methods.ekg.memory_bank import HostMemoryBank
+from ekg_keras.methods.ekg.memory_bank import MemoryBank
+from ekg_keras.methods.ekg.memory_bank import model_fingerprint
 from ekg_keras.training.augment import flip
 from ekg_keras.training.augment import pad_crop_flip
-from ekg_keras.training.memory_bank import HostMemoryBank
-from ekg_keras.training.memory_bank import MemoryBank
-from ekg_keras.training.memory_bank import images_and_ids
-from ekg_keras.training.memory_bank import model_fingerprint
+from ekg_keras.training.fitting import check_ids
 
 AUGMENTATIONS = {"pad_crop_flip": pad_crop_flip, "flip": flip}
 TEACHER_FILTERS = ("code", "poster")
@@ -82,7 +82,7 @@ def teacher_target(memory, student, labels, temperature, rule="code"):
     return target, used
 
 
-@keras.saving.register_keras_serializable(package="ekg_keras")
+@ekg_export
 class EKGFineTuning(keras.Model):
     """Fine-tunes a pruned student with ensemble knowledge (SPEC.md 8.4).
 
@@ -262,7 +262,7 @@ class EKGFineTuning(keras.Model):
 
         With a `HostMemoryBank`, the bank's rows are attached to `x` here.
         """
-        images_and_ids(x)
+        check_ids(x)
         if isinstance(self.bank, HostMemoryBank):
             x = self.bank.attach(x)
         return super().fit(x, *args, **kwargs)
@@ -304,110 +304,3 @@ def _sum_over_replicas(*values):
     return tuple(
         context.all_reduce(tf.distribute.ReduceOp.SUM, v) for v in values
     )
-
-
-def finetune_searched(
-    search,
-    data,
-    epochs,
-    batch_size=128,
-    learning_rate=1e-2,
-    weight_decay=5e-4,
-    num_teachers=5,
-    bank_options=None,
-    verbose=1,
-    **options,
-):
-    """EKG's second half: memory bank, then fine-tuning (SPEC.md 8.3-8.4).
-
-    Builds the bank from the search's teachers over `data` (in a fixed
-    order, inference preprocessing), then fine-tunes the searched masked
-    model with `EKGFineTuning` for `epochs`, with the reference's optimizer:
-    SGD, Nesterov momentum 0.9, learning rate `learning_rate` divided by 5
-    at 30%, 60% and 80% of the steps, weight decay `weight_decay`.
-
-    Args:
-        search: A finished `EKGSearch`.
-        data: The training set: an `(x, y)` tuple of arrays (ids are their
-            positions) or a `tf.data.Dataset` of `({"image": x, "id": id},
-            y)` batches with inference preprocessing; it is shuffled here
-            (the bank rows follow the ids, so any order is safe).
-        epochs: Fine-tuning epochs.
-        batch_size: Batch size for array data.
-        learning_rate, weight_decay: Optimizer settings.
-        num_teachers: K.
-        bank_options: Keyword arguments of `build_memory_bank` (`storage`,
-            `top_k`, `placement`, ...).
-        verbose: Keras verbosity of `fit`; 1 also logs the bank.
-        **options: `EKGFineTuning` arguments (`temperature`,
-            `teacher_filter`, `augment`, `seed`).
-
-    Returns:
-        The fine-tuned masked student (`search.model`).
-    """
-    from ekg_keras.training.memory_bank import build_memory_bank
-
-    dataset = _with_ids(data, batch_size)
-    bank, _ = build_memory_bank(
-        search,
-        dataset,
-        num_teachers=num_teachers,
-        verbose=verbose,
-        **(bank_options or {}),
-    )
-    # One pass over the ids: unbatching below forgets the number of
-    # batches, which `fit` needs to run every epoch to its end.
-    samples = int(
-        dataset.map(lambda features, *_: tf.size(features["id"])).reduce(
-            0, lambda count, size: count + size
-        )
-    )
-    batch = min(_batch_of(dataset, batch_size), samples)
-    # Full batches only: one traced step, and no tiny last batch.
-    batches = samples // batch if batch else 0
-    if epochs < 1 or batches < 1:
-        raise ValueError(
-            "Fine-tuning needs at least one epoch and one sample. Received "
-            f"epochs={epochs}, {samples} samples."
-        )
-    steps = epochs * batches
-    with search.strategy.scope():
-        trainer = EKGFineTuning(search.model, bank, **options)
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [int(steps * f) for f in (0.3, 0.6, 0.8)],
-            [learning_rate * 0.2**i for i in range(4)],
-        )
-        trainer.compile(
-            optimizer=keras.optimizers.SGD(
-                schedule,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=weight_decay,
-            )
-        )
-    shuffled = (
-        dataset.unbatch()
-        .shuffle(100 * batch, seed=1, reshuffle_each_iteration=True)
-        .batch(batch, drop_remainder=True)
-        .apply(tf.data.experimental.assert_cardinality(batches))
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    trainer.fit(shuffled, epochs=epochs, verbose=verbose)
-    return search.model
-
-
-def _with_ids(data, batch_size):
-    from ekg_keras.training.memory_bank import images_and_ids
-
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (np.asarray(a) for a in data)
-        return tf.data.Dataset.from_tensor_slices(
-            ({"image": x, "id": np.arange(len(x), dtype=np.int64)}, y)
-        ).batch(batch_size)
-    images_and_ids(data)
-    return data
-
-
-def _batch_of(dataset, default):
-    """The dataset's batch size when static, else `default`."""
-    return dataset.element_spec[0]["id"].shape[0] or default

@@ -1,4 +1,4 @@
-"""Tests for ekg_keras.SoftFilterPruning (SFP, ASFP, FPGM)."""
+"""Tests for ekg_keras.methods.soft: SoftFilterPruning (SFP, ASFP, FPGM)."""
 
 import json
 import math
@@ -12,8 +12,7 @@ from model_testing import randomize_batchnorm
 
 import ekg_keras
 from ekg_keras import schedules
-from ekg_keras.training.soft_selection import pruned_count
-from ekg_keras.training.soft_selection import select_pruned
+from ekg_keras.methods.soft import pruned_count
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -204,11 +203,11 @@ def test_fpgm_mix_selects_by_norm_then_geometric_median():
     graph = ekg_keras.graph.trace(model)
     group = graph.groups[graph.channels("h").outputs[0].group[0]]
     weights = ekg_keras.criteria.group_weights(graph, group)
-    np.testing.assert_array_equal(
-        select_pruned(weights, 3, "l2+fpgm", fpgm_share=1 / 3), [0, 1, 7]
-    )
-    np.testing.assert_array_equal(select_pruned(weights, 2, "l2"), [0, 1])
-    assert 7 in select_pruned(weights, 1, "fpgm")
+    mix = ekg_keras.criteria.fpgm_mix(share=1 / 3)
+    np.testing.assert_array_equal(mix.pruned(weights, 3), [0, 1, 7])
+    l2 = ekg_keras.criteria.get("l2")
+    np.testing.assert_array_equal(l2.pruned(weights, 2), [0, 1])
+    assert 7 in ekg_keras.criteria.get("fpgm").pruned(weights, 1)
 
 
 def test_pruned_count_is_floor():

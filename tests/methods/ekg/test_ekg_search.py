@@ -1,5 +1,8 @@
 """Tests for the EKG search (ekg_keras.EKGSearch and prune(method="ekg"))."""
 
+import json
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -73,8 +76,8 @@ def test_search_reaches_the_target_and_keeps_its_history(
     one_more = last.keep_counts.astype(np.float64)
     one_more[last.group] += 1
     assert one_more[last.group] <= search.graph.groups[last.group].size
-    full = search._counter.macs(search._counter.full)
-    assert search._counter.macs(one_more) / full > 0.5
+    full = search.setup.full_macs
+    assert search.setup.counter.macs(one_more) / full > 0.5
     # The user's model is untouched.
     for old, new in zip(weights, trained_resnet20.get_weights()):
         np.testing.assert_array_equal(old, new)
@@ -85,7 +88,7 @@ def test_search_reaches_the_target_and_keeps_its_history(
 
 def test_last_step_logits_are_the_returned_models(searched):
     search, _, _ = searched
-    x = search.engine._x_batches
+    x = search.evaluator.batch_inputs
     logits = np.concatenate([search.model(b, training=True) for b in x])
     np.testing.assert_allclose(
         logits, search.history[-1].logits, rtol=1e-4, atol=1e-4
@@ -156,7 +159,7 @@ def test_cached_and_plain_evaluation_choose_the_same_subnetwork(
         runs.append(search)
     fast, plain = runs
     assert [h.group for h in fast.history] == [h.group for h in plain.history]
-    assert fast.engine.evaluations == plain.engine.evaluations
+    assert fast.evaluator.evaluations == plain.evaluator.evaluations
     for a, b in zip(fast.history, plain.history):
         np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-4)
 
@@ -209,9 +212,10 @@ def test_prune_with_data_runs_the_search(trained_resnet20, digits16):
         trained_resnet20,
         flops=0.9,
         data=(digits16.x_train, digits16.y_train),
-        search_options=dict(
-            val_per_class=8, finetune=False, batch_size=64, cache=False
-        ),
+        val_per_class=8,
+        finetune=False,
+        batch_size=64,
+        cache=False,
         verbose=0,
     )
     kept = (
@@ -324,7 +328,35 @@ def test_targets_met_or_unreachable():
     )
     with pytest.raises(ValueError, match="smallest reachable fraction"):
         ekg_keras.EKGSearch(model, 0.001, _small_data(), verbose=0).run()
-    with pytest.raises(ValueError, match="apply to method='oneshot'"):
+    with pytest.raises(
+        ValueError, match="Unknown option criterion for method 'ekg'"
+    ):
         ekg_keras.prune(model, flops=0.5, data=_small_data(), criterion="l1")
+    with pytest.raises(ValueError, match="prune\\(model, flops, data=data, "):
+        ekg_keras.prune(
+            model,
+            flops=0.5,
+            data=_small_data(),
+            search_options={"val_per_class": 4},
+        )
     with pytest.raises(ValueError, match="variant='paper'"):
         ekg_keras.EKGSearch(model, 0.5, _small_data(), variant="paper")
+
+
+def test_the_search_chooses_the_same_subnetwork_as_before_the_move(searched):
+    """Issue 12: moving EKG onto the method protocol changed nothing.
+
+    The reference was recorded by the code before the move (commit fb91f5a)
+    on this module's `searched` configuration.
+    """
+    search, _, _ = searched
+    path = (
+        pathlib.Path(__file__).parent / "data" / "search_before_the_move.json"
+    )
+    before = json.loads(path.read_text())
+    assert [h.group for h in search.history] == before["groups"]
+    assert [h.keep_counts.tolist() for h in search.history] == before[
+        "keep_counts"
+    ]
+    final = [m.astype(int).tolist() for m in search.history[-1].keep_masks()]
+    assert final == before["final_masks"]

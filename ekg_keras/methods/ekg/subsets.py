@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras._inputs import check_labels
+from ekg_keras.numerics import check_finite_data
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -51,6 +52,7 @@ def collect_subsets(
     Raises:
         ValueError: For data without labels, empty data, or labels out of
             range.
+        NonFiniteError: For inputs holding NaN or infinity.
     """
     per_class = val_per_class + subset_per_class
     buckets = [[] for _ in range(num_classes)]
@@ -70,6 +72,7 @@ def collect_subsets(
         val_y += [label] * n_val
         sub_x += bucket[: len(bucket) - n_val]
         sub_y += [label] * (len(bucket) - n_val)
+    check_finite_data(np.stack(val_x + sub_x))
     rng = np.random.RandomState(seed)
     val_order = rng.permutation(len(val_y))
     sub_order = rng.permutation(len(sub_y))

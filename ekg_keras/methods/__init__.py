@@ -1,0 +1,33 @@
+"""Pruning methods behind one protocol and one registry.
+
+```python
+ekg_keras.methods.names()        # ('oneshot', 'l1', 'l2', 'sfp', ...)
+entry = ekg_keras.methods.get("ekg")
+search = entry.create(model, 0.5, data, val_per_class=16)
+masked = search.run()
+```
+
+A new method subclasses `PruningMethod` in its own module, implements
+`search(fitter)` and registers itself with `register_method`; see the
+README's "Architecture" section.
+"""
+
+from ekg_keras.methods import ekg
+from ekg_keras.methods import oneshot
+from ekg_keras.methods import soft
+from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.base import keep_top
+from ekg_keras.methods.checkpoint import SearchCheckpoint
+from ekg_keras.methods.options import NoOptions
+from ekg_keras.methods.options import from_settings
+from ekg_keras.methods.options import make_options
+from ekg_keras.methods.options import parse as parse_options
+from ekg_keras.methods.registry import MethodEntry
+from ekg_keras.methods.registry import describe
+from ekg_keras.methods.registry import get
+from ekg_keras.methods.registry import names
+from ekg_keras.methods.registry import register_method
+from ekg_keras.methods.registry import unregister_method
+from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.methods.setup import apply_keep
+from ekg_keras.methods.trajectory import Trajectory

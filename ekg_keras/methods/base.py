@@ -1,0 +1,231 @@
+"""The method protocol: what every pruning method shares and implements.
+
+A method subclasses `PruningMethod`, declares its knobs as an `Options`
+dataclass, implements `search(fitter)` (choose the masks of the prepared
+model, training through `fitter` if it trains), and registers itself with
+`ekg_keras.methods.register_method`. The base does the rest: the shared
+set-up (`PruningSetup`), option handling, checkpoint and TensorBoard
+locations, the final check that the result meets its budget, and the log
+line. `prune(method=...)`, the trainers' `--method` and the comparison
+benchmark then reach it without an edit.
+"""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras import _logging as log
+from ekg_keras.methods.options import NoOptions
+from ekg_keras.methods.options import make_options
+from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.training.fitting import Fitter
+
+
+class PruningMethod:
+    """Base of every pruning method.
+
+    Class attributes a method sets:
+        Options: A frozen dataclass of its knobs (default: none).
+        mode: "hard" (masks multiply the outputs) or "soft" (masked filters
+            are zeroed in place and may regrow) for its prunable layers.
+        needs_data: Whether it cannot run without training data.
+        trains_while_pruning: True for methods whose training already is
+            the fine-tuning (soft pruning): callers skip a separate
+            fine-tuning stage.
+        finetuner: The fine-tuner its result gets by default ("plain", or
+            "ekg" for distillation from its trajectory's sub-networks).
+
+    Args:
+        model: The trained model; not modified.
+        flops: Fraction of the FLOPs to keep, in (0, 1].
+        data: Training data (an `(x, y)` tuple of arrays, or a
+            `tf.data.Dataset` of `(inputs, labels)` batches), if the method
+            uses any.
+        options: An `Options` instance (keyword options override it).
+        ignored_layers: Names of layers to keep whole.
+        round_to: Keep counts are multiples of this (or a group's size).
+        min_channels: Fewest channels a group keeps, or a fraction in
+            (0, 1) of each group's width.
+        include_bn: Count batch normalization in FLOPs (EKG convention).
+        include_fc: Count dense layers in FLOPs.
+        strategy: `tf.distribute` strategy (default: the one in scope).
+        checkpoint_dir: Where a method that checkpoints saves its state
+            and resumes from.
+        tensorboard_dir: Where a method writes TensorBoard scalars.
+        verbose: 0 silent, 1 progress lines.
+        **option_values: The method's options by name.
+
+    Attributes:
+        name: The name it was registered (and created) under.
+        setup: The `PruningSetup` (masked model, graph, cost, levels).
+        history: What the method did, step by step (method-specific).
+        finished: Whether the last `run` reached its target (a method may
+            stop early when asked to, e.g. EKG's `max_steps`).
+        seconds: Wall time of the last `run`.
+    """
+
+    name = None
+    Options = NoOptions
+    mode = "hard"
+    needs_data = False
+    trains_while_pruning = False
+    finetuner = "plain"
+
+    def __init__(
+        self,
+        model,
+        flops,
+        data=None,
+        *,
+        options=None,
+        ignored_layers=None,
+        round_to=1,
+        min_channels=1,
+        include_bn=False,
+        include_fc=True,
+        strategy=None,
+        checkpoint_dir=None,
+        tensorboard_dir=None,
+        verbose=1,
+        **option_values,
+    ):
+        label = self.name or type(self).__name__
+        self.options = make_options(
+            type(self).Options, options, option_values, method=label
+        )
+        if self.needs_data and data is None:
+            raise ValueError(
+                f"Method {label!r} learns from data: pass `data=` with "
+                "labelled (inputs, labels) batches or an (x, y) tuple."
+            )
+        self.data = data
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.checkpoint_dir = checkpoint_dir
+        self.tensorboard_dir = tensorboard_dir
+        self.verbose = verbose
+        self.history = []
+        self.seconds = None
+        self.finished = False
+        self._setup_arguments = dict(
+            mode=self.mode,
+            ignored_layers=ignored_layers,
+            round_to=round_to,
+            min_channels=min_channels,
+            include_bn=include_bn,
+            include_fc=include_fc,
+            strategy=self.strategy,
+        )
+        self.setup = PruningSetup(model, flops, **self._setup_arguments)
+        self._runs = 0
+
+    # What a method implements.
+
+    def search(self, fitter):
+        """Chooses the masks of `self.model`; returns the masked model.
+
+        Args:
+            fitter: Runs the `TrainingPhase`s the method needs (a
+                `ekg_keras.training.Fitter`, or the trainers' loop).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} should implement search(fitter)."
+        )
+
+    def trajectory(self):
+        """The sub-networks the method passed through (a `Trajectory`), or
+        None if it leaves none; EKG's distillation fine-tuning needs one."""
+        return None
+
+    # The protocol's public face.
+
+    @property
+    def model(self):
+        """The masked model the method prunes (a clone of the user's)."""
+        return self.setup.model
+
+    @property
+    def graph(self):
+        """The masked model's `ChannelGraph`."""
+        return self.setup.graph
+
+    @property
+    def target(self):
+        """The fraction of FLOPs to keep."""
+        return self.setup.flops
+
+    def run(self, fitter=None):
+        """Runs the method and returns the masked model.
+
+        Args:
+            fitter: Runs training phases; by default a `Fitter` on `data`
+                (needed only by methods that train).
+
+        Returns:
+            The masked model (hard masks, or zeroed soft-mode filters);
+            `ekg_keras.slim` turns it into the small plain model.
+
+        Raises:
+            ValueError: For bad data or options.
+            ekg_keras.numerics.NonFiniteError: If NaN or infinity appears
+                in data, losses or scores.
+            RuntimeError: If the result misses the FLOPs target.
+        """
+        start = time.perf_counter()
+        if self._runs:
+            # Every run starts from the user's model again.
+            self.setup = PruningSetup(
+                self.setup.source, self.target, **self._setup_arguments
+            )
+        self._runs += 1
+        if fitter is None and self.data is not None:
+            fitter = Fitter(
+                self.data, strategy=self.strategy, verbose=self.verbose
+            )
+        self.finished = True
+        masked = self.search(fitter)
+        self.seconds = time.perf_counter() - start
+        counts = self.setup.keep_counts(self.setup.current_keep())
+        achieved = self.setup.fraction(counts)
+        if self.finished and achieved > self.target + 1e-9:
+            raise RuntimeError(
+                f"Method {self.name!r} kept {achieved:.4f} of the FLOPs, "
+                f"above its target {self.target}."
+            )
+        if self.verbose:
+            counter = self.setup.counter
+            log.info(
+                f"ekg_keras: {self.name} kept {achieved:.1%} of the FLOPs "
+                f"({self.setup.full_macs / 1e6:.2f}M -> "
+                f"{counter.macs(counts) / 1e6:.2f}M MACs, params "
+                f"{counter.params(counter.full) / 1e6:.3f}M -> "
+                f"{counter.params(counts) / 1e6:.3f}M; target "
+                f"{self.target:.1%}) in {self.seconds:.1f} s"
+            )
+        return masked
+
+    def kept_fraction(self):
+        """FLOPs of the model's current masks, as a fraction of the
+        original (what the slim model keeps)."""
+        keep = self.setup.current_keep()
+        return self.setup.fraction(self.setup.keep_counts(keep))
+
+    def apply_keep(self, keep):
+        """Writes per-group keep masks into the masked model."""
+        self.setup.apply(keep)
+
+
+def keep_top(scores, keep_counts, sizes):
+    """Boolean keep masks keeping the `keep_counts[g]` best-scored channels.
+
+    Groups without scores (fixed groups) keep everything.
+    """
+    keep = []
+    for values, count, size in zip(scores, keep_counts, sizes):
+        mask = np.ones(size, dtype=bool)
+        if values is not None and count < size:
+            order = np.argsort(-np.asarray(values), kind="stable")
+            mask[:] = False
+            mask[order[: int(count)]] = True
+        keep.append(mask)
+    return keep

@@ -1,0 +1,60 @@
+"""EKG's fine-tuner: memory bank from a trajectory, then distillation."""
+
+from ekg_keras.methods.ekg.distillation import EKGFineTuning
+from ekg_keras.methods.ekg.memory_bank import build_memory_bank
+from ekg_keras.training.finetuners import FineTuner
+from ekg_keras.training.finetuners import register_finetuner
+from ekg_keras.training.fitting import TrainingPhase
+
+
+@register_finetuner
+class DistillationFineTuning(FineTuner):
+    """EKG's second half (SPEC.md 8.3-8.4) as a fine-tuner named "ekg".
+
+    K teachers are chosen among the trajectory's sub-networks by their
+    losses; their logits over the training set (in a fixed order, with
+    sample ids) fill a memory bank; the masked model is then fine-tuned
+    with `EKGFineTuning` (two views, cross-entropy plus distillation toward
+    the filtered teachers) on shuffled id-carrying batches.
+
+    Options (keyword arguments of `phase`):
+        num_teachers: K (5).
+        bank_options: Keyword arguments of `build_memory_bank` (`storage`,
+            `top_k`, `placement`, `variant`, ...).
+        apply_keep: How to write a teacher's masks (a method's own).
+        verbose: 1 logs the bank's size and placement.
+        **trainer_options: `EKGFineTuning` arguments (`temperature`,
+            `teacher_filter`, `augment`, `seed`).
+    """
+
+    name = "ekg"
+    needs_trajectory = True
+
+    def phase(
+        self,
+        model,
+        epochs,
+        fitter,
+        trajectory=None,
+        *,
+        num_teachers=5,
+        bank_options=None,
+        apply_keep=None,
+        verbose=1,
+        **trainer_options,
+    ):
+        bank, _ = build_memory_bank(
+            model,
+            fitter.ordered_data(with_ids=True),
+            trajectory=trajectory,
+            apply_keep=apply_keep,
+            num_teachers=num_teachers,
+            strategy=fitter.strategy,
+            verbose=verbose,
+            **(bank_options or {}),
+        )
+        with fitter.strategy.scope():
+            trainer = EKGFineTuning(model, bank, **trainer_options)
+        return TrainingPhase(
+            "finetune", trainer, epochs, with_ids=True, augment=False
+        )

@@ -1,0 +1,221 @@
+"""Training phases, and the default way of running them (`compile` + `fit`).
+
+A method that trains (soft pruning, learned gates, a super-net) or a
+fine-tuner describes what it trains as a `TrainingPhase`; how the phase runs
+(which loop, data pipeline, callbacks, checkpoints, strategy) is the
+caller's: `Fitter` runs it with Keras' `fit` on the data given to `prune`,
+and the trainers run it with their distributed, resumable loop. So a method
+never knows which of the two runs it.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras._inputs import as_dataset
+from ekg_keras.numerics import StopOnNonFinite
+
+
+@dataclasses.dataclass
+class TrainingPhase:
+    """One stretch of training that a method or fine-tuner asks for.
+
+    Attributes:
+        name: What is trained ("soft_pruning", "finetune", "gates", ...);
+            callers name directories and logs after it.
+        model: The `keras.Model` to train through its `train_step`.
+        epochs: Epochs to train.
+        optimizer: A Keras optimizer, or None for the caller's training
+            optimizer (the trainers' flags; `Fitter`'s defaults).
+        loss: A Keras loss for `compile` (with an accuracy metric), or
+            None when the model's `train_step` brings its own loss.
+        data: Batches to train on, or None for the caller's training data.
+        with_ids: The caller's training data must carry sample ids
+            (`({"image": x, "id": id}, y)`).
+        augment: Whether the caller's pipeline should augment (False when
+            the model augments in its own step).
+        callbacks: Callbacks the phase needs, run before the caller's.
+    """
+
+    name: str
+    model: object
+    epochs: int
+    optimizer: object = None
+    loss: object = None
+    data: object = None
+    with_ids: bool = False
+    augment: bool = True
+    callbacks: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if isinstance(self.epochs, bool) or int(self.epochs) < 1:
+            raise ValueError(
+                f"Training phase '{self.name}' should train at least one "
+                f"epoch. Received: epochs={self.epochs!r}"
+            )
+
+
+class Fitter:
+    """Runs training phases with `compile` and `fit` on the given data.
+
+    The training optimizer (for phases that bring none) is SGD with
+    Nesterov momentum 0.9 whose learning rate is divided by 5 at 30%, 60%
+    and 80% of the phase (the EKG reference's fine-tuning, SPEC 8.6).
+
+    Args:
+        data: Training data: an `(x, y)` tuple of arrays, or a
+            `tf.data.Dataset` of `(inputs, labels)` batches (with sample ids,
+            `({"image": x, "id": id}, y)`, for phases that need them).
+        batch_size: Batch size for array data.
+        learning_rate: Initial learning rate of the training optimizer.
+        weight_decay: Its weight decay.
+        shuffle_seed: Seed of the per-epoch shuffle of array data.
+        callbacks: Extra Keras callbacks for every phase.
+        strategy: `tf.distribute` strategy (default: the one in scope).
+        verbose: Keras verbosity of `fit`.
+    """
+
+    def __init__(
+        self,
+        data,
+        *,
+        batch_size=128,
+        learning_rate=1e-2,
+        weight_decay=5e-4,
+        shuffle_seed=1,
+        callbacks=(),
+        strategy=None,
+        verbose=1,
+    ):
+        if data is None:
+            raise ValueError(
+                "Training needs data: pass `data=` with (inputs, labels) "
+                "batches or an (x, y) tuple of arrays."
+            )
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.shuffle_seed = shuffle_seed
+        self.callbacks = list(callbacks)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.verbose = verbose
+
+    def fit(self, phase):
+        """Compiles `phase.model` and trains it for `phase.epochs`."""
+        data = phase.data
+        if data is None:
+            data = self.training_data(phase.with_ids)
+        steps = _cardinality(data)
+        optimizer = phase.optimizer or self.training_optimizer(
+            phase.epochs * steps
+        )
+        with self.strategy.scope():
+            if phase.loss is None:
+                phase.model.compile(optimizer=optimizer)
+            else:
+                phase.model.compile(
+                    optimizer=optimizer, loss=phase.loss, metrics=["accuracy"]
+                )
+        phase.model.fit(
+            data,
+            epochs=phase.epochs,
+            callbacks=[*phase.callbacks, StopOnNonFinite(), *self.callbacks],
+            verbose=self.verbose,
+        )
+        return phase.model
+
+    def training_optimizer(self, total_steps):
+        """SGD, Nesterov 0.9, learning rate / 5 at 30%, 60%, 80%."""
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [max(1, int(total_steps * f)) for f in (0.3, 0.6, 0.8)],
+            [self.learning_rate * 0.2**i for i in range(4)],
+        )
+        with self.strategy.scope():
+            return keras.optimizers.SGD(
+                schedule,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=self.weight_decay or None,
+            )
+
+    def ordered_data(self, with_ids=False):
+        """The training data in a fixed order, as given (no shuffling)."""
+        if isinstance(self.data, (tuple, list)) and len(self.data) == 2:
+            x, y = (np.asarray(a) for a in self.data)
+            features = x
+            if with_ids:
+                ids = np.arange(len(x), dtype=np.int64)
+                features = {"image": x, "id": ids}
+            return tf.data.Dataset.from_tensor_slices((features, y)).batch(
+                self.batch_size
+            )
+        if with_ids:
+            check_ids(self.data)
+            return self.data
+        return as_dataset(self.data, self.batch_size)
+
+    def training_data(self, with_ids=False):
+        """Shuffled full batches of the training data, every epoch anew.
+
+        Array data is shuffled per epoch; a dataset with sample ids is
+        unbatched, shuffled and batched again (its rows are read by id, so
+        order is free); any other dataset is used as given.
+        """
+        if not (isinstance(self.data, (tuple, list)) or with_ids):
+            return as_dataset(self.data, self.batch_size)
+        ordered = self.ordered_data(with_ids)
+        samples = _count_samples(ordered)
+        batch = min(_static_batch(ordered) or self.batch_size, samples)
+        batches = samples // batch
+        return (
+            ordered.unbatch()
+            .shuffle(
+                samples, seed=self.shuffle_seed, reshuffle_each_iteration=True
+            )
+            .batch(batch, drop_remainder=True)
+            .apply(tf.data.experimental.assert_cardinality(batches))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+
+def check_ids(data):
+    """Checks that `data` yields `({"image": ..., "id": ...}, ...)`.
+
+    Raises:
+        ValueError: Naming how to add ids, when they are missing.
+    """
+    spec = getattr(data, "element_spec", None)
+    features = spec[0] if isinstance(spec, tuple) else spec
+    if not (isinstance(features, dict) and {"image", "id"} <= set(features)):
+        raise ValueError(
+            "This training is indexed by sample id: `data` should yield "
+            '({"image": images, "id": ids}, labels), e.g. '
+            "ekg_keras.data.digits(with_ids=True); for an unbatched "
+            "(image, label) dataset: ds.enumerate().map(lambda i, e: "
+            '({"image": e[0], "id": i}, e[1])) before batching. Received '
+            f"elements with spec {spec}."
+        )
+
+
+def _count_samples(dataset):
+    def size(features, *_):
+        first = features["image"] if isinstance(features, dict) else features
+        return tf.shape(first)[0]
+
+    return int(dataset.map(size).reduce(0, lambda total, n: total + n))
+
+
+def _static_batch(dataset):
+    spec = dataset.element_spec[0]
+    first = spec["image"] if isinstance(spec, dict) else spec
+    return first.shape[0]
+
+
+def _cardinality(dataset):
+    count = int(dataset.cardinality())
+    if count > 0:
+        return count
+    return int(dataset.reduce(0, lambda total, _: total + 1))
