@@ -131,7 +131,7 @@ def search(model, data, cache, val_per_class, min_channels=1):
     start = time.perf_counter()
     masked = searcher.run()
     seconds = time.perf_counter() - start
-    engine = searcher.engine
+    evaluator = searcher.evaluator
     return (
         searcher,
         masked,
@@ -142,7 +142,7 @@ def search(model, data, cache, val_per_class, min_channels=1):
             "candidate_evaluations": sum(
                 s.candidates for s in searcher.history[1:]
             ),
-            "phases_s": dict(engine.seconds),
+            "phases_s": dict(evaluator.seconds),
             "flops_fraction": searcher.history[-1].flops_fraction,
             "val_accuracy": searcher.history[-1].accuracy,
         },

@@ -47,8 +47,8 @@ def parse_args(argv=None):
 def bank_sizes():
     import numpy as np
 
-    from ekg_keras.training.memory_bank import MemoryBank
-    from ekg_keras.training.memory_bank import bank_bytes
+    from ekg_keras.methods.ekg.memory_bank import MemoryBank
+    from ekg_keras.methods.ekg.memory_bank import bank_bytes
 
     sizes = {
         name: {
@@ -78,9 +78,9 @@ def step_models(batch):
     import tensorflow as tf
 
     import ekg_keras
-    from ekg_keras.training import EKGFineTuning
-    from ekg_keras.training import MemoryBank
-    from ekg_keras.training.ekg_finetune import _cross_entropy
+    from ekg_keras.methods.ekg import EKGFineTuning
+    from ekg_keras.methods.ekg import MemoryBank
+    from ekg_keras.methods.ekg.distillation import _cross_entropy
 
     class TwoViews(EKGFineTuning):
         """The same step without the bank: cross-entropy on both views."""

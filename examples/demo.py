@@ -162,7 +162,7 @@ def main(argv=None):
     if args.method == "oneshot":
         options = {"criterion": args.criterion}
     else:
-        options = {"search_options": {"val_per_class": args.val_per_class}}
+        options = {"val_per_class": args.val_per_class}
     masked = ekg_keras.prune(
         model,
         flops=args.flops,

@@ -142,11 +142,12 @@ def main(argv=None):
     results["search + plain fine-tuning"] = test_accuracy(plain, data)
 
     print(f"EKG fine-tuning (memory bank), {args.finetune_epochs} epochs ...")
-    ekg_keras.training.finetune_searched(
+    ekg_keras.training.finetune(
         search,
-        (data.x_train, data.y_train),
         args.finetune_epochs,
-        batch_size=64,
+        ekg_keras.training.Fitter(
+            (data.x_train, data.y_train), batch_size=64, verbose=0
+        ),
         verbose=0,
     )
     results["search + EKG fine-tuning"] = test_accuracy(search.model, data)

@@ -7,6 +7,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from ekg_keras import _keras_private
 from ekg_keras import flops as flops_lib
 from ekg_keras.graph import trace
 from ekg_keras.layers import prunable_layers
@@ -93,19 +94,24 @@ class Backup(keras.callbacks.Callback):
     process killed at any moment, even while writing, leaves the last
     complete backup (Keras' callback writes its only copy in place, and a
     kill during the first write leaves a run that cannot resume). The
-    backup is deleted when training ends.
+    backup is deleted when training ends, unless `delete_when_done` is
+    False (then whoever owns the directory deletes it later).
 
     Args:
         directory: Where the backup lives (created when first written).
         every_steps: Also back up every this many batches (0: epochs only);
             a run resumed from such a backup restarts that epoch with the
             weights of the backup, as `BackupAndRestore` does.
+        delete_when_done: Delete the backup when training ends. A run of
+            several trainings in one stage keeps each one's final backup,
+            so a restart does not train a finished one again.
     """
 
-    def __init__(self, directory, every_steps=0):
+    def __init__(self, directory, every_steps=0, delete_when_done=True):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
+        self.delete_when_done = delete_when_done
         self._epoch = 0
         self._writes = 0
 
@@ -119,7 +125,7 @@ class Backup(keras.callbacks.Callback):
         with open(self._state_path) as handle:
             state = json.load(handle)
         self.model.load_weights(os.path.join(self.directory, state["weights"]))
-        self.model._initial_epoch = state["epoch"]
+        _keras_private.set_initial_epoch(self.model, state["epoch"])
         self._writes = state["writes"]
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -133,7 +139,8 @@ class Backup(keras.callbacks.Callback):
         self._save(epoch + 1)
 
     def on_train_end(self, logs=None):
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.delete_when_done:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _save(self, epoch):
         os.makedirs(self.directory, exist_ok=True)

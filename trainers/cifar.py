@@ -20,6 +20,12 @@ if __package__ in (None, ""):  # Run as a script: make `trainers` importable.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from trainers import quiet  # noqa: E402
+
+# Before anything imports TensorFlow: its start-up lines would precede a
+# one-line error.
+quiet.import_tensorflow()
+
 from absl import flags  # noqa: E402
 
 from trainers import cli  # noqa: E402

@@ -19,9 +19,10 @@ import keras
 from absl import flags
 from absl import logging
 
+from ekg_keras import methods
 from ekg_keras import models
+from ekg_keras.training import finetuners
 from trainers import strategies
-from trainers.config import METHODS
 from trainers.config import STAGES
 from trainers.config import ConfigError
 from trainers.config import RunConfig
@@ -76,14 +77,29 @@ def define_flags(flag_values, **defaults):
     define_enum(
         "model", default("model", "resnet56"), models.names(), "Model to build."
     )
-    define_enum(
+    define_string(
         "method",
         default("method", "ekg"),
-        METHODS,
-        "Pruning method: ekg (EKG search, then memory-bank distillation "
-        "fine-tuning), sfp / asfp / fpgm (soft pruning while training, "
-        "L2 / asymptotic L2 / geometric median), l1 / l2 (one-shot "
-        "magnitude pruning, then fine-tuning).",
+        "Pruning method, one of the registered methods (checked when the "
+        "run starts; a method registered with ekg_keras.methods."
+        "register_method is one too): "
+        + "; ".join(methods.describe().splitlines())
+        + ".",
+    )
+    define_list(
+        "method_options",
+        [],
+        "The method's own options as key=value pairs, e.g. "
+        "--method_options=variant=poster,cache=false (names and defaults: "
+        "the method's Options class).",
+    )
+    define_string(
+        "finetuner",
+        None,
+        "Fine-tuning after pruning: "
+        + ", ".join(finetuners.names())
+        + " (default: the method's own: ekg after the EKG search, plain "
+        "otherwise).",
     )
     define_float(
         "flops",
@@ -107,8 +123,8 @@ def define_flags(flag_values, **defaults):
     define_integer(
         "epochs",
         default("epochs", 100),
-        "Epochs of fine-tuning (ekg, l1, l2) or of soft-pruning training "
-        "(sfp, asfp, fpgm).",
+        "Epochs of fine-tuning, or of the training of methods that train "
+        "while they prune (sfp, asfp, fpgm).",
     )
     define_integer(
         "pretrain_epochs",
@@ -245,6 +261,7 @@ def config_from_flags(flag_values, dataset):
     }
     settings.update(
         model_dir=model_dir,
+        method_options=tuple(values.method_options),
         stages=tuple(values.stages),
         decay_points=_floats(values, "decay_points"),
         pretrain_decay_points=_floats(values, "pretrain_decay_points"),

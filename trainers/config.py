@@ -2,17 +2,12 @@
 
 import dataclasses
 
+from ekg_keras import methods
 from ekg_keras import models
+from ekg_keras.methods import options as options_lib
+from ekg_keras.training import finetuners
 
 STAGES = ("pretrain", "prune", "finetune", "export")
-# One-shot magnitude pruning, soft pruning during training, and the search.
-ONESHOT_METHODS = {"l1": "l1", "l2": "l2"}
-SOFT_METHODS = {
-    "sfp": ("l2", "constant"),
-    "asfp": ("l2", "asymptotic"),
-    "fpgm": ("fpgm", "constant"),
-}
-METHODS = ("ekg", *SOFT_METHODS, *ONESHOT_METHODS)
 
 
 class ConfigError(ValueError):
@@ -31,15 +26,19 @@ class RunConfig:
 
     Attributes:
         model: A name from `ekg_keras.models.names()`.
-        method: One of `METHODS`.
+        method: A registered method (`ekg_keras.methods.names()`).
+        method_options: The method's options as "key=value" strings
+            (`--method_options`), over those the run settings give.
+        finetuner: The fine-tuner of stage finetune, or None for the
+            method's own (`ekg_keras.training.finetuners.names()`).
         flops: Fraction of FLOPs to keep, in (0, 1].
         model_dir: Where checkpoints, summaries and exports go.
         stages: The stages to run, a subset of `STAGES` (run in that order).
         pretrained: A `.keras` file of the trained model, or None to
             pre-train (stage `pretrain`).
         epochs: Epochs of the stage that trains the pruned network:
-            fine-tuning (ekg, l1, l2) or soft-pruning training (sfp, asfp,
-            fpgm, which train during the prune stage and skip fine-tuning).
+            fine-tuning, or the training of methods that train while they
+            prune (sfp, asfp, fpgm: they skip fine-tuning).
         pretrain_epochs: Epochs of pre-training.
         batch_size: Global batch size (split over replicas).
         eval_batch_size: Batch size of evaluation, search and memory bank.
@@ -66,6 +65,8 @@ class RunConfig:
 
     model: str
     method: str = "ekg"
+    method_options: tuple = ()
+    finetuner: str = None
     flops: float = 0.45
     model_dir: str = "runs/default"
     stages: tuple = STAGES
@@ -99,9 +100,31 @@ class RunConfig:
         check(self)
 
     @property
-    def is_soft(self):
-        """Whether the method prunes while training (SFP, ASFP, FPGM)."""
-        return self.method in SOFT_METHODS
+    def method_entry(self):
+        """The registry entry of `method`."""
+        return methods.get(self.method)
+
+    @property
+    def trains_while_pruning(self):
+        """Whether the method's training is its fine-tuning (SFP, ...)."""
+        return self.method_entry.method_class.trains_while_pruning
+
+    def options(self):
+        """The method's options: from the run settings its option fields
+        follow, then `method_options`."""
+        entry = self.method_entry
+        values = {**entry.presets}
+        values.update(
+            options_lib.from_settings(
+                entry.method_class.Options, dataclasses.asdict(self)
+            )
+        )
+        values.update(
+            options_lib.parse(
+                entry.method_class.Options, self.method_options, self.method
+            )
+        )
+        return values
 
     def to_json(self):
         """The settings as a JSON-ready dict (see `from_json`)."""
@@ -125,8 +148,24 @@ def check(config):
     """Raises `ConfigError` naming the first setting out of range."""
     if config.model not in models.names():
         _fail("model", config.model, f"one of {', '.join(models.names())}")
-    if config.method not in METHODS:
-        _fail("method", config.method, f"one of {', '.join(METHODS)}")
+    if config.method not in methods.names():
+        _fail("method", config.method, f"one of {', '.join(methods.names())}")
+    try:
+        options_lib.make_options(
+            config.method_entry.method_class.Options,
+            values=config.options(),
+            method=config.method,
+        )
+    except ValueError as error:
+        raise ConfigError(f"--method_options: {first_line(error)}") from None
+    if config.finetuner is not None and (
+        config.finetuner not in finetuners.names()
+    ):
+        _fail(
+            "finetuner",
+            config.finetuner,
+            f"one of {', '.join(finetuners.names())}",
+        )
     if isinstance(config.flops, bool) or not 0 < config.flops <= 1:
         _fail(
             "flops",

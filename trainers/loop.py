@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras import _keras_private
 from ekg_keras.batchnorm import batchnorm_settings
 
 
@@ -84,9 +85,9 @@ def train(
 
         model.stop_training = False
         # Backups restore the epoch to start at here, as with `fit`.
-        model._initial_epoch = 0
+        _keras_private.set_initial_epoch(model, 0)
         callback_list.on_train_begin()
-        start = int(model._initial_epoch or 0)
+        start = _keras_private.initial_epoch(model)
         iterator = iter(dataset)
         logs = {}
         for epoch in range(start, epochs):
@@ -118,7 +119,7 @@ def _build(model, strategy, element_spec):
     which is what fails on several workers; the batch's spec is enough.
     """
     with strategy.scope():
-        model._symbolic_build(data_batch=element_spec)
+        _keras_private.build_for_spec(model, element_spec)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
 

@@ -3,23 +3,29 @@
 `Run(config, source, strategy).run()` does the stages of `config.stages`
 in order and resumes after a crash: the run's state (which stages are done,
 their wall times and results) is `state.json` in `model_dir`, each finished
-stage leaves its model as `<stage>/model.keras`, training stages back up
-every epoch (`callbacks.Backup`), and the EKG search
-checkpoints every step. A rerun of the same command skips the stages that
-are done and continues the one that was interrupted.
+stage leaves its model as `<stage>/model.keras`, every training phase backs
+up at every epoch (`callbacks.Backup`), and methods that checkpoint (the
+EKG search) do so in `prune/search`. A rerun of the same command skips the
+stages that are done and continues the one that was interrupted.
+
+The method comes from the registry (`ekg_keras.methods`): the prune stage
+runs it (training through `fitting.RunFitter` when it trains), the
+finetune stage runs its fine-tuner (skipped for methods that train while
+they prune), so a registered method needs no edit here.
 
 Layout of `model_dir`:
 
     state.json                stages done, runs, seconds, results
     summary.json              the final summary (written at the end)
     pretrain/model.keras      the trained unpruned model
-    prune/model.keras         the pruned model (masked; slim for soft methods)
-    prune/search/             EKG search checkpoint
+    prune/model.keras         the pruned (masked) model
+    prune/trajectory.npz      the sub-networks the method passed through
+    prune/search/             the method's checkpoint (EKG search)
     finetune/model.keras      the fine-tuned masked model
     export/saved_model/       TF SavedModel of the slim model
     export/model.keras        the slim model
-    logs/<stage>/             TensorBoard event files
-    <stage>/backup/           training backup (deleted when a stage ends)
+    logs/<stage>/             TensorBoard event files (per phase inside)
+    <stage>/backup/<phase>/   training backups (deleted when a stage ends)
 
 Under `multi_worker_mirrored` every worker runs the same stages. The chief
 writes the layout above; every other worker keeps its own state, stage
@@ -29,119 +35,30 @@ layout), and writes no logs, exports or summary.
 
 import json
 import os
+import shutil
 import time
 
 import keras
 
 import ekg_keras
-from ekg_keras import taylor
-from ekg_keras.training import EKGFineTuning
-from ekg_keras.training import build_memory_bank
-from ekg_keras.training.soft_pruning import SoftPruningCallback
+from ekg_keras.methods import Trajectory
+from ekg_keras.taylor import default_loss
+from ekg_keras.training import TrainingPhase
+from ekg_keras.training import finetuners
 from trainers import callbacks as callbacks_lib
 from trainers import loop
 from trainers import strategies
-from trainers.config import ONESHOT_METHODS
-from trainers.config import SOFT_METHODS
 from trainers.config import STAGES
 from trainers.config import ConfigError
-from trainers.config import first_line
+from trainers.fitting import RunFitter
+from trainers.models import build_model
+from trainers.models import load_pretrained
+from trainers.pipelines import Pipelines
+from trainers.state import RunState
 
 # Batches of training data that re-estimate batch-norm statistics after
-# one-shot pruning and the EKG search.
+# pruning.
 RECALIBRATION_STEPS = 100
-
-
-def build_model(config, source):
-    """A fresh model of `config.model` for `source` (logits out)."""
-    options = {
-        "num_classes": source.num_classes,
-        "input_shape": source.input_shape,
-    }
-    if ekg_keras.models.is_application(config.model):
-        options.update(weights=None, classifier_activation=None)
-    model = ekg_keras.models.get(config.model, **options)
-    if keras.mixed_precision.global_policy().compute_dtype == "float16":
-        # Keras' advice for mixed precision: float32 outputs (losses and
-        # top-k metrics are not float16-safe).
-        outputs = keras.layers.Activation(
-            "linear", dtype="float32", name="logits_float32"
-        )(model.outputs[0])
-        model = keras.Model(model.inputs, outputs, name=model.name)
-    return model
-
-
-def load_pretrained(path, source):
-    """Loads a `.keras` model and checks that it fits `source`.
-
-    Raises:
-        ConfigError: If the file cannot be read as a Keras model, or its
-            input shape or class count differ from the data's.
-    """
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"--pretrained should be a .keras file. Not found: {path!r}"
-        )
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many kinds here.
-        raise ConfigError(
-            f"--pretrained should be a .keras model file; {path!r} could not "
-            f"be loaded: {type(error).__name__}: {first_line(error)}"
-        ) from error
-    check_compatible(model, source, what=f"--pretrained {path!r}")
-    return model
-
-
-def check_compatible(model, source, what):
-    """Raises ConfigError if `model` cannot take `source`'s images/classes."""
-    inputs = tuple(model.inputs[0].shape[1:])
-    fits = len(inputs) == len(source.input_shape) and all(
-        a is None or a == b for a, b in zip(inputs, source.input_shape)
-    )
-    classes = model.outputs[0].shape[-1]
-    if not fits or classes != source.num_classes:
-        raise ConfigError(
-            f"{what} should take {source.name} images of shape "
-            f"{source.input_shape} and output {source.num_classes} classes. "
-            f"Received: input shape {inputs}, {classes} outputs."
-        )
-
-
-class RunState:
-    """The run's progress, kept in a JSON file (`state.json`)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.data = {"stages": {}}
-        if os.path.exists(path):
-            with open(path) as handle:
-                self.data = json.load(handle)
-
-    def stage(self, name):
-        """The record of stage `name` (a dict, empty if never started)."""
-        return self.data["stages"].setdefault(name, {})
-
-    def done(self, name):
-        return bool(self.data["stages"].get(name, {}).get("completed"))
-
-    def begin(self, name):
-        record = self.stage(name)
-        record["runs"] = record.get("runs", 0) + 1
-        self.save()
-
-    def complete(self, name, seconds, **results):
-        record = self.stage(name)
-        record.update(results)
-        record["seconds"] = seconds
-        record["completed"] = True
-        self.save()
-
-    def save(self):
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.data, handle, indent=2)
-        os.replace(temporary, self.path)
 
 
 class Run:
@@ -157,10 +74,12 @@ class Run:
         self.config = config
         self.source = source
         self.strategy = strategy
+        self.entry = config.method_entry
+        self.pipelines = Pipelines(config, source, strategy)
         self.chief = strategies.is_chief(strategy)
         self.state = None
         self._models = {}
-        self._search = None
+        self._method = None
         self._full = None
         self._checked = False
         self._evaluators = []
@@ -197,17 +116,9 @@ class Run:
             self._models["pretrain"] = load_pretrained(
                 config.pretrained, self.source
             )
-        # The search of EKG's fine-tuning is restored from the pretrained
-        # model and the search checkpoint.
-        needs_pretrained = [
-            stage
-            for stage in ("prune", "finetune")
-            if stage in config.stages
-            and not self.state.done(stage)
-            and (stage == "prune" or config.method == "ekg")
-        ]
         if (
-            needs_pretrained
+            "prune" in config.stages
+            and not self.state.done("prune")
             and not config.pretrained
             and "pretrain" not in config.stages
             and not os.path.exists(self.scratch("pretrain", "model.keras"))
@@ -234,7 +145,7 @@ class Run:
     def _check_same_run(self):
         """A `model_dir` holding another run's state is an error."""
         earlier = self.state.data.get("config", {})
-        keys = ("model", "method", "flops", "pretrained")
+        keys = ("model", "method", "method_options", "flops", "pretrained")
         now = self.config.to_json()
         different = [k for k in keys if k in earlier and earlier[k] != now[k]]
         if different:
@@ -277,6 +188,8 @@ class Run:
             results = getattr(self, f"_{stage}")()
             seconds = time.perf_counter() - start
             self.state.complete(stage, seconds, **results)
+            # Finished stages need their training backups no more.
+            shutil.rmtree(self.scratch(stage, "backup"), ignore_errors=True)
             self._say(f"{stage}: done in {seconds:.1f} s {results}")
         summary = self.summary()
         if self.chief:
@@ -287,7 +200,7 @@ class Run:
     def _skip_reason(self, stage):
         if stage == "pretrain" and self.config.pretrained:
             return f"--pretrained={self.config.pretrained} is used"
-        if stage == "finetune" and self.config.is_soft:
+        if stage == "finetune" and self.config.trains_while_pruning:
             return (
                 f"{self.config.method} trains while it prunes (prune stage);"
                 " it has no separate fine-tuning"
@@ -300,122 +213,98 @@ class Run:
         config = self.config
         with self.strategy.scope():
             model = build_model(config, self.source)
-        self._compile(model, pretrain=True)
-        resumed = self._fit(model, "pretrain", config.pretrain_epochs)
+        fitter = self._fitter("pretrain", pretrain=True)
+        fitter.fit(
+            TrainingPhase(
+                "pretrain",
+                model,
+                config.pretrain_epochs,
+                loss=default_loss(model),
+            )
+        )
         self._keep("pretrain", model)
-        return {"resumed_at_epoch": resumed, **self.evaluate(model)}
+        return {
+            "resumed_at_epoch": fitter.resumed_at_epoch,
+            **self.evaluate(model),
+        }
 
     def _prune(self):
         config = self.config
         pretrained = self.model_after("pretrain")
-        if config.method == "ekg":
-            pruned = self._ekg_search(pretrained)
-        elif config.is_soft:
-            return self._soft_prune(pretrained)
-        else:
-            with self.strategy.scope():
-                pruned = ekg_keras.prune(
-                    pretrained,
-                    config.flops,
-                    method="oneshot",
-                    criterion=ONESHOT_METHODS[config.method],
-                    data=self._plain_train_data(),
-                    recalibrate_steps=RECALIBRATION_STEPS,
-                    min_channels=_min_channels(config.min_channels),
-                    slim=False,
-                    verbose=self.chief,
-                )
-        self._keep("prune", pruned)
-        return {
-            "flops_fraction": self.flops_fraction(pruned),
-            **self.evaluate(pruned),
-        }
-
-    def _ekg_search(self, pretrained):
-        self._search = self._make_search(pretrained)
-        masked = self._search.run()
-        ekg_keras.recalibrate_batchnorm(
-            masked, self._plain_train_data(), steps=RECALIBRATION_STEPS
-        )
-        return masked
-
-    def _make_search(self, pretrained):
-        config = self.config
-        return ekg_keras.EKGSearch(
-            pretrained,
-            config.flops,
-            self._plain_train_data(),
-            val_per_class=config.search_val_per_class,
-            subset_per_class=config.search_subset_per_class,
-            batch_size=config.eval_batch_size,
-            min_channels=_min_channels(config.min_channels),
-            strategy=self.strategy,
-            checkpoint_dir=self.scratch("prune", "search"),
-            tensorboard_dir=self._log_dir("prune"),
-            verbose=1 if self.chief else 0,
-        )
-
-    def _soft_prune(self, pretrained):
-        config = self.config
-        criterion, schedule = SOFT_METHODS[config.method]
+        fitter = self._fitter("prune")
         with self.strategy.scope():
-            soft = ekg_keras.SoftFilterPruning(
+            self._method = self.entry.create(
                 pretrained,
-                flops=config.flops,
-                criterion=criterion,
-                schedule=schedule,
-                epochs=config.epochs,
+                config.flops,
+                self.pipelines.ordered(),
+                min_channels=_min_channels(config.min_channels),
+                strategy=self.strategy,
+                checkpoint_dir=self.scratch("prune", "search"),
+                tensorboard_dir=self._log_dir("prune"),
+                verbose=1 if self.chief else 0,
+                **config.options(),
             )
-        self._compile(soft, pretrain=False)
-        resumed = self._fit(soft, "prune", config.epochs)
-        with self.strategy.scope():
-            small = soft.slim()
-        self._keep("prune", small)
+        masked = self._method.run(fitter)
+        ekg_keras.recalibrate_batchnorm(
+            masked, self.pipelines.ordered(), steps=RECALIBRATION_STEPS
+        )
+        self._keep("prune", masked)
+        trajectory = self._method.trajectory()
+        if trajectory is not None:
+            trajectory.save(self.scratch("prune", "trajectory.npz"))
         return {
-            "resumed_at_epoch": resumed,
-            "flops_fraction": self.flops_fraction(small),
-            **self.evaluate(small),
+            "resumed_at_epoch": fitter.resumed_at_epoch,
+            "flops_fraction": self.flops_fraction(masked),
+            **self.evaluate(masked),
         }
 
     def _finetune(self):
         config = self.config
-        if config.method == "ekg":
-            search = self._search or self._restored_search()
-            bank, _ = build_memory_bank(
-                search,
-                self._plain_train_data(with_ids=True),
-                num_teachers=config.num_teachers,
-                verbose=1 if self.chief else 0,
+        model = self.model_after("prune")
+        tuner = finetuners.get(
+            config.finetuner or self.entry.method_class.finetuner
+        )
+        trajectory = None
+        if tuner.needs_trajectory:
+            trajectory = self._trajectory(tuner)
+        fitter = self._fitter("finetune")
+        apply_keep = self._method.apply_keep if self._method else None
+        fitter.fit(
+            tuner.phase(
+                model,
+                config.epochs,
+                fitter,
+                trajectory=trajectory,
+                apply_keep=apply_keep,
+                **tuner.options_from(self._settings()),
             )
-            with self.strategy.scope():
-                trainer = EKGFineTuning(
-                    search.model,
-                    bank,
-                    augment=self.source.views_augment,
-                    seed=config.seed,
-                )
-            self._compile(trainer, pretrain=False, loss=False)
-            resumed = self._fit(
-                trainer, "finetune", config.epochs, with_ids=True, augment=False
-            )
-            model = search.model
-        else:
-            model = self.model_after("prune")
-            self._compile(model, pretrain=False)
-            resumed = self._fit(model, "finetune", config.epochs)
+        )
         self._keep("finetune", model)
-        return {"resumed_at_epoch": resumed, **self.evaluate(model)}
+        return {
+            "resumed_at_epoch": fitter.resumed_at_epoch,
+            **self.evaluate(model),
+        }
 
-    def _restored_search(self):
-        """The finished search, from its checkpoint (after a restart).
+    def _trajectory(self, tuner):
+        """The prune stage's sub-networks (from memory or its file)."""
+        if self._method is not None and self._method.trajectory():
+            return self._method.trajectory()
+        path = self.scratch("prune", "trajectory.npz")
+        if not os.path.exists(path):
+            raise ConfigError(
+                f"--finetuner={tuner.name} learns from the sub-networks the "
+                f"method passed through; --method={self.config.method} left "
+                f"none ({path} is missing)."
+            )
+        return Trajectory.load(path)
 
-        Its model then takes the weights the prune stage left (batch
-        normalization recalibrated), as in an uninterrupted run.
-        """
-        search = self._make_search(self.model_after("pretrain"))
-        search.run()
-        search.model.set_weights(self.model_after("prune").get_weights())
-        return search
+    def _settings(self):
+        """Run settings fine-tuners may read (see `FineTuner.options_from`)."""
+        return {
+            **self.config.to_json(),
+            "views_augment": self.source.views_augment,
+            "verbose": 1 if self.chief else 0,
+        }
 
     def _export(self):
         model = self.model_after("finetune", "prune")
@@ -442,6 +331,18 @@ class Run:
             "params": report.params,
             **self.evaluate(small),
         }
+
+    def _fitter(self, stage, pretrain=False):
+        return RunFitter(
+            self.config,
+            self.pipelines,
+            directory=self.scratch(stage),
+            log_dir=self._log_dir(stage),
+            full_macs=self.full_macs(),
+            validate=self.evaluate,
+            pretrain=pretrain,
+            verbose=self.config.verbose if self.chief else 0,
+        )
 
     # Models between stages.
 
@@ -476,130 +377,8 @@ class Run:
             ": run that stage first."
         )
 
-    # Training.
-
-    def _compile(self, model, pretrain, loss=True):
-        config = self.config
-        prefix = "pretrain_" if pretrain else ""
-        epochs = config.pretrain_epochs if pretrain else config.epochs
-        total = epochs * self.steps_per_epoch()
-        rate = getattr(config, f"{prefix}learning_rate")
-        decay = getattr(config, f"{prefix}decay_rate")
-        points = getattr(config, f"{prefix}decay_points")
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [max(1, int(total * p)) for p in points],
-            [rate * decay**k for k in range(len(points) + 1)],
-        )
-        with self.strategy.scope():
-            optimizer = keras.optimizers.SGD(
-                schedule,
-                momentum=config.momentum,
-                nesterov=True,
-                weight_decay=getattr(config, f"{prefix}weight_decay") or None,
-            )
-            if not loss:
-                model.compile(
-                    optimizer=optimizer, jit_compile=config.jit_compile
-                )
-                return
-            network = callbacks_lib.network_of(model)
-            model.compile(
-                optimizer=optimizer,
-                loss=taylor.default_loss(network),
-                metrics=self._metrics(),
-                jit_compile=config.jit_compile,
-            )
-
-    def _metrics(self):
-        return [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            keras.metrics.SparseTopKCategoricalAccuracy(
-                k=min(5, self.source.num_classes), name="top5"
-            ),
-        ]
-
-    def steps_per_epoch(self):
-        """Batches per epoch: the full split, capped by the config."""
-        steps = max(1, self.source.num_train // self.config.batch_size)
-        if self.config.steps_per_epoch:
-            steps = min(steps, self.config.steps_per_epoch)
-        return steps
-
-    def _fit(self, model, stage, epochs, with_ids=False, augment=None):
-        """Trains with backups, TensorBoard and summaries (see `loop`).
-
-        Returns:
-            The epoch it started at (> 0 when resumed after a crash).
-        """
-        backup = callbacks_lib.Backup(
-            self.scratch(stage, "backup"), self.config.backup_every_steps
-        )
-        callbacks = [backup]
-        if isinstance(model, ekg_keras.SoftFilterPruning):
-            # Before the backup, so a backup holds its epoch's pruning.
-            callbacks.insert(0, SoftPruningCallback())
-        if self.chief:
-            callbacks += [
-                keras.callbacks.TensorBoard(self._log_dir(stage)),
-                callbacks_lib.PruningSummaries(
-                    self._log_dir(stage), self.full_macs()
-                ),
-            ]
-        network = callbacks_lib.network_of(model)
-        return loop.train(
-            model,
-            self.strategy,
-            self._train_data(with_ids=with_ids, augment=augment),
-            epochs=epochs,
-            steps_per_epoch=self.steps_per_epoch(),
-            element_spec=self._train_spec(with_ids),
-            callbacks=callbacks,
-            validate=lambda: self.evaluate(network),
-            verbose=self.config.verbose if self.chief else 0,
-            jit_compile=self.config.jit_compile,
-            sync_batchnorm=self.config.sync_batchnorm,
-        )
-
     def _log_dir(self, stage):
         return self.path("logs", stage) if self.chief else None
-
-    # Data.
-
-    def _train_data(self, with_ids=False, augment=None):
-        """Shuffled, augmented, repeated, distributed training batches."""
-        config = self.config
-
-        def dataset(input_context):
-            return self.source.dataset(
-                "train",
-                config.batch_size,
-                training=True,
-                augment=augment,
-                with_ids=with_ids,
-                seed=config.seed,
-                input_context=input_context,
-            ).repeat()
-
-        return self.strategy.distribute_datasets_from_function(dataset)
-
-    def _train_spec(self, with_ids):
-        """The structure of one replica's training batch."""
-        replicas = self.strategy.num_replicas_in_sync
-        return self.source.dataset(
-            "train",
-            max(1, self.config.batch_size // replicas),
-            training=True,
-            with_ids=with_ids,
-        ).element_spec
-
-    def _plain_train_data(self, with_ids=False):
-        """The training split in order, evaluation preprocessing."""
-        return self.source.dataset(
-            "train", self.config.eval_batch_size, with_ids=with_ids
-        )
-
-    def _eval_data(self):
-        return self.source.dataset("eval", self.config.eval_batch_size)
 
     # Results.
 
@@ -612,7 +391,7 @@ class Run:
         if evaluator is None:
             evaluator = loop.Evaluator(network, self.source.num_classes)
             self._evaluators.append(evaluator)
-        return evaluator(self._eval_data())
+        return evaluator(self.pipelines.evaluation())
 
     def full_macs(self):
         """MACs of the unpruned model."""

@@ -35,6 +35,9 @@ class PruningMethod:
             fine-tuning stage.
         finetuner: The fine-tuner its result gets by default ("plain", or
             "ekg" for distillation from its trajectory's sub-networks).
+        smoke_options: Options that make it run in seconds on a tiny model
+            and data set, for tests and smoke runs over the registry (the
+            results are not meaningful).
 
     Args:
         model: The trained model; not modified.
@@ -71,6 +74,7 @@ class PruningMethod:
     needs_data = False
     trains_while_pruning = False
     finetuner = "plain"
+    smoke_options = {}
 
     def __init__(
         self,

@@ -3,8 +3,8 @@
 Each `PruningMethod` declares `Options`, a frozen dataclass whose fields are
 its knobs with their defaults (and whose `__post_init__` validates them).
 Users pass knobs as keyword arguments (`prune(..., val_per_class=16)`) or
-as an options object; trainers fill them from run settings by name (a
-field may name the run setting it follows in its metadata, `{"setting":
+as an options object; trainers fill them from run settings (a field names
+the run setting it follows in its metadata, e.g. `{"setting":
 "eval_batch_size"}`) and from `key=value` text, without knowing the method.
 """
 
@@ -54,10 +54,10 @@ def option_names(options_class):
 
 
 def from_settings(options_class, settings):
-    """Option values taken from run-wide settings, by name.
+    """Option values taken from run-wide settings.
 
-    A field follows the setting named in its metadata (`"setting"`), or the
-    setting of its own name; settings no field follows are ignored.
+    A field follows the setting named in its metadata (`"setting"`); fields
+    without one, and settings no field follows, are ignored.
 
     Args:
         options_class: The method's `Options` dataclass.
@@ -68,7 +68,7 @@ def from_settings(options_class, settings):
     """
     values = {}
     for field in dataclasses.fields(options_class):
-        setting = field.metadata.get("setting", field.name)
+        setting = field.metadata.get("setting")
         if setting in settings and settings[setting] is not None:
             values[field.name] = settings[setting]
     return values
@@ -130,7 +130,7 @@ def _convert(text, kind, key, method):
     except ValueError:
         name = getattr(kind, "__name__", str(kind))
         raise ValueError(
-            f"Option {key!r} of method {method!r} should be a {name}. "
+            f"Option {key!r} of method {method!r} should be of type {name}. "
             f"Received: {text!r}"
         ) from None
 

@@ -50,6 +50,19 @@ class FineTuner:
         """
         raise NotImplementedError
 
+    def options_from(self, settings):
+        """Its options taken from a run's settings (a trainer's flags and
+        data source), so trainers need not know the fine-tuner.
+
+        Args:
+            settings: Dict of run settings.
+
+        Returns:
+            A dict of options for `phase`.
+        """
+        del settings
+        return {}
+
 
 class PlainFineTuning(FineTuner):
     """Cross-entropy on the (augmented) training data, the masks fixed."""

@@ -18,10 +18,12 @@ def test_demo_runs_end_to_end(capsys):
             "1",
             "--latency_runs",
             "5",
-            "--image_size", "8",
+            "--image_size",
+            "8",
             "--val_per_class",
             "4",
-            "--flops", "0.85",
+            "--flops",
+            "0.85",
         ]
     )
     before, pruned, after = rows

@@ -56,7 +56,7 @@ def test_killed_mid_epoch_resumes_and_exports(tmp_path):
     try:
         # The backup is complete at the end of fine-tuning's first epoch:
         # the process is then in its second epoch.
-        backup = model_dir / "finetune" / "backup" / "backup.json"
+        backup = model_dir / "finetune" / "backup" / "finetune" / "backup.json"
         wait_for(backup, first, KILL_TIMEOUT)
     finally:
         first.send_signal(signal.SIGKILL)

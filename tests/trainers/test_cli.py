@@ -34,6 +34,8 @@ def test_help_documents_every_flag(capsys):
         "tpu",
         "model",
         "method",
+        "method_options",
+        "finetuner",
         "flops",
         "pretrained",
         "stages",
@@ -57,7 +59,12 @@ def test_help_documents_every_flag(capsys):
     [
         (["--strategy=horovod"], "flag --strategy=horovod: value should be"),
         (["--model=resnet7"], "flag --model=resnet7: value should be"),
-        (["--method=magic"], "flag --method=magic: value should be"),
+        (["--method=magic"], "--method should be one of ekg, "),
+        (
+            ["--method=ekg", "--method_options=tau=1"],
+            "--method_options: Unknown option 'tau' for method 'ekg'",
+        ),
+        (["--finetuner=magic"], "--finetuner should be one of plain, ekg"),
         (["--dataset=mnist"], "flag --dataset=mnist: value should be"),
         (["--flops=1.5"], "--flops should be the fraction of FLOPs to keep"),
         (["--flops=0"], "--flops should be the fraction of FLOPs to keep"),

@@ -21,9 +21,42 @@ def test_defaults_follow_the_spec_and_serialize():
     assert RunConfig.from_json(as_json) == config
 
 
-def test_soft_methods_are_known_as_such():
-    assert RunConfig(model="resnet20", method="asfp").is_soft
-    assert not RunConfig(model="resnet20", method="l1").is_soft
+def test_methods_come_from_the_registry():
+    assert RunConfig(model="resnet20", method="asfp").trains_while_pruning
+    assert not RunConfig(model="resnet20", method="l1").trains_while_pruning
+
+
+def test_method_options_from_settings_and_key_value_pairs():
+    config = RunConfig(
+        model="resnet20",
+        method="ekg",
+        eval_batch_size=64,
+        search_val_per_class=8,
+        method_options=("variant=poster", "cache=false"),
+    )
+    assert config.options() == {
+        "val_per_class": 8,
+        "subset_per_class": 256,
+        "batch_size": 64,
+        "variant": "poster",
+        "cache": False,
+    }
+    soft = RunConfig(model="resnet20", method="asfp", epochs=7)
+    assert soft.options() == {"schedule": "asymptotic", "epochs": 7}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("nonsense=1",), "Unknown option 'nonsense' for method 'ekg'"),
+        (("cache=maybe",), "Option 'cache' of method 'ekg' should be of type"),
+        (("variant=paper",), "variant='paper'"),
+        (("variant",), "key=value pairs"),
+    ],
+)
+def test_bad_method_options(options, message):
+    with pytest.raises(ConfigError, match=f"^--method_options: .*{message}"):
+        RunConfig(model="resnet20", method_options=options)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +64,7 @@ def test_soft_methods_are_known_as_such():
     [
         ({"model": "resnet7"}, "--model"),
         ({"method": "magic"}, "--method"),
+        ({"finetuner": "magic"}, "--finetuner"),
         ({"flops": 0.0}, "--flops"),
         ({"flops": 1.5}, "--flops"),
         ({"stages": ("prune", "deploy")}, "--stages"),

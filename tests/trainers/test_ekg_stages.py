@@ -1,6 +1,6 @@
 """trainers/cifar.py with --method=ekg, in two invocations: the search
-(prune stage), then fine-tuning from the restored search, memory bank and
-export (in this process, default strategy)."""
+(prune stage), then the memory bank from the saved trajectory, fine-tuning
+and export (in this process, default strategy)."""
 
 import json
 
@@ -27,7 +27,7 @@ EKG = [
 ]
 
 
-def test_search_then_distillation_from_the_restored_search(tmp_path, capsys):
+def test_search_then_distillation_from_the_saved_trajectory(tmp_path, capsys):
     pretrained = tmp_path / "pretrained.keras"
     ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
     model_dir = tmp_path / "run"
@@ -36,11 +36,15 @@ def test_search_then_distillation_from_the_restored_search(tmp_path, capsys):
     assert first["stages"]["prune"]["flops_fraction"] <= 0.8
     assert (model_dir / "prune" / "search" / "state.npz").exists()
     pruned = keras.saving.load_model(model_dir / "prune" / "model.keras")
+    trajectory = ekg_keras.methods.Trajectory.load(
+        model_dir / "prune" / "trajectory.npz"
+    )
+    assert trajectory.flops_fractions[0] == 1.0
+    assert trajectory.flops_fractions[-1] <= 0.8
 
     summary = cifar.main([*common, "--stages=prune,finetune,export"])
     printed = capsys.readouterr().out
     assert "prune: done in an earlier run, skipped" in printed
-    assert "EKG search: resumed after step" in printed
     assert "memory bank: 1347 samples x 2 teachers x 10 classes" in printed
     stages = json.loads((model_dir / "state.json").read_text())["stages"]
     assert stages["prune"]["runs"] == 1

@@ -58,3 +58,15 @@ class DistillationFineTuning(FineTuner):
         return TrainingPhase(
             "finetune", trainer, epochs, with_ids=True, augment=False
         )
+
+    def options_from(self, settings):
+        """`num_teachers`, `seed`, `verbose` and the data source's two-view
+        augmentation (`views_augment`) from a run's settings."""
+        options = {
+            key: settings[key]
+            for key in ("num_teachers", "seed", "verbose")
+            if key in settings
+        }
+        if "views_augment" in settings:
+            options["augment"] = settings["views_augment"]
+        return options

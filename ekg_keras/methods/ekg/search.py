@@ -179,6 +179,11 @@ class EKGSearch(PruningMethod):
     Options = EKGOptions
     needs_data = True
     finetuner = "ekg"
+    smoke_options = {
+        "val_per_class": 4,
+        "subset_per_class": 4,
+        "batch_size": 32,
+    }
 
     def __init__(self, model, flops, data=None, **kwargs):
         super().__init__(model, flops, data, **kwargs)

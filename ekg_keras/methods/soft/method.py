@@ -33,7 +33,7 @@ class SoftOptions:
 
     criterion: object = "l2"
     schedule: str = "constant"
-    epochs: int = 30
+    epochs: int = dataclasses.field(default=30, metadata={"setting": "epochs"})
     d: float = 1 / 8
     min_rate: float = 0.0
     interval_epochs: int = 1
@@ -76,6 +76,7 @@ class SoftPruning(PruningMethod):
     needs_data = True
     trains_while_pruning = True
     finetuner = None
+    smoke_options = {"epochs": 2}
 
     def __init__(self, model, flops, data=None, **kwargs):
         super().__init__(model, flops, data, **kwargs)

@@ -1,0 +1,43 @@
+"""Tests for ekg_keras.methods.Trajectory and SearchCheckpoint."""
+
+import numpy as np
+import pytest
+
+from ekg_keras.methods import SearchCheckpoint
+from ekg_keras.methods import Trajectory
+
+
+def test_trajectory_round_trips_through_a_file(tmp_path):
+    rng = np.random.default_rng(0)
+    keep = [[rng.random(n) < 0.6 for n in (3, 17, 64)] for _ in range(4)]
+    trajectory = Trajectory(keep, np.arange(4.0), np.linspace(1, 0.5, 4))
+    path = tmp_path / "sub" / "trajectory.npz"
+    trajectory.save(path)
+    loaded = Trajectory.load(path)
+    assert len(loaded) == 4
+    for a, b in zip(trajectory.keep_masks, loaded.keep_masks, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(loaded.losses, trajectory.losses)
+    np.testing.assert_array_equal(
+        loaded.flops_fractions, trajectory.flops_fractions
+    )
+    with pytest.raises(ValueError, match="one loss and one FLOPs fraction"):
+        Trajectory(keep, np.arange(3.0), np.ones(4))
+
+
+def test_search_checkpoint_saves_atomically_and_loads(tmp_path):
+    checkpoint = SearchCheckpoint(tmp_path / "search")
+    assert checkpoint.enabled and not checkpoint.exists()
+    checkpoint.save({"a": np.arange(3)}, {"steps": [1, 2]})
+    checkpoint.save({"a": np.arange(5)}, {"steps": [1, 2, 3]})
+    arrays, record = checkpoint.load()
+    np.testing.assert_array_equal(arrays["a"], np.arange(5))
+    assert record == {"steps": [1, 2, 3]}
+    assert sorted(p.name for p in (tmp_path / "search").iterdir()) == [
+        "record.json",
+        "state.npz",
+    ]
+    off = SearchCheckpoint(None)
+    off.save({"a": np.arange(2)}, {})
+    assert not off.enabled and not off.exists()
