@@ -16,6 +16,39 @@ from ekg_keras.layers import is_prunable
 
 
 @dataclasses.dataclass(frozen=True)
+class CostTerms:
+    """A cost as an explicit function of per-group keep counts k:
+
+    `cost(k) = sum_t coef[t] * (a_weights[t] @ k + a_fixed[t])
+                             * (b_weights[t] @ k + b_fixed[t])`
+
+    (plus `constant` for parameters outside every group). The same
+    expression written with a framework's ops is differentiable in k, which
+    learned methods use as a FLOPs regulariser (NPPM, LFPC).
+
+    Attributes:
+        coef: (T,) coefficients.
+        a_weights, b_weights: (T, groups) weights of the keep counts.
+        a_fixed, b_fixed: (T,) fixed channel counts.
+        constant: A cost that does not depend on k.
+    """
+
+    coef: np.ndarray
+    a_weights: np.ndarray
+    a_fixed: np.ndarray
+    b_weights: np.ndarray
+    b_fixed: np.ndarray
+    constant: float = 0.0
+
+    def __call__(self, keep):
+        """The cost at keep counts `keep` (NumPy), as `FlopsCounter` does."""
+        keep = np.asarray(keep, np.float64)
+        live_a = self.a_weights @ keep + self.a_fixed
+        live_b = self.b_weights @ keep + self.b_fixed
+        return float(np.sum(self.coef * live_a * live_b)) + self.constant
+
+
+@dataclasses.dataclass(frozen=True)
 class FlopsReport:
     """MACs and parameters of a model, in total and per layer.
 
@@ -72,6 +105,33 @@ class FlopsCounter:
     def macs(self, keep):
         """Total MACs for per-group keep counts (array indexed by group)."""
         return self._terms["macs"].total(np.asarray(keep, np.float64))
+
+    def terms(self, quantity="macs"):
+        """The cost as `CostTerms`, an explicit function of keep counts.
+
+        Args:
+            quantity: "macs" or "params".
+        """
+        if quantity not in self._terms:
+            raise ValueError(
+                "`quantity` should be 'macs' or 'params'. Received: "
+                f"quantity={quantity!r}"
+            )
+        terms = self._terms[quantity]
+        n = len(self.sizes)
+        if not len(terms.coef):
+            empty = np.zeros((0, n))
+            return CostTerms(
+                np.zeros(0), empty, np.zeros(0), empty, np.zeros(0)
+            )
+        return CostTerms(
+            terms.coef.copy(),
+            terms.a_weights.copy(),
+            terms.a_fixed.copy(),
+            terms.b_weights.copy(),
+            terms.b_fixed.copy(),
+            self._fixed_params if quantity == "params" else 0.0,
+        )
 
     def params(self, keep):
         """Total parameters for per-group keep counts."""

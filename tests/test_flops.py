@@ -1,6 +1,7 @@
 """Tests for ekg_keras.flops: MAC and parameter counts from shapes."""
 
 import keras
+import numpy as np
 import pytest
 
 import ekg_keras
@@ -101,3 +102,16 @@ def test_masked_model_counts_live_channels_like_its_slim_model():
         ekg_keras.count_flops(slim).params
     )
     assert ekg_keras.count_flops(slim).params == slim.count_params()
+
+
+def test_cost_terms_are_the_counter_as_an_explicit_function():
+    model = models.resnet20()
+    counter = FlopsCounter(graph.trace(model), include_bn=True)
+    rng = np.random.default_rng(0)
+    for quantity, count in (("macs", counter.macs), ("params", counter.params)):
+        terms = counter.terms(quantity)
+        for _ in range(5):
+            keep = rng.integers(1, counter.sizes + 1).astype(float)
+            assert terms(keep) == pytest.approx(count(keep), rel=1e-12)
+    with pytest.raises(ValueError, match="quantity='flops'"):
+        counter.terms("flops")

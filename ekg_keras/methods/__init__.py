@@ -7,14 +7,16 @@ search = entry.create(model, 0.5, data, val_per_class=16)
 masked = search.run()
 ```
 
-A new method subclasses `PruningMethod` in its own module, implements
-`search(fitter)` and registers itself with `register_method`; see the
-README's "Architecture" section.
+A new method subclasses `PruningMethod` in its own module (or package)
+here, implements `search(fitter)` and registers itself with
+`register_method`; every module of this package is imported below, so it
+is registered without an edit anywhere else. See the README's
+"Architecture" section.
 """
 
-from ekg_keras.methods import ekg
-from ekg_keras.methods import oneshot
-from ekg_keras.methods import soft
+import importlib
+import pkgutil
+
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.base import keep_top
 from ekg_keras.methods.checkpoint import SearchCheckpoint
@@ -31,3 +33,13 @@ from ekg_keras.methods.registry import unregister_method
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.methods.setup import apply_keep
 from ekg_keras.methods.trajectory import Trajectory
+
+
+def _import_methods():
+    """Imports every module of this package, so that methods register."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_methods()
