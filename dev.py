@@ -3,6 +3,7 @@
     python3 dev.py demo    # prune a ResNet on the embedded digits data
     python3 dev.py test    # run the test suite
     python3 dev.py bench   # run the benchmarks in benchmarks/
+    python3 dev.py test --quick   # the suite without end-to-end runs
 
 Each task creates `.venv` (and installs the package with its test extra) when
 it is missing or older than `setup.py`, then runs inside it. Extra arguments
@@ -52,7 +53,10 @@ def main(argv):
         return 2
     ensure_venv()
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    command = [str(PYTHON), *TASKS[argv[1]], *argv[2:]]
+    extra = argv[2:]
+    if argv[1] == "test" and "--quick" in extra:
+        extra = [a for a in extra if a != "--quick"] + ["-m", "not slow"]
+    command = [str(PYTHON), *TASKS[argv[1]], *extra]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 

@@ -3,6 +3,11 @@
 import importlib.util
 import pathlib
 
+import pytest
+
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = pathlib.Path(__file__).parents[2] / "examples" / "soft_pruning.py"
 
 

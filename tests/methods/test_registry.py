@@ -73,6 +73,7 @@ def test_a_method_registered_outside_reaches_prune(toy_method):
         ekg_keras.prune(model, 0.5, method="toy_first_channels", criterion="l1")
 
 
+@pytest.mark.slow
 def test_a_method_registered_outside_reaches_the_trainer(toy_method, tmp_path):
     pretrained = tmp_path / "pretrained.keras"
     _small_model().save(pretrained)

@@ -11,11 +11,15 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from trainer_testing import TINY
 from trainer_testing import start_cifar
 
 import ekg_keras
+
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
 
 KILL_TIMEOUT = 240
 RUN_TIMEOUT = 300

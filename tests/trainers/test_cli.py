@@ -5,8 +5,12 @@ nothing written in --model_dir.
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
+from trainer_testing import ROOT
+from trainer_testing import trainer_env
 
 import ekg_keras
 from trainers import cifar
@@ -192,3 +196,24 @@ def test_model_dir_of_another_run_is_refused(capsys, tmp_path):
     assert "--model=resnet56 there, resnet20 now" in line
     assert "--method=l1 there, ekg now" in line
     assert sorted(p.name for p in model_dir.iterdir()) == ["state.json"]
+
+
+def test_a_fresh_process_prints_one_line_before_tensorflow_noise():
+    """TensorFlow's C++ start-up lines do not precede the error."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "trainers" / "imagenet.py"),
+            "--strategy=x",
+        ],
+        capture_output=True,
+        text=True,
+        env=trainer_env(),
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "imagenet.py: error: flag --strategy=x: value should be one of "
+        "<default|one_device|mirrored|multi_worker_mirrored|tpu>"
+    ]

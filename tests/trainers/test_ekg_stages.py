@@ -6,9 +6,13 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 import ekg_keras
 from trainers import cifar
+
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
 
 EKG = [
     "cifar.py",

@@ -6,12 +6,16 @@ import json
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import ekg_keras
 from trainers import imagenet
 from trainers import sources
+
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
 
 
 def test_imagenet_source_carries_ids_and_crops(tmp_path):

@@ -6,11 +6,15 @@ import socket
 
 import keras
 import numpy as np
+import pytest
 from trainer_testing import TINY
 from trainer_testing import max_weight_difference
 from trainer_testing import start_cifar
 
 import ekg_keras
+
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
 
 TIMEOUT = 300
 

@@ -6,6 +6,9 @@ import pytest
 
 from trainers import cifar
 
+# End to end in a subprocess or over many stages: left out of --quick.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def restore_policy():

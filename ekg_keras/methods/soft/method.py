@@ -5,54 +5,14 @@ import dataclasses
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.registry import add
 from ekg_keras.methods.registry import register_method
-from ekg_keras.methods.soft.model import RESIDUAL_MODES
 from ekg_keras.methods.soft.model import SoftFilterPruning
 from ekg_keras.methods.soft.model import SoftPruningCallback
+from ekg_keras.methods.soft.options import SoftOptions
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase
 
-
-@dataclasses.dataclass(frozen=True)
-class SoftOptions:
-    """Options of soft filter pruning (see `SoftFilterPruning`).
-
-    Attributes:
-        criterion: Filter criterion: "l2" (SFP, ASFP), "fpgm" (FPGM),
-            "l1", "l2+fpgm" (FPGM-mix) or a callable.
-        schedule: "constant" (SFP, FPGM) or "asymptotic" (ASFP).
-        epochs: Training epochs while pruning (the trainers' `--epochs`).
-        d: ASFP's D (the rate reaches 3/4 of the goal at `d * epochs`).
-        min_rate: ASFP's starting rate.
-        interval_epochs: Epochs between pruning steps.
-        prune_before_training: Run a step before the first epoch.
-        mask_gradients: Zero the gradients of zeroed filters (the official
-            FPGM code) instead of letting them regrow (the thesis).
-        fpgm_share: FPGM-mix's share chosen by geometric median.
-        residual: "coupled" or "independent" residual groups.
-    """
-
-    criterion: object = "l2"
-    schedule: str = "constant"
-    epochs: int = dataclasses.field(default=30, metadata={"setting": "epochs"})
-    d: float = 1 / 8
-    min_rate: float = 0.0
-    interval_epochs: int = 1
-    prune_before_training: bool = True
-    mask_gradients: bool = False
-    fpgm_share: float = 0.25
-    residual: str = "coupled"
-
-    def __post_init__(self):
-        if isinstance(self.epochs, bool) or int(self.epochs) < 1:
-            raise ValueError(
-                "`epochs` of soft pruning should be a positive integer. "
-                f"Received: epochs={self.epochs!r}"
-            )
-        if self.residual not in RESIDUAL_MODES:
-            raise ValueError(
-                f"`residual` should be one of {RESIDUAL_MODES}. Received: "
-                f"residual={self.residual!r}"
-            )
+#: Training epochs of soft pruning through the registry when none are given.
+DEFAULT_EPOCHS = 30
 
 
 @register_method("sfp", summary="soft filter pruning (L2, constant rate)")
@@ -80,21 +40,15 @@ class SoftPruning(PruningMethod):
 
     def __init__(self, model, flops, data=None, **kwargs):
         super().__init__(model, flops, data, **kwargs)
-        options = self.options
+        if self.options.epochs is None:
+            self.options = dataclasses.replace(
+                self.options, epochs=DEFAULT_EPOCHS
+            )
         with self.strategy.scope():
             self.trainer = SoftFilterPruning(
                 self.model,
                 flops=self.target,
-                criterion=options.criterion,
-                schedule=options.schedule,
-                epochs=options.epochs,
-                d=options.d,
-                min_rate=options.min_rate,
-                interval_epochs=options.interval_epochs,
-                prune_before_training=options.prune_before_training,
-                mask_gradients=options.mask_gradients,
-                fpgm_share=options.fpgm_share,
-                residual=options.residual,
+                options=self.options,
                 ignored_layers=self.setup.ignored_layers,
                 include_bn=self.setup.include_bn,
                 include_fc=self.setup.include_fc,

@@ -14,10 +14,10 @@ from ekg_keras import schedules as schedules_lib
 from ekg_keras._api import ekg_export
 from ekg_keras.flops import check_flops_fraction
 from ekg_keras.layers import prunable_layers
+from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.methods.soft.options import SoftOptions
 from ekg_keras.slim import slim as slim_model
-
-RESIDUAL_MODES = ("coupled", "independent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,27 +85,19 @@ class SoftFilterPruning(keras.Model):
             floor(N * P) of its N channels. Give `rate` or `flops`.
         flops: Fraction of FLOPs to keep, in (0, 1]: picks the smallest P
             whose pruned model keeps at most that fraction.
-        criterion: "l2" (SFP), "l1", "fpgm" (geometric median), "l2+fpgm"
-            (FPGM-mix), any name from `ekg_keras.criteria.names()` that
-            needs no data, or a callable scoring `GroupWeights`.
-        schedule: "constant" (SFP), "asymptotic" (ASFP, needs `epochs`) or
-            an `ekg_keras.schedules.PruningRateSchedule` ending at `rate`.
-        epochs: Total training epochs, for the asymptotic schedule.
-        d: ASFP's D: the rate reaches 3/4 of the goal at `d * epochs`.
-        min_rate: ASFP's starting rate.
-        interval_epochs: Epochs between pruning steps.
-        prune_before_training: Run a step before the first epoch, as the
-            official SFP code does.
-        mask_gradients: If True, gradients of zeroed filters are zeroed at
-            every step, as the official FPGM code does, so they stay near
-            zero until the next step; if False (the thesis), they regrow.
-        fpgm_share: For "l2+fpgm", the share of the pruned filters chosen by
-            geometric median (0.25: FPGM-mix 40% = 30% L2 + 10% GM).
-        residual: "coupled" or "independent", see above.
+        options: A `SoftOptions`; its fields may also be given as keyword
+            arguments (`criterion="fpgm"`, `schedule="asymptotic"`,
+            `epochs=30`, `mask_gradients=True`, `residual="independent"`,
+            ...), which override it. The criterion is "l2" (SFP), "l1",
+            "fpgm", "l2+fpgm" (FPGM-mix), any registered criterion that
+            needs no data, or a callable; with `mask_gradients=True` the
+            gradients of zeroed filters are zeroed at every step (the
+            official FPGM code), else they regrow (the thesis).
         ignored_layers: Names of layers to keep whole.
         include_bn: Count batch normalization in FLOPs for `flops`.
         include_fc: Count dense layers in FLOPs for `flops`.
-        **kwargs: Passed to `keras.Model` (e.g. `name`).
+        name: The Keras model's name.
+        **option_values: `SoftOptions` fields.
 
     Example:
 
@@ -130,29 +122,25 @@ class SoftFilterPruning(keras.Model):
         rate=None,
         *,
         flops=None,
-        criterion="l2",
-        schedule="constant",
-        epochs=None,
-        d=1 / 8,
-        min_rate=0.0,
-        interval_epochs=1,
-        prune_before_training=True,
-        mask_gradients=False,
-        fpgm_share=0.25,
-        residual="coupled",
+        options=None,
         ignored_layers=None,
         include_bn=False,
         include_fc=True,
-        **kwargs,
+        name=None,
+        **option_values,
     ):
-        super().__init__(**kwargs)
-        self.criterion = _check_criterion(criterion)
-        self.interval_epochs = _check_interval(interval_epochs)
-        self.residual = _check_residual(residual)
-        self.fpgm_share = fpgm_share
-        self._selection = _selection(criterion, fpgm_share)
-        self.prune_before_training = bool(prune_before_training)
-        self.mask_gradients = bool(mask_gradients)
+        super().__init__(name=name)
+        self.options = make_options(
+            SoftOptions, options, option_values, method="SoftFilterPruning"
+        )
+        options = self.options
+        self.criterion = _check_criterion(options.criterion)
+        self.interval_epochs = options.interval_epochs
+        self.residual = options.residual
+        self.fpgm_share = options.fpgm_share
+        self._selection = _selection(options.criterion, options.fpgm_share)
+        self.prune_before_training = bool(options.prune_before_training)
+        self.mask_gradients = bool(options.mask_gradients)
         self.ignored_layers = list(ignored_layers or ())
         self.include_bn = include_bn
         self.include_fc = include_fc
@@ -169,7 +157,11 @@ class SoftFilterPruning(keras.Model):
         self.graph = self.setup.graph
         self.rate = self._resolve_rate(rate, flops)
         self.schedule = _resolve_schedule(
-            schedule, self.rate, epochs, d, min_rate
+            options.schedule,
+            self.rate,
+            options.epochs,
+            options.d,
+            options.min_rate,
         )
         self.completed_epochs = self.add_weight(
             name="completed_epochs",
@@ -269,16 +261,16 @@ class SoftFilterPruning(keras.Model):
     # Serialization.
 
     def get_config(self):
+        options = {
+            field.name: getattr(self.options, field.name)
+            for field in dataclasses.fields(self.options)
+        }
         return {
             "model": keras.saving.serialize_keras_object(self.network),
             "rate": self.rate,
-            "criterion": self.criterion,
+            **options,
+            # The resolved schedule, which also fixes epochs, d, min_rate.
             "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "interval_epochs": self.interval_epochs,
-            "prune_before_training": self.prune_before_training,
-            "mask_gradients": self.mask_gradients,
-            "fpgm_share": self.fpgm_share,
-            "residual": self.residual,
             "ignored_layers": list(self.ignored_layers),
             "include_bn": self.include_bn,
             "include_fc": self.include_fc,
@@ -460,11 +452,6 @@ def _selection(criterion, fpgm_share):
     """The `Criterion` that selects the filters each step zeroes."""
     if criterion == "l2+fpgm":
         return criteria.fpgm_mix(fpgm_share)
-    if not 0 <= fpgm_share <= 1:
-        raise ValueError(
-            "`fpgm_share` should be in [0, 1]. Received: "
-            f"fpgm_share={fpgm_share!r}"
-        )
     return criteria.get(criterion)
 
 
@@ -478,28 +465,6 @@ def _check_rate(rate):
             f"`rate` should be a filter rate in [0, 1). Received: rate={rate!r}"
         )
     return float(rate)
-
-
-def _check_interval(interval):
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, int)
-        or (interval < 1)
-    ):
-        raise ValueError(
-            "`interval_epochs` should be an integer >= 1. Received: "
-            f"interval_epochs={interval!r}"
-        )
-    return interval
-
-
-def _check_residual(residual):
-    if residual not in RESIDUAL_MODES:
-        raise ValueError(
-            f"`residual` should be one of {RESIDUAL_MODES}. Received: "
-            f"residual={residual!r}"
-        )
-    return residual
 
 
 def _resolve_schedule(schedule, rate, epochs, d, min_rate):
