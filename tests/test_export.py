@@ -2,10 +2,10 @@
 
 import numpy as np
 import tensorflow as tf
-
-import ekg_keras
 from model_testing import images
 from model_testing import randomize_batchnorm
+
+import ekg_keras
 
 
 def test_export_slims_a_masked_model_and_serves_the_same_outputs(tmp_path):

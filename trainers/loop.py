@@ -79,10 +79,7 @@ def train(
             steps=steps_per_epoch,
         )
 
-        @tf.function(jit_compile=jit_compile)
-        def step(batch):
-            return strategy.run(model.train_step, args=(batch,))
-
+        step = step_function(model, strategy, jit_compile)
         model.stop_training = False
         # Backups restore the epoch to start at here, as with `fit`.
         _keras_private.set_initial_epoch(model, 0)
@@ -110,6 +107,17 @@ def train(
                 break
         callback_list.on_train_end(logs)
         return start
+
+
+def step_function(model, strategy, jit_compile=False):
+    """The compiled, replicated train step: `strategy.run(model.train_step)`
+    in one `tf.function`, compiled with XLA when `jit_compile`."""
+
+    @tf.function(jit_compile=jit_compile)
+    def step(batch):
+        return strategy.run(model.train_step, args=(batch,))
+
+    return step
 
 
 def _build(model, strategy, element_spec):

@@ -55,9 +55,15 @@ def test_search_then_distillation_from_the_saved_trajectory(tmp_path, capsys):
     assert stages["finetune"]["completed"] and stages["export"]["completed"]
     finetuned = keras.saving.load_model(model_dir / "finetune" / "model.keras")
     # Same sub-network as the search chose, and trained.
+    masks = 0
     for a, b in zip(pruned.weights, finetuned.weights, strict=True):
         if a.name == "mask":
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+            masks += 1
+    assert masks > 20
+    assert any(
+        not np.all(w.numpy() == 1) for w in pruned.weights if w.name == "mask"
+    )
     moved = [
         float(np.max(np.abs(a.numpy() - b.numpy())))
         for a, b in zip(pruned.weights, finetuned.weights, strict=True)

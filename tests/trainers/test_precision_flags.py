@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from trainers import cifar
+from trainers import loop
 
 # End to end in a subprocess or over many stages: left out of --quick.
 pytestmark = pytest.mark.slow
@@ -16,7 +17,22 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_and_xla_pretraining(tmp_path, restore_policy):
+def test_mixed_precision_and_xla_pretraining(
+    tmp_path, restore_policy, monkeypatch
+):
+    steps = []
+
+    def recording_step_function(model, strategy, jit_compile=False):
+        compiled = make_step(model, strategy, jit_compile)
+
+        def step(batch):
+            steps.append((compiled, batch))
+            return compiled(batch)
+
+        return step
+
+    make_step = loop.step_function
+    monkeypatch.setattr(loop, "step_function", recording_step_function)
     model_dir = tmp_path / "run"
     summary = cifar.main(
         [
@@ -38,3 +54,7 @@ def test_mixed_precision_and_xla_pretraining(tmp_path, restore_policy):
     assert model.get_layer("stem_conv").dtype_policy.name == "mixed_float16"
     assert model.get_layer("stem_conv").kernel.dtype == "float32"
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    # --jit_compile reached the train step: it is compiled with XLA.
+    compiled, batch = steps[0]
+    function = compiled.get_concrete_function(batch).function_def
+    assert function.attr["_XlaMustCompile"].b

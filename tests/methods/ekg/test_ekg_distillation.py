@@ -128,13 +128,23 @@ def test_fit_reduces_the_loss_and_evaluates_on_images():
 
 
 def test_mirrored_matches_one_device(mirrored):
+    """Two replicas with batch normalization synchronised (as the trainers
+    run it) compute the loss and gradients of one device."""
     x, y = small_data(16)
     features = {"image": x, "id": np.arange(16, dtype="int64")}
 
     def loss_and_gradients(strategy):
         keras.utils.set_random_seed(1)
         with strategy.scope():
-            model = EKGFineTuning(small_model(batchnorm=False), _bank(16))
+            model = EKGFineTuning(small_model(batchnorm=True), _bank(16))
+        layers = [
+            layer
+            for layer in model.student.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        assert layers
+        for layer in layers:
+            layer.synchronized = True
 
         def step(features, labels):
             with tf.GradientTape() as tape:
@@ -156,6 +166,32 @@ def test_mirrored_matches_one_device(mirrored):
     np.testing.assert_allclose(one_loss, two_loss, rtol=1e-5)
     for a, b in zip(one_gradients, two_gradients):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_train_step_reads_each_samples_own_teachers():
+    """Through `compute_objective` on shuffled batches: every sample's
+    distillation is computed against the rows built for its own id."""
+    x, y = small_data(24)
+    bank = _bank(24, teachers=3, seed=5)
+    table = bank.read(np.arange(24)).numpy()
+    model = EKGFineTuning(small_model(), bank, augment=None)
+    for features, labels in with_ids(x, y, 8, shuffle=True):
+        ids = features["id"].numpy()
+        assert sorted(ids) != list(ids) or ids[0] != 0
+        _, logits, distillation, used = model.compute_objective(
+            features, labels, 0, training=False
+        )
+        target, expected_used = teacher_target(
+            tf.constant(table[ids]),
+            logits,
+            labels,
+            model.temperature,
+        )
+        expected = kl_divergence(target, logits, model.temperature)
+        np.testing.assert_allclose(
+            distillation, tf.reduce_mean(expected), rtol=1e-5
+        )
+        assert used == expected_used
 
 
 def test_bad_bank_or_data():
