@@ -45,7 +45,10 @@ def train(
             `strategy`.
         strategy: The `tf.distribute.Strategy`.
         dataset: An infinite distributed dataset (from
-            `strategy.distribute_datasets_from_function`).
+            `strategy.distribute_datasets_from_function`), or a function
+            `epoch -> distributed dataset` giving each epoch its own data
+            (so a run resumed at epoch e sees the batches a straight run
+            sees there).
         epochs: Epochs to train (a restored run starts at the epoch that
             a backup callback restores through the model's initial
             epoch, as `keras.callbacks.BackupAndRestore` does).
@@ -85,9 +88,12 @@ def train(
         _keras_private.set_initial_epoch(model, 0)
         callback_list.on_train_begin()
         start = _keras_private.initial_epoch(model)
-        iterator = iter(dataset)
+        per_epoch = callable(dataset)
+        iterator = None if per_epoch else iter(dataset)
         logs = {}
         for epoch in range(start, epochs):
+            if per_epoch:
+                iterator = iter(dataset(epoch))
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
             for batch in range(steps_per_epoch):

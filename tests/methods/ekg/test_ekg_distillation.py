@@ -301,3 +301,43 @@ def test_backup_and_restore_resumes_to_the_same_weights(tmp_path):
     resumed.fit(data, epochs=3, verbose=0, callbacks=[backup])
     for a, b in zip(straight.student.weights, resumed.student.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_poster_variants_end_to_end():
+    """The poster's teacher choice (bank) and teacher filter (fine-tuning),
+    from a search to a fine-tuned model."""
+    x, y, _ = _learnable(48)
+    keras.utils.set_random_seed(3)
+    search = ekg_keras.EKGSearch(
+        small_model(),
+        0.6,
+        (x, y),
+        val_per_class=4,
+        subset_per_class=4,
+        verbose=0,
+    )
+    search.run()
+    keep = [m.copy() for m in search.setup.current_keep()]
+    fitter = ekg_keras.training.Fitter((x, y), batch_size=16, verbose=0)
+    phase = ekg_keras.training.finetuners.get("ekg").phase(
+        search.model,
+        4,
+        fitter,
+        trajectory=search.trajectory(),
+        num_teachers=3,
+        bank_options={"variant": "poster"},
+        teacher_filter="poster",
+        augment=None,
+        verbose=0,
+    )
+    assert phase.model.teacher_filter == "poster"
+    before = [w.numpy().copy() for w in search.model.trainable_weights]
+    fitter.fit(phase)
+    losses = phase.model.history.history["loss"]
+    assert losses[-1] < losses[0]
+    assert any(
+        not np.allclose(a, b.numpy())
+        for a, b in zip(before, search.model.trainable_weights)
+    )
+    for a, b in zip(keep, search.setup.current_keep()):
+        np.testing.assert_array_equal(a, b)
