@@ -17,6 +17,8 @@ from ekg_keras import schedules
 from ekg_keras import training
 from ekg_keras.allocation import EKGSearch
 from ekg_keras.batchnorm import recalibrate_batchnorm
+from ekg_keras.export import ExportCheckError
+from ekg_keras.export import compare_exported
 from ekg_keras.export import export
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import FlopsReport
@@ -26,6 +28,7 @@ from ekg_keras.latency import measure_latency
 from ekg_keras.layers import strip
 from ekg_keras.layers import wrap
 from ekg_keras.prune import prune
+from ekg_keras.runtimes import load_exported
 from ekg_keras.slim import slim
 from ekg_keras.training import SoftFilterPruning
 
