@@ -5,9 +5,8 @@ At inference a `BatchNormalization` is a per-channel affine map,
 `t = beta - s * moving_mean`. When `x` is the output of a convolution or
 dense layer with a linear activation, scaling that layer's kernel by `s`
 along its output channels and setting its bias to `s * bias + t` computes
-the same `y` without the normalization: one pass over the activations less,
-which is what deployment converters do (SPEC: a deployed model has no
-batch normalization of its own).
+the same `y` without the normalization: one pass over the activations
+less, as deployment converters do.
 """
 
 import collections
@@ -27,9 +26,19 @@ from ekg_keras.graph._keras_graph import rebuild_model
 from ekg_keras.layers import prunable_layers
 from ekg_keras.slim import slim
 
+
+def _layer_classes(*names):
+    """The `keras.layers` classes of these names (those that exist)."""
+    return tuple(
+        getattr(keras.layers, name)
+        for name in names
+        if hasattr(keras.layers, name)
+    )
+
+
 # Layers that are the identity at inference: any per-channel affine map
 # moves through them unchanged.
-_IDENTITY_AT_INFERENCE = (
+_IDENTITY_AT_INFERENCE = _layer_classes(
     "Identity",
     "Dropout",
     "SpatialDropout1D",
@@ -44,7 +53,7 @@ _IDENTITY_AT_INFERENCE = (
 # selections of their inputs, channel by channel: `P(s * x + t) == s *
 # P(x) + t`. TensorFlow's average pooling with "same" padding averages over
 # the valid inputs only, so it stays exact at the border.
-_AFFINE_COMMUTING = (
+_AFFINE_COMMUTING = _layer_classes(
     "Cropping1D",
     "Cropping2D",
     "Cropping3D",
@@ -59,7 +68,7 @@ _AFFINE_COMMUTING = (
     "GlobalAveragePooling3D",
 )
 # Maxima commute with `s * x + t` only where every scale `s` is positive.
-_MAX_POOLING = (
+_MAX_POOLING = _layer_classes(
     "MaxPooling1D",
     "MaxPooling2D",
     "MaxPooling3D",
@@ -67,14 +76,6 @@ _MAX_POOLING = (
     "GlobalMaxPooling2D",
     "GlobalMaxPooling3D",
 )
-
-
-def _layer_classes(names):
-    return tuple(
-        getattr(keras.layers, name)
-        for name in names
-        if hasattr(keras.layers, name)
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,12 +246,11 @@ _PRODUCERS = (
 
 def _through_problem(layer, scale):
     """Why the affine map cannot move back through `layer` (or None)."""
-    identity = _layer_classes(_IDENTITY_AT_INFERENCE)
-    if isinstance(layer, identity + _layer_classes(_AFFINE_COMMUTING)):
+    if isinstance(layer, _IDENTITY_AT_INFERENCE + _AFFINE_COMMUTING):
         return None
     if isinstance(layer, keras.layers.Activation) and _linear(layer):
         return None
-    if isinstance(layer, _layer_classes(_MAX_POOLING)):
+    if isinstance(layer, _MAX_POOLING):
         if np.all(scale > 0):
             return None
         return (
