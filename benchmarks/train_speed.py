@@ -286,7 +286,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.steps = args.steps or (3 if args.quick else 8)
     args.epochs = args.epochs or (2 if args.quick else 3)
-    args.rounds = args.rounds or (1 if args.quick else 4)
+    args.rounds = args.rounds or (1 if args.quick else 6)
     if args.quick:
         args.batch_size = min(args.batch_size, 32)
     argv_line = " ".join(

@@ -116,15 +116,16 @@ def export(
     """
     path = str(path)
     _check_arguments(model, path, format, quantize, data, check)
+    samples = None
+    if data is not None:
+        samples = _samples(data, calibration_samples)
+    given = model
     if prunable_layers(model):
         model = slim(model)
     normalizations = len(batchnorm_layers(model))
     if fold_batchnorm:
         model = fold(model)
     folded = normalizations - len(batchnorm_layers(model))
-    samples = None
-    if data is not None:
-        samples = _samples(data, calibration_samples)
     _write(model, path, format, quantize, samples)
     if keras_path is not None:
         model.save(str(keras_path))
@@ -134,7 +135,8 @@ def export(
     )
     if check:
         inputs = samples if samples is not None else _random_inputs(model)
-        report = compare_exported(path, model, inputs, format=format)
+        # Against the model as given: checks slimming and folding too.
+        report = compare_exported(path, given, inputs, format=format)
         message += f"): {_describe(report)}"
         if quantize is None:
             _require_close(report, path)

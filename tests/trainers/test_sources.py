@@ -35,7 +35,8 @@ def test_training_shuffles_and_drops_the_remainder(digits8):
     assert not np.array_equal(shuffled, ordered[:1300])
 
 
-def test_input_pipelines_of_two_workers_share_nothing(digits8):
+def ids_per_pipeline(source, split):
+    """The sample ids each of two input pipelines reads, batch 64."""
     shards = []
     for index in range(2):
         context = tf.distribute.InputContext(
@@ -43,12 +44,17 @@ def test_input_pipelines_of_two_workers_share_nothing(digits8):
             input_pipeline_id=index,
             num_replicas_in_sync=2,
         )
-        dataset = digits8.dataset(
-            "train", 64, with_ids=True, input_context=context
+        dataset = source.dataset(
+            split, 64, with_ids=True, input_context=context
         )
         features, _ = next(iter(dataset))
         assert features["image"].shape[0] == 32  # The per-replica batch.
         shards.append(set(ids_of(dataset)))
+    return shards
+
+
+def test_input_pipelines_of_two_workers_share_nothing(digits8):
+    shards = ids_per_pipeline(digits8, "train")
     assert not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(range(1347))
 
@@ -80,18 +86,7 @@ def test_synthetic_training_batches_are_whole_and_shard_by_pipeline():
     train = digits.dataset("train", 100, training=True)
     assert train.element_spec[0].shape == (100, 8, 8, 3)
     assert sum(1 for _ in train) == 13  # 1347 // 100, remainder dropped.
-    shards = []
-    for index in range(2):
-        context = tf.distribute.InputContext(
-            num_input_pipelines=2,
-            input_pipeline_id=index,
-            num_replicas_in_sync=2,
-        )
-        dataset = digits.dataset(
-            "eval", 64, with_ids=True, input_context=context
-        )
-        assert next(iter(dataset))[0]["image"].shape[0] == 32
-        shards.append(set(ids_of(dataset)))
+    shards = ids_per_pipeline(digits, "eval")
     assert not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(range(450))
 
