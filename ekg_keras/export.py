@@ -264,11 +264,16 @@ def _converters(format, quantize):
 
 def _samples(data, count):
     """Up to `count` single inputs of `data`, as one NumPy array."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(
+            "`calibration_samples` should be a positive integer. Received: "
+            f"calibration_samples={count!r}"
+        )
     dataset = features_only(data).unbatch().take(count)
-    samples = np.stack([np.asarray(x) for x in dataset.as_numpy_iterator()])
-    if not len(samples):
+    samples = [np.asarray(x) for x in dataset.as_numpy_iterator()]
+    if not samples:
         raise ValueError("`data` should yield inputs. Received: no input.")
-    return samples
+    return np.stack(samples)
 
 
 def _random_inputs(model):

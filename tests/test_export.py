@@ -196,6 +196,14 @@ def test_a_float_export_that_differs_raises(masked, tmp_path, monkeypatch):
             "has no int8 quantization",
         ),
         ({"format": "litert", "quantize": "int8"}, "pass `data`"),
+        (
+            {"format": "litert", "data": np.zeros((0, SIZE, SIZE, 3))},
+            "should yield inputs",
+        ),
+        (
+            {"data": images(2, SIZE), "calibration_samples": 0},
+            "should be a positive integer",
+        ),
         ({"format": "onnx", "path": "model.tflite"}, "should end with '.onnx'"),
     ],
 )
