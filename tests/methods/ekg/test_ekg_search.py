@@ -421,3 +421,14 @@ def test_search_summaries_have_their_tags(searched):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             tags.update(value.tag for value in event.summary.value)
     assert tags >= {"flops_fraction", "loss", "accuracy", "objective"}
+
+
+def test_round_to_moves_the_search_in_multiples(trained_resnet20, digits16):
+    search = _search(
+        trained_resnet20, digits16, 0.5, finetune=False, round_to=8, cache=False
+    )
+    search.run()
+    last = search.history[-1]
+    assert 0.49 <= last.flops_fraction <= 0.5
+    for group, count in zip(search.graph.groups, last.keep_counts):
+        assert count % 8 == 0 or count == group.size
