@@ -40,8 +40,8 @@ def test_mixed_precision_and_xla_pretraining(
             "--image_size=8",
             "--model=resnet20",
             "--stages=pretrain",
-            "--pretrain_epochs=1",
-            "--steps_per_epoch=2",
+            "--pretrain_epochs=6",
+            "--steps_per_epoch=8",
             "--batch_size=32",
             "--mixed_precision",
             "--jit_compile",
@@ -49,7 +49,8 @@ def test_mixed_precision_and_xla_pretraining(
             "--verbose=0",
         ]
     )
-    assert 0.0 <= summary["top1"] <= 1.0
+    # Seeds 0-2 reached 0.87-0.91 in this configuration (chance 0.10).
+    assert summary["top1"] >= 0.7
     model = keras.saving.load_model(model_dir / "pretrain" / "model.keras")
     assert model.get_layer("stem_conv").dtype_policy.name == "mixed_float16"
     assert model.get_layer("stem_conv").kernel.dtype == "float32"

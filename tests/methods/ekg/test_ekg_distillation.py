@@ -242,22 +242,30 @@ def test_host_bank_gives_the_same_objective(tmp_path):
     on_host.fit(with_ids(x, y, 8), epochs=1, verbose=0)
 
 
-def test_prune_runs_search_bank_and_finetuning():
-    x, y = small_data()
-    keras.utils.set_random_seed(0)
-    model = small_model()
+def test_prune_runs_search_bank_and_finetuning(trained_resnet20, digits16):
+    """prune(data=..., finetune_epochs=...) end to end: search, bank,
+    distillation, recalibration, slim."""
     small = ekg_keras.prune(
-        model,
-        flops=0.5,
-        data=(x, y),
+        trained_resnet20,
+        flops=0.6,
+        data=(digits16.x_train, digits16.y_train),
         val_per_class=4,
-        subset_per_class=4,
+        subset_per_class=8,
+        batch_size=64,
         finetune_epochs=1,
-        finetune_options={"batch_size": 16, "num_teachers": 2},
+        finetune_options={"batch_size": 64, "num_teachers": 3, "augment": None},
         verbose=0,
     )
-    kept = ekg_keras.count_flops(small).macs / ekg_keras.count_flops(model).macs
-    assert kept <= 0.5
+    kept = (
+        ekg_keras.count_flops(small).macs
+        / ekg_keras.count_flops(trained_resnet20).macs
+    )
+    assert 0.59 <= kept <= 0.6
+    # Seeds 0-3 reached 0.969-0.980 on the 450 test digits.
+    logits = small.predict(digits16.x_test, verbose=0)
+    assert np.mean(logits.argmax(-1) == digits16.y_test) >= 0.9
+    x, y = small_data()
+    model = small_model()
     images = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     with pytest.raises(ValueError, match="indexed by sample id"):
         ekg_keras.prune(
