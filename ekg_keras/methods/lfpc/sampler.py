@@ -254,6 +254,15 @@ class CriteriaSampler(keras.Model):
         # get no optimizer slots).
         return [self.criteria_logits, self.count_logits]
 
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
     # Sampling.
 
     def temperature(self, step):
