@@ -178,6 +178,18 @@ def test_a_step_moves_only_the_logits_and_keeps_the_statistics():
             np.testing.assert_array_equal(before, weight.numpy(), weight.path)
 
 
+def test_non_finite_logits_stop_naming_the_epoch_and_group():
+    sampler = make_sampler(epochs=3)
+    logits = sampler.count_logits.numpy()
+    logits[1, 2] = np.nan
+    sampler.count_logits.assign(logits)
+    with pytest.raises(
+        ekg_keras.numerics.NonFiniteError,
+        match=r"count logits at epoch 2, group \d+ \(b\)",
+    ):
+        sampler.record_epoch(1, {"loss": 1.0})
+
+
 def test_config_and_keras_file_round_trip(tmp_path):
     sampler = make_sampler(criteria=("l2", "fpgm"), epochs=3, seed=5)
     x, y = data(32)
