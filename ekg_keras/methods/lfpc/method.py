@@ -15,7 +15,9 @@ from ekg_keras.methods.lfpc.callbacks import SamplerHistory
 from ekg_keras.methods.lfpc.criteria import DEFAULT_CRITERIA
 from ekg_keras.methods.lfpc.criteria import check_criteria
 from ekg_keras.methods.lfpc.data import validation_split
+from ekg_keras.methods.lfpc.sampler import TAS_WIDTHS
 from ekg_keras.methods.lfpc.sampler import CriteriaSampler
+from ekg_keras.methods.lfpc.sampler import check_widths
 from ekg_keras.methods.lfpc.structure import COUNT_MODES
 from ekg_keras.methods.lfpc.structure import TOLERANCE
 from ekg_keras.methods.lfpc.structure import choose_structure
@@ -33,6 +35,9 @@ class LFPCOptions:
             (weight-based); a string "l1/l2/fpgm" works too. The thesis'
             ablation adds the adversarial "adv_l1" and "adv_l2"
             (`1/||W||_p`, registered by this package).
+        widths: Candidate keep counts per group, as fractions of its
+            channels (TAS's 0.3, 0.4, ..., 1.0; "0.5/0.75/1" as text), or
+            None / "all" for every count the group may keep.
         search_epochs: Epochs of the sampler's training (600 on CIFAR in
             the thesis, 35 on ImageNet).
         batch_size: Its batch size (256).
@@ -62,6 +67,7 @@ class LFPCOptions:
     """
 
     criteria: tuple = DEFAULT_CRITERIA
+    widths: tuple = TAS_WIDTHS
     search_epochs: int = 600
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -79,6 +85,7 @@ class LFPCOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "criteria", check_criteria(self.criteria))
+        object.__setattr__(self, "widths", check_widths(self.widths))
         for name in (
             "search_epochs",
             "batch_size",
@@ -264,6 +271,7 @@ class LFPC(PruningMethod):
                 self.model,
                 self.target,
                 options.criteria,
+                widths=options.widths,
                 epochs=options.search_epochs,
                 steps_per_epoch=steps_per_epoch,
                 lambda_comp=options.lambda_comp,

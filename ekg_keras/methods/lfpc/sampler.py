@@ -27,14 +27,21 @@ from ekg_keras.taylor import ends_in_softmax
 #: Logit of a padded (non-existent) keep count: probability exactly 0.
 _IMPOSSIBLE = -1e9
 
+#: TAS's candidate widths, fractions of each group's channels (Dong and
+#: Yang's `get_width_choices`): what the keep counts are sampled from.
+TAS_WIDTHS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
 
 @ekg_export
 class CriteriaSampler(keras.Model):
     """Learns a pruning criterion and a keep count per channel group (DCS).
 
     Each prunable channel group g has logits `alpha_g` over the candidate
-    criteria and logits `beta_g` over its allowed keep counts (the
-    `KeepLevels` of `min_channels` / `round_to`). A training step samples
+    criteria and logits `beta_g` over its candidate keep counts: the
+    fractions `widths` of its channels (TAS's 0.3, 0.4, ..., 1.0 by
+    default), each rounded up to a count the group may keep under
+    `min_channels` / `round_to` (`widths=None`: every count it may keep).
+    A training step samples
     both with Gumbel-softmax at temperature tau (the thesis' Eq. 6.9 for the
     criteria; TAS-style for the counts, [impl]) and runs the network with
     the "criteria feature map": each group's channels multiplied by
@@ -72,6 +79,8 @@ class CriteriaSampler(keras.Model):
         flops: The FLOPs fraction to keep, in (0, 1].
         criteria: Candidate criterion names (`ekg_keras.criteria.names()`,
             weight-based ones).
+        widths: Candidate widths as fractions in (0, 1] of each group's
+            channels, or None for every allowed keep count.
         epochs: Epochs of the search (for tau's schedule and the history).
         steps_per_epoch: Steps per epoch (for tau's schedule).
         lambda_comp: Weight of the computation loss (2 in the thesis).
@@ -111,6 +120,7 @@ class CriteriaSampler(keras.Model):
         flops,
         criteria=DEFAULT_CRITERIA,
         *,
+        widths=TAS_WIDTHS,
         epochs=1,
         steps_per_epoch=1,
         lambda_comp=2.0,
@@ -128,6 +138,7 @@ class CriteriaSampler(keras.Model):
         super().__init__(**kwargs)
         _check_hard_masked(network)
         self.criteria = check_criteria(criteria)
+        self.widths = check_widths(widths)
         self.epochs = _positive_int(epochs, "epochs")
         self.steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch")
         self.lambda_comp = _non_negative(lambda_comp, "lambda_comp")
@@ -169,7 +180,7 @@ class CriteriaSampler(keras.Model):
 
     def _prepare_structure(self):
         setup = self.setup
-        levels = [setup.levels.levels[g.id] for g in self.groups]
+        levels = candidate_counts(setup.levels, self.groups, self.widths)
         self.width = int(max(g.size for g in self.groups))
         self.num_levels = int(max(len(lv) for lv in levels))
         padded = np.full((len(levels), self.num_levels), UNRANKED, np.int32)
@@ -570,6 +581,7 @@ class CriteriaSampler(keras.Model):
             "network": keras.saving.serialize_keras_object(self.network),
             "flops": self.flops,
             "criteria": list(self.criteria),
+            "widths": None if self.widths is None else list(self.widths),
             "epochs": self.epochs,
             "steps_per_epoch": self.steps_per_epoch,
             "lambda_comp": self.lambda_comp,
@@ -591,6 +603,48 @@ class CriteriaSampler(keras.Model):
             config["network"]
         )
         return cls(**config)
+
+
+def check_widths(widths):
+    """Candidate widths as a sorted tuple of fractions in (0, 1], or None.
+
+    Args:
+        widths: Fractions, one string of them separated by "/" (as
+            `--method_options=widths=0.5/0.75/1`), or None / "all" for every
+            allowed keep count.
+
+    Raises:
+        ValueError: For an empty set or a fraction outside (0, 1].
+    """
+    if widths is None or widths == "all":
+        return None
+    if isinstance(widths, str):
+        widths = [w for w in widths.split("/") if w.strip()]
+    try:
+        values = tuple(sorted({float(w) for w in widths}))
+    except (TypeError, ValueError):
+        values = ()
+    if not values or not all(0 < w <= 1 for w in values):
+        raise ValueError(
+            "`widths` should be fractions in (0, 1] of each group's "
+            "channels (e.g. 0.3/0.5/1.0), or None for every allowed keep "
+            f"count. Received: widths={widths!r}"
+        )
+    return values
+
+
+def candidate_counts(levels, groups, widths):
+    """Each group's candidate keep counts: `widths` of its size rounded up
+    to allowed counts (`levels.at_least`), or every allowed count.
+
+    Returns:
+        A list of sorted int arrays, one per group of `groups`.
+    """
+    if widths is None:
+        return [levels.levels[g.id] for g in groups]
+    sizes = levels.sizes.astype(np.float64)
+    rounded = [levels.at_least(np.ceil(w * sizes - 1e-9)) for w in widths]
+    return [np.unique([counts[g.id] for counts in rounded]) for g in groups]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -39,8 +39,12 @@ def test_probabilities_sum_to_one_per_group():
     )
     counts = sampler.count_probabilities().numpy()
     np.testing.assert_allclose(counts.sum(1), rows, rtol=1e-6)
-    # Group "a" has 8 allowed counts, "b" 16: a's padded columns are 0.
-    assert sampler.num_levels == 16
+    # TAS's widths 0.3..1.0 give group "a" (8 channels) the counts 3..8,
+    # "b" (16) eight counts: a's padded columns are 0.
+    np.testing.assert_array_equal(sampler.levels[0, :6], [3, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(
+        sampler.levels[1], [5, 7, 8, 10, 12, 13, 15, 16]
+    )
     padded = ~sampler._valid
     assert padded.any()
     np.testing.assert_array_equal(counts[padded], 0.0)
@@ -131,6 +135,17 @@ def test_computation_loss_is_positive_above_the_target_only():
         else:
             assert float(loss) == 0
             np.testing.assert_array_equal(gradient, 0.0)
+
+
+def test_candidate_counts_honour_the_allowed_levels():
+    model = two_conv_model()
+    every = make_sampler(model, widths=None, min_channels=2)
+    np.testing.assert_array_equal(every.levels[1], np.arange(2, 17))
+    rounded = make_sampler(model, widths="0.3/0.5/1", round_to=4)
+    # Widths 0.3, 0.5, 1 of 8 and 16 channels, rounded up to multiples of 4.
+    np.testing.assert_array_equal(rounded.levels, [[4, 8], [8, 16]])
+    with pytest.raises(ValueError, match="`widths` should be fractions"):
+        make_sampler(model, widths=(0.0, 1.0))
 
 
 def test_keep_masks_follow_each_criterion_ranking():
