@@ -8,9 +8,10 @@ for each FLOPs target (0.5 and 0.3) prunes that same trained model with
 * **ekg**: the EKG search (`method="ekg"`);
 * **fpgm**: one-shot, uniform widths, geometric-median criterion;
 * **l1**: one-shot, uniform widths, L1 criterion;
-* **fpgm (soft)**: the registered soft FPGM, which trains while it prunes
-  for as many epochs as the others fine-tune (its training is its
-  fine-tuning, so it is the one row without the shared fine-tuning);
+* **fpgm (soft)**, only when asked for (`--methods`): the registered soft
+  FPGM, which trains while it prunes for as many epochs as the others
+  fine-tune (its training is its fine-tuning, so it is the one row
+  without the shared fine-tuning);
 
 and fine-tunes every pruned model the same way: the "cosine" fine-tuner
 (SGD Nesterov, lr 0.01 falling along a half cosine, weight decay 5e-4,
@@ -22,12 +23,13 @@ where (input half / output half of the network; the thesis observes the
 geometric median in deeper layers, norms in shallow ones).
 
 The thesis trains the sampler for 600 CIFAR epochs (58,800 Adam steps at
-lr 1e-3). A CPU cannot, so the default here is `--search_epochs=100` with
-batch 128 (600 steps) at lr 0.05: about the same distance the logits may
+lr 1e-3). A CPU cannot, so the default here is `--search_epochs=50` with
+batch 128 (300 steps) at lr 0.1: about the same distance the logits may
 travel (lr x steps: 30 here, 59 there), far fewer samples.
 
     .venv/bin/python benchmarks/lfpc.py            # ~20 min on 2 busy cores
-    .venv/bin/python benchmarks/lfpc.py --quick    # smoke check, ~3 min
+    .venv/bin/python benchmarks/lfpc.py --quick    # smoke check, ~4 min
+    .venv/bin/python benchmarks/lfpc.py --plot_dir=docs  # + criteria plots
 """
 
 import os
@@ -39,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # Silences TF logging before TF is imported.
 
 TARGETS = (0.5, 0.3)
-METHODS = ("lfpc", "ekg", "fpgm", "l1", "fpgm (soft)")
+METHODS = ("lfpc", "ekg", "fpgm", "l1")
+OPTIONAL = ("fpgm (soft)",)
 
 
 def parse_args(argv=None):
@@ -51,7 +54,17 @@ def parse_args(argv=None):
     parser.add_argument("--pretrain_epochs", type=int, default=None)
     parser.add_argument("--search_epochs", type=int, default=None)
     parser.add_argument("--search_batch_size", type=int, default=128)
-    parser.add_argument("--search_learning_rate", type=float, default=0.05)
+    parser.add_argument("--search_learning_rate", type=float, default=0.1)
+    parser.add_argument(
+        "--counts",
+        default="argmax",
+        help="LFPC's widths to prune with: argmax or expected.",
+    )
+    parser.add_argument(
+        "--plot_dir",
+        default=None,
+        help="Write LFPC's criteria plot per target here (lfpc_<flops>.png).",
+    )
     parser.add_argument("--finetune_epochs", type=int, default=None)
     parser.add_argument(
         "--targets",
@@ -61,25 +74,27 @@ def parse_args(argv=None):
     parser.add_argument(
         "--methods",
         default=None,
-        help=f"Comma-separated subset of {','.join(METHODS)}.",
+        help=f"Comma-separated, from {','.join(METHODS + OPTIONAL)}.",
     )
     args = parser.parse_args(argv)
     quick = args.quick
     if args.pretrain_epochs is None:
-        args.pretrain_epochs = 3 if quick else 20
+        args.pretrain_epochs = 3 if quick else 15
     if args.search_epochs is None:
-        args.search_epochs = 4 if quick else 100
+        args.search_epochs = 4 if quick else 50
     if args.finetune_epochs is None:
-        args.finetune_epochs = 1 if quick else 10
+        args.finetune_epochs = 1 if quick else 5
     args.targets = (
         [float(t) for t in args.targets.split(",")]
         if args.targets
         else ([0.5] if quick else list(TARGETS))
     )
     args.methods = args.methods.split(",") if args.methods else list(METHODS)
-    unknown = sorted(set(args.methods) - set(METHODS))
+    unknown = sorted(set(args.methods) - set(METHODS + OPTIONAL))
     if unknown:
-        parser.error(f"unknown --methods {unknown}; choose from {METHODS}")
+        parser.error(
+            f"unknown --methods {unknown}; choose from {METHODS + OPTIONAL}"
+        )
     return args
 
 
@@ -119,6 +134,7 @@ def create(name, model, flops, data, args):
             search_epochs=args.search_epochs,
             batch_size=args.search_batch_size,
             learning_rate=args.search_learning_rate,
+            counts=args.counts,
         )
     if name == "ekg":
         return methods.get("ekg").create(
@@ -187,6 +203,14 @@ def prune_and_finetune(name, model, flops, data, args):
     row["finetuned"] = test_accuracy(masked, data)
     if name == "lfpc":
         row["criteria"] = criteria_summary(method)
+        row["criteria_names"] = list(method.options.criteria)
+        if args.plot_dir:
+            from ekg_keras.methods.lfpc import plot_criteria
+
+            os.makedirs(args.plot_dir, exist_ok=True)
+            plot_criteria(
+                method, os.path.join(args.plot_dir, f"lfpc_{flops}.png")
+            )
     return row
 
 
@@ -201,6 +225,14 @@ def criteria_summary(method):
             "input_half": structure.criteria[:half].count(name),
             "output_half": structure.criteria[half:].count(name),
         }
+    summary["per_group"] = [
+        [method.setup.graph.groups[g].producers[0], name, int(count)]
+        for g, name, count in zip(
+            structure.group_ids,
+            structure.criteria,
+            structure.keep_counts[list(structure.group_ids)],
+        )
+    ]
     summary["search_epochs"] = len(method.history)
     summary["final_expected_flops"] = method.history[-1].expected_flops
     return summary
@@ -240,7 +272,7 @@ def print_target(flops, rows, unpruned):
             f"{name} {s['groups']} ({s['input_half']} in the input half, "
             f"{s['output_half']} in the output half)"
             for name, s in summary.items()
-            if isinstance(s, dict)
+            if name in rows["lfpc"]["criteria_names"]
         ]
         print("LFPC criteria per group: " + "; ".join(parts))
 

@@ -223,12 +223,17 @@ def test_the_trainer_runs_lfpc_end_to_end(tmp_path):
 
 def test_options_and_bad_input():
     parsed = options_lib.parse(
-        LFPCOptions, ["criteria=l1/adv_l2", "search_epochs=5"]
+        LFPCOptions,
+        ["criteria=l1/adv_l2", "search_epochs=5", "widths=1/0.5"],
     )
     options = options_lib.make_options(LFPCOptions, values=parsed)
     assert options.criteria == ("l1", "adv_l2")
     assert options.search_epochs == 5
+    assert options.widths == (0.5, 1.0)
+    every = options_lib.parse(LFPCOptions, ["widths=all"])
+    assert options_lib.make_options(LFPCOptions, values=every).widths is None
     assert LFPCOptions().criteria == ("l1", "l2", "fpgm")
+    assert LFPCOptions().widths == (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     assert methods.get("lfpc").method_class.finetuner == "cosine"
     model = two_conv_model()
     create = methods.get("lfpc").create
