@@ -41,10 +41,10 @@ class CriteriaSampler(keras.Model):
     fractions `widths` of its channels (TAS's 0.3, 0.4, ..., 1.0 by
     default), each rounded up to a count the group may keep under
     `min_channels` / `round_to` (`widths=None`: every count it may keep).
-    A training step samples
-    both with Gumbel-softmax at temperature tau (the thesis' Eq. 6.9 for the
-    criteria; TAS-style for the counts, [impl]) and runs the network with
-    the "criteria feature map": each group's channels multiplied by
+    A training step samples both with Gumbel-softmax at temperature tau
+    (the thesis' Eq. 6.9 for the criteria; TAS-style for the counts,
+    [impl]) and runs the network with the "criteria feature map": each
+    group's channels multiplied by
 
     `m_g = sum_s p_s * sum_n w_n * [rank_s(c) < n]`,
 
@@ -94,6 +94,18 @@ class CriteriaSampler(keras.Model):
         include_bn: Count batch normalization in FLOPs.
         include_fc: Count dense layers in FLOPs.
         **kwargs: `keras.Model` arguments (e.g. `name`).
+
+    Attributes:
+        network: The masked network.
+        setup: Its `PruningSetup` (graph, FLOPs counter, levels, target).
+        groups: The prunable `ChannelGroup`s, in the order of the logits'
+            rows.
+        candidates: (groups, most candidates) int array of each group's
+            candidate keep counts (padding: `criteria.UNRANKED`).
+        criteria_logits, count_logits: The trainable logits.
+        ranks: (groups, criteria, widest group) channel ranks per
+            criterion (0 = kept first), a weight.
+        step: Training steps so far (tau's schedule, the noise's seed).
 
     Example:
 
@@ -183,10 +195,12 @@ class CriteriaSampler(keras.Model):
         levels = candidate_counts(setup.levels, self.groups, self.widths)
         self.width = int(max(g.size for g in self.groups))
         self.num_levels = int(max(len(lv) for lv in levels))
+        # Padding: UNRANKED, above every rank, so `searchsorted` never
+        # counts it (and its probability is 0).
         padded = np.full((len(levels), self.num_levels), UNRANKED, np.int32)
         for p, values in enumerate(levels):
             padded[p, : len(values)] = values
-        self.levels = padded
+        self.candidates = padded
         self._valid = padded != UNRANKED
         self._level_values = tf.constant(
             np.where(self._valid, padded, 0), tf.float32
@@ -482,7 +496,7 @@ class CriteriaSampler(keras.Model):
         probabilities = self.count_probabilities().numpy()
         counts = self.setup.graph.sizes.astype(np.float64)
         for p, group in enumerate(self.groups):
-            counts[group.id] = self.levels[p, np.argmax(probabilities[p])]
+            counts[group.id] = self.candidates[p, np.argmax(probabilities[p])]
         return counts
 
     def keep_masks(self, keep_counts, criteria=None):

@@ -41,9 +41,9 @@ def test_probabilities_sum_to_one_per_group():
     np.testing.assert_allclose(counts.sum(1), rows, rtol=1e-6)
     # TAS's widths 0.3..1.0 give group "a" (8 channels) the counts 3..8,
     # "b" (16) eight counts: a's padded columns are 0.
-    np.testing.assert_array_equal(sampler.levels[0, :6], [3, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(sampler.candidates[0, :6], [3, 4, 5, 6, 7, 8])
     np.testing.assert_array_equal(
-        sampler.levels[1], [5, 7, 8, 10, 12, 13, 15, 16]
+        sampler.candidates[1], [5, 7, 8, 10, 12, 13, 15, 16]
     )
     padded = ~sampler._valid
     assert padded.any()
@@ -71,7 +71,7 @@ def test_as_tau_vanishes_the_mixture_is_the_sampled_sub_network(training):
     chosen = criteria_weights.argmax(1)
     counts = sampler.setup.graph.sizes.astype(float)
     for p, group in enumerate(sampler.groups):
-        counts[group.id] = sampler.levels[p, count_weights[p].argmax()]
+        counts[group.id] = sampler.candidates[p, count_weights[p].argmax()]
     ids = [g.id for g in sampler.groups]
     assert np.all(counts[ids] < sampler.setup.graph.sizes[ids])  # Pruned.
     sampler.setup.apply(sampler.keep_masks(counts, chosen))
@@ -96,7 +96,7 @@ def test_criteria_feature_map_is_the_aligned_weighted_sum(training):
     (group,) = sampler.groups
     expected = np.zeros_like(mixture)
     for s in range(len(sampler.criteria)):
-        for n, level in enumerate(sampler.levels[0]):
+        for n, level in enumerate(sampler.candidates[0]):
             weight = criteria_weights[0, s] * count_weights[0, n]
             counts = sampler.setup.graph.sizes.copy()
             counts[group.id] = level
@@ -119,7 +119,7 @@ def test_computation_loss_is_positive_above_the_target_only():
         sampler.count_logits.assign(logits)
         counts = sampler.setup.graph.sizes.astype(float)
         for p, group in enumerate(sampler.groups):
-            counts[group.id] = sampler.levels[p, level[p]]
+            counts[group.id] = sampler.candidates[p, level[p]]
         # The differentiable cost agrees with the FLOPs counter.
         assert float(sampler.expected_flops()) == pytest.approx(
             sampler.setup.fraction(counts), rel=1e-5
@@ -140,10 +140,10 @@ def test_computation_loss_is_positive_above_the_target_only():
 def test_candidate_counts_honour_the_allowed_levels():
     model = two_conv_model()
     every = make_sampler(model, widths=None, min_channels=2)
-    np.testing.assert_array_equal(every.levels[1], np.arange(2, 17))
+    np.testing.assert_array_equal(every.candidates[1], np.arange(2, 17))
     rounded = make_sampler(model, widths="0.3/0.5/1", round_to=4)
     # Widths 0.3, 0.5, 1 of 8 and 16 channels, rounded up to multiples of 4.
-    np.testing.assert_array_equal(rounded.levels, [[4, 8], [8, 16]])
+    np.testing.assert_array_equal(rounded.candidates, [[4, 8], [8, 16]])
     with pytest.raises(ValueError, match="`widths` should be fractions"):
         make_sampler(model, widths=(0.0, 1.0))
 
