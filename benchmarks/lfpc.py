@@ -39,6 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
+from ekg_search import train  # The same pre-training recipe.
 
 TARGETS = (0.5, 0.3)
 METHODS = ("lfpc", "ekg", "fpgm", "l1")
@@ -96,29 +97,6 @@ def parse_args(argv=None):
             f"unknown --methods {unknown}; choose from {METHODS + OPTIONAL}"
         )
     return args
-
-
-def pretrain(data, epochs):
-    import keras
-
-    import ekg_keras
-
-    keras.utils.set_random_seed(0)
-    model = ekg_keras.models.resnet20(input_shape=data.input_shape)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras.optimizers.schedules.CosineDecay(
-                0.1, epochs * len(data.train)
-            ),
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(data.train, epochs=epochs, verbose=0)
-    return model
 
 
 def create(name, model, flops, data, args):
@@ -287,7 +265,7 @@ def main(argv=None):
     before = _timing.cpu_snapshot()
     data = ekg_keras.data.digits(batch_size=64, image_size=args.image_size)
     start = time.perf_counter()
-    model = pretrain(data, args.pretrain_epochs)
+    model = train("resnet20", data, args.pretrain_epochs)
     unpruned = test_accuracy(model, data)
     print(
         f"ResNet-20 at {args.image_size}x{args.image_size}: "
