@@ -37,6 +37,19 @@ def _fitter(callbacks=(), strategy=None):
     return Fitter(data(), callbacks=callbacks, strategy=strategy, verbose=0)
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished LFPC run on the small model (TensorBoard on), shared by
+    the tests that only read it or compare against it."""
+    method = _small_method(
+        tensorboard_dir=str(tmp_path_factory.mktemp("lfpc_tb")),
+        trajectory_steps=3,
+        trajectory_samples=24,
+    )
+    method.run(_fitter())
+    return method
+
+
 def test_prunes_resnet20_on_digits_end_to_end(trained_resnet20, digits16):
     train = (digits16.x_train, digits16.y_train)
     small = ekg_keras.prune(
@@ -82,9 +95,8 @@ def test_the_chosen_structure_meets_flops_within_one_point(counts):
         assert list(structure.criteria) == names
 
 
-def test_history_structure_plot_and_tensorboard(tmp_path):
-    method = _small_method(tensorboard_dir=str(tmp_path / "tb"))
-    masked = method.run(_fitter())
+def test_history_structure_plot_and_tensorboard(finished, tmp_path):
+    method = finished
     assert method.finished
     assert len(method.history) == SMALL["search_epochs"]
     for record in method.history:
@@ -103,11 +115,13 @@ def test_history_structure_plot_and_tensorboard(tmp_path):
         method.structure.keep, method.setup.current_keep(), strict=True
     ):
         np.testing.assert_array_equal(mask, kept)
-    assert ekg_keras.layers.prunable_layers(masked)
+    assert ekg_keras.layers.prunable_layers(method.model)
     figure = plot_criteria(method, str(tmp_path / "criteria.png"))
     assert os.path.getsize(tmp_path / "criteria.png") > 0
     assert len(figure.axes) == 2
-    events = glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+    events = glob.glob(
+        os.path.join(method.tensorboard_dir, "events.out.tfevents.*")
+    )
     tags = {
         value.tag
         for path in events
@@ -133,9 +147,8 @@ class _KillAfter(keras.callbacks.Callback):
             raise _Killed(f"killed after epoch {epoch + 1}")
 
 
-def test_resumes_after_a_kill(tmp_path):
-    whole = _small_method()
-    whole.run(_fitter())
+def test_resumes_after_a_kill(finished, tmp_path):
+    whole = finished
     killed = _small_method(checkpoint_dir=str(tmp_path))
     with pytest.raises(_Killed):
         killed.run(_fitter(callbacks=[_KillAfter(2)]))
@@ -155,9 +168,8 @@ def test_resumes_after_a_kill(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_mirrored_strategy_matches_one_device(mirrored):
-    one = _small_method()
-    one.run(_fitter())
+def test_mirrored_strategy_matches_one_device(finished, mirrored):
+    one = finished
     two = _small_method(strategy=mirrored)
     two.run(_fitter(strategy=mirrored))
     for name in ("criteria_logits", "count_logits"):
@@ -172,10 +184,8 @@ def test_mirrored_strategy_matches_one_device(mirrored):
     )
 
 
-def test_trajectory_feeds_ekg_distillation():
-    method = _small_method(trajectory_steps=3, trajectory_samples=24)
-    fitter = _fitter()
-    method.run(fitter)
+def test_trajectory_feeds_ekg_distillation(finished):
+    method = finished
     trajectory = method.trajectory()
     assert trajectory.flops_fractions[0] == 1.0
     assert trajectory.flops_fractions[-1] == pytest.approx(
@@ -186,7 +196,7 @@ def test_trajectory_feeds_ekg_distillation():
     for a, b in zip(trajectory.keep_masks[-1], method.structure.keep):
         np.testing.assert_array_equal(a, b)
     keep = [m.copy() for m in method.setup.current_keep()]
-    finetuners.finetune(method, 1, fitter, "ekg", verbose=0, num_teachers=2)
+    finetuners.finetune(method, 1, _fitter(), "ekg", verbose=0, num_teachers=2)
     for a, b in zip(method.setup.current_keep(), keep, strict=True):
         np.testing.assert_array_equal(a, b)
 
