@@ -2,8 +2,9 @@
 
 * `method.LFPC` (registered as "lfpc") with `LFPCOptions`;
 * `sampler.CriteriaSampler`, the differentiable criteria sampler (a Keras
-  model), with `cost` (expected FLOPs, the computation loss), `data` (its
-  validation split) and `callbacks` (its history, TensorBoard, progress);
+  model), with `widths` (its candidate keep counts), `cost` (expected
+  FLOPs, the computation loss), `data` (its validation split), `history`
+  and `callbacks` (its history, TensorBoard, progress);
 * `criteria`: the candidate criteria and the adversarial "adv_l1" /
   "adv_l2", registered in `ekg_keras.criteria`;
 * `structure` (the pruned structure after the search), `trajectory` (the

@@ -15,13 +15,13 @@ from ekg_keras.methods.lfpc.callbacks import SamplerHistory
 from ekg_keras.methods.lfpc.criteria import DEFAULT_CRITERIA
 from ekg_keras.methods.lfpc.criteria import check_criteria
 from ekg_keras.methods.lfpc.data import validation_split
-from ekg_keras.methods.lfpc.sampler import TAS_WIDTHS
 from ekg_keras.methods.lfpc.sampler import CriteriaSampler
-from ekg_keras.methods.lfpc.sampler import check_widths
 from ekg_keras.methods.lfpc.structure import COUNT_MODES
 from ekg_keras.methods.lfpc.structure import TOLERANCE
 from ekg_keras.methods.lfpc.structure import choose_structure
 from ekg_keras.methods.lfpc.trajectory import criteria_trajectory
+from ekg_keras.methods.lfpc.widths import TAS_WIDTHS
+from ekg_keras.methods.lfpc.widths import check_widths
 from ekg_keras.methods.registry import register_method
 from ekg_keras.training.fitting import TrainingPhase
 
