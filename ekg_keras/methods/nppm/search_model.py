@@ -1,5 +1,6 @@
 """NPPM's Algorithm 1 as a Keras model: one compiled train step per batch."""
 
+import copy
 import dataclasses
 
 import keras
@@ -204,6 +205,10 @@ class PerformanceMaximization(keras.Model):
         self.optimizer.build(self.gates.trainable_variables)
         self.predictor_optimizer.build(self.predictor.trainable_variables)
 
+    def compile_from_config(self, config):
+        """Compiles a loaded search as it was compiled (`.keras` files)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     @property
     def metrics(self):
         return list(self.trackers)
@@ -391,7 +396,7 @@ class PerformanceMaximization(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 

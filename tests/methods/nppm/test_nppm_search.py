@@ -1,0 +1,196 @@
+"""The NPPM search model: Algorithm 1 as a compiled train step, frozen
+network, tf.distribute, resume, serialization."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ekg_keras.methods.nppm import PerformanceMaximization
+from ekg_keras.methods.nppm.search_model import METRICS
+
+# Small enough that the predictor trains and gamma is on within steps.
+_OPTIONS = {
+    "memory_size": 8,
+    "window": 1,
+    "predictor_batch_size": 2,
+    "encoder_units": 4,
+    "recurrent_units": 4,
+    "tau": 0.5,
+    "initial_logit": 1.0,
+}
+
+
+def _residual_model():
+    """Two convolutions joined by a residual add (one shared gate group)
+    and a third one of its own."""
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.Conv2D(6, 3, padding="same", name="b")(a)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    b = keras.layers.ReLU()(b)
+    c = keras.layers.Conv2D(8, 3, padding="same", name="c")(b)
+    c = keras.layers.BatchNormalization(name="c_bn")(c)
+    x = keras.layers.ReLU()(keras.layers.Add()([a, c]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 8, 8, 3)).astype("float32")
+    return x, (np.arange(n) % 4).astype("int32")
+
+
+def _search(strategy=None, seed=0, **options):
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(seed)
+    model = _residual_model()
+    with strategy.scope():
+        search = PerformanceMaximization(model, 0.5, **{**_OPTIONS, **options})
+        search.compile(optimizer=keras.optimizers.Adam(0.05))
+    return search
+
+
+def _fit(search, epochs, callbacks=()):
+    x, y = _data()
+    return search.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=list(callbacks),
+    )
+
+
+def _state(search):
+    """Everything the search learns or keeps, by name."""
+    variables = [
+        *search.gates.weights,
+        *search.memory.weights,
+        *search.predictor.weights,
+        search.steps,
+        search.last_predictor_loss,
+    ]
+    return {
+        f"{i}:{v.name}": np.asarray(v.numpy()) for i, v in enumerate(variables)
+    }
+
+
+def _assert_same_state(a, b, rtol=1e-5, atol=1e-6):
+    first, second = _state(a), _state(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_allclose(
+            first[key], second[key], rtol=rtol, atol=atol, err_msg=key
+        )
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+@pytest.fixture(scope="module")
+def straight():
+    """Four epochs on one device, uninterrupted."""
+    search = _search()
+    history = _fit(search, epochs=4)
+    return search, history
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """The same run killed after two epochs, and its backup directory."""
+    backup = tmp_path_factory.mktemp("backup") / "run"
+    search = _search()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(
+            search,
+            epochs=4,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(str(backup)),
+                _Interrupt(),
+            ],
+        )
+    return search, backup
+
+
+def test_residual_groups_share_one_gate_vector():
+    search = _search()
+    producers = [search.graph.groups[g].producers for g in search.gated_groups]
+    assert sorted(len(p) for p in producers) == [1, 2]
+    assert search.gates.sizes == [
+        search.graph.groups[g].size for g in search.gated_groups
+    ]
+
+
+def test_steps_train_gates_and_predictor_and_freeze_the_network(straight):
+    search, history = straight
+    assert set(history.history) == set(METRICS)
+    source = search.setup.source
+    for layer in source.layers:
+        masked = search.network.get_layer(layer.name)
+        mask = getattr(masked, "filter_mask", None)
+        values = [w for w in masked.weights if w is not mask]
+        for before, after in zip(layer.weights, values, strict=True):
+            np.testing.assert_array_equal(before.numpy(), after.numpy())
+    for logits in search.gates.logit_values():
+        assert np.all(logits != 1.0)  # All moved from the initial logit.
+    assert int(search.steps.numpy()) == 16
+    assert int(search.memory.size.numpy()) == 8  # Full: K_max = 8.
+    # The predictor trains once K > b_P, from the third step on.
+    assert int(search.predictor_optimizer.iterations.numpy()) == 14
+    assert int(search.optimizer.iterations.numpy()) == 16
+    assert history.history["gamma"][-1] > 0
+    assert 0 < history.history["flops_fraction"][-1] <= 1
+
+
+def test_mirrored_strategy_gives_the_same_search_as_one_device(
+    mirrored, straight
+):
+    two = _search(mirrored)
+    _fit(two, epochs=4)
+    _assert_same_state(straight[0], two)
+
+
+def test_backup_and_restore_resumes_with_the_same_memory_and_gates(
+    straight, interrupted
+):
+    _, backup = interrupted
+    # A fresh process: other random initial predictor weights.
+    resumed = _search(seed=9)
+    _fit(
+        resumed,
+        epochs=4,
+        callbacks=[keras.callbacks.BackupAndRestore(str(backup))],
+    )
+    assert int(resumed.steps.numpy()) == 16
+    _assert_same_state(straight[0], resumed)
+
+
+def test_config_and_keras_file_round_trip(tmp_path, straight, interrupted):
+    search, _ = interrupted
+    config = search.get_config()
+    restored = PerformanceMaximization.from_config(config)
+    assert restored.get_config() == config
+    search.save(tmp_path / "search.keras")
+    loaded = keras.saving.load_model(tmp_path / "search.keras")
+    assert isinstance(loaded, PerformanceMaximization)
+    assert loaded.options == search.options
+    _assert_same_state(search, loaded, rtol=0, atol=0)
+    # The loaded search goes on as the uninterrupted one did (memory,
+    # gates, predictor and both optimizers' state were in the file).
+    _fit(loaded, epochs=2)
+    _assert_same_state(straight[0], loaded)
+
+
+def test_xla_is_refused_with_a_reason():
+    search = _search()
+    with pytest.raises(ValueError, match="cannot be compiled with XLA"):
+        search.compile(optimizer="adam", jit_compile=True)
