@@ -142,9 +142,13 @@ class EpisodicMemory(keras.layers.Layer):
             probabilities,
             tf.one_hot(0, self.capacity),
         )
-        indices = tf.random.stateless_categorical(
-            tf.math.log(probabilities)[None], batch_size, seed
-        )[0]
+        # Inverse-CDF draws (XLA compiles these, not `stateless_categorical`).
+        cumulative = tf.cumsum(probabilities)
+        uniform = tf.random.stateless_uniform([batch_size], seed)
+        indices = tf.searchsorted(
+            cumulative, uniform * cumulative[-1], side="right"
+        )
+        indices = tf.minimum(indices, self.capacity - 1)
         return (
             tf.gather(self.structures, indices),
             tf.gather(self.accuracies, indices),

@@ -63,8 +63,7 @@ class PerformanceMaximization(keras.Model):
     strategy samples the same structure; the task gradient and the batch
     accuracy are summed over replicas before the (non-linear) gradient
     modification, so the result does not depend on how a global batch is
-    split. The predictor update inside the step needs a merge call in
-    control flow, so XLA (`jit_compile`) is not supported.
+    split. XLA compiles the step on one replica only (see `compile`).
 
     Args:
         model: The model to search (functional or Sequential). A model
@@ -184,21 +183,26 @@ class PerformanceMaximization(keras.Model):
 
     # Model interface.
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer="adam", jit_compile=False, **kwargs):
         """Compiles with `optimizer` for the gates (Adam 1e-3 in the
         paper) and builds the predictor's own Adam.
 
         Both optimizers are built for their variables only (the frozen
-        network gets no optimizer slots).
+        network gets no optimizer slots). XLA (`jit_compile=True`) works
+        on one replica; over several the step's cross-replica state
+        updates do not compile, so it is refused (and off by default).
         """
-        if kwargs.get("jit_compile") is True:
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if jit_compile is True and replicas > 1:
             raise ValueError(
-                "The NPPM search step cannot be compiled with XLA (its "
-                "predictor update is conditional across replicas). "
-                "Received: jit_compile=True"
+                "The NPPM search step cannot be compiled with XLA over "
+                f"{replicas} replicas (its memory and predictor updates are "
+                "cross-replica); use jit_compile=False. Received: "
+                "jit_compile=True"
             )
-        kwargs["jit_compile"] = False
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(
+            optimizer=optimizer, jit_compile=jit_compile is True, **kwargs
+        )
         self.predictor_optimizer = keras.optimizers.Adam(
             self.options.predictor_learning_rate, name="predictor_optimizer"
         )

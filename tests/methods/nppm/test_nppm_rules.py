@@ -135,10 +135,11 @@ def test_gates_sample_hard_structures_with_gradients_to_the_logits():
     np.testing.assert_array_equal(gates.noise_free()[0], [False, True, True])
 
 
-def _resnet_setup(flops=0.5, **kwargs):
+@pytest.fixture(scope="module")
+def resnet():
+    """One ResNet-20 (8x8) for the tests that need a real channel graph."""
     keras.utils.set_random_seed(0)
-    model = ekg_keras.models.resnet20(input_shape=(8, 8, 3))
-    return PruningSetup(model, flops, **kwargs)
+    return ekg_keras.models.resnet20(input_shape=(8, 8, 3))
 
 
 def _regularizer(setup):
@@ -154,13 +155,14 @@ def _regularizer(setup):
 
 @pytest.mark.parametrize("include_bn", [False, True])
 def test_regularizer_fraction_equals_count_flops_of_the_slim_model(
+    resnet,
     include_bn,
 ):
-    setup = _resnet_setup(include_bn=include_bn)
+    setup = PruningSetup(resnet, 0.5, include_bn=include_bn)
     regularizer, gated = _regularizer(setup)
     rng = np.random.default_rng(1)
     full = ekg_keras.count_flops(setup.source, include_bn=include_bn).macs
-    for _ in range(3):
+    for _ in range(2):
         keep = [np.ones(g.size, bool) for g in setup.graph.groups]
         for group in gated:
             keep[group] = rng.random(len(keep[group])) < 0.6
@@ -173,8 +175,8 @@ def test_regularizer_fraction_equals_count_flops_of_the_slim_model(
         assert fraction == pytest.approx(expected / full, rel=1e-5)
 
 
-def test_regularizer_is_zero_at_or_below_the_target_and_log_above():
-    setup = _resnet_setup(flops=0.5)
+def test_regularizer_is_zero_at_or_below_the_target_and_log_above(resnet):
+    setup = PruningSetup(resnet, 0.5)
     regularizer, gated = _regularizer(setup)
     length = sum(setup.graph.groups[g].size for g in gated)
     for keep_share in (0.2, 0.5, 0.7, 1.0):
@@ -213,8 +215,8 @@ def _check_keeps_top_logits(logits, keep):
             assert values[mask].min() >= values[~mask].max()
 
 
-def test_final_structure_removes_lowest_logits_until_the_target():
-    setup = _resnet_setup(flops=0.4)
+def test_final_structure_removes_lowest_logits_until_the_target(resnet):
+    setup = PruningSetup(resnet, 0.4)
     rng = np.random.default_rng(2)
     logits = _logits(setup, rng, -0.2, 3.0)  # Noise-free: above target.
     keep, record = final_structure(logits, setup)
@@ -234,8 +236,8 @@ def test_final_structure_removes_lowest_logits_until_the_target():
     )
 
 
-def test_final_structure_brings_back_channels_when_far_below_the_target():
-    setup = _resnet_setup(flops=0.6)
+def test_final_structure_brings_back_channels_when_far_below_the_target(resnet):
+    setup = PruningSetup(resnet, 0.6)
     rng = np.random.default_rng(3)
     logits = _logits(setup, rng, -3.0, 0.3)  # Noise-free: far below.
     keep, record = final_structure(logits, setup)
@@ -246,8 +248,8 @@ def test_final_structure_brings_back_channels_when_far_below_the_target():
     _check_keeps_top_logits(logits, keep)
 
 
-def test_final_structure_keeps_a_close_learned_structure_as_it_is():
-    setup = _resnet_setup(flops=0.5)
+def test_final_structure_keeps_a_close_learned_structure_as_it_is(resnet):
+    setup = PruningSetup(resnet, 0.5)
     rng = np.random.default_rng(4)
     logits = _logits(setup, rng, 1.0, 2.0)
     sizes = setup.graph.sizes
@@ -265,8 +267,8 @@ def test_final_structure_keeps_a_close_learned_structure_as_it_is():
         np.testing.assert_array_equal(a, b)
 
 
-def test_final_structure_respects_floors_and_round_to():
-    setup = _resnet_setup(flops=0.3, round_to=4, min_channels=4)
+def test_final_structure_respects_floors_and_round_to(resnet):
+    setup = PruningSetup(resnet, 0.3, round_to=4, min_channels=4)
     rng = np.random.default_rng(5)
     logits = _logits(setup, rng, -5.0, 5.0)
     keep, _ = final_structure(logits, setup)

@@ -190,7 +190,11 @@ def test_config_and_keras_file_round_trip(tmp_path, straight, interrupted):
     _assert_same_state(straight[0], loaded)
 
 
-def test_xla_is_refused_with_a_reason():
+def test_xla_compiles_on_one_replica_and_is_refused_on_several(mirrored):
     search = _search()
-    with pytest.raises(ValueError, match="cannot be compiled with XLA"):
-        search.compile(optimizer="adam", jit_compile=True)
+    search.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile=True)
+    history = _fit(search, epochs=1)
+    assert int(search.steps.numpy()) == 4
+    assert np.isfinite(history.history["loss"][-1])
+    with pytest.raises(ValueError, match="cannot be compiled with XLA over 2"):
+        _search(mirrored).compile(optimizer="adam", jit_compile=True)
