@@ -48,7 +48,8 @@ class NPPM(PruningMethod):
     exactly: the paper stops near the target, this method guarantees at or
     below it, within one point (the lowest-logit channels go while it is
     above; the highest-logit pruned ones come back if it is more than a
-    point below), and says so in `history`. Fine-tuning is plain by
+    point below, as far as single channels allow), and says so in
+    `history`. Fine-tuning is plain by
     default; `trajectory()` holds the noise-free structure at
     `trajectory_points` epochs (and the start and the result) with their
     validation losses, so EKG's memory-bank distillation
@@ -127,7 +128,7 @@ class NPPM(PruningMethod):
             data=self._training_data(subsets),
             augment=False,
             callbacks=[
-                SearchProgress(self, self._snapshot_epochs()),
+                _SearchProgress(self, self._snapshot_epochs()),
                 *self._own_callbacks(fitter),
             ],
         )
@@ -185,8 +186,10 @@ class NPPM(PruningMethod):
         y = subsets.y_subset[: options.subset_size]
         if len(y) == 0:
             raise ValueError(
-                "NPPM needs training samples besides the validation subset "
-                f"(val_samples={options.val_samples}); `data` holds too few."
+                "NPPM needs training samples besides the validation subset, "
+                f"but `data` holds only {len(subsets.y_val)}, all taken by "
+                "it: pass a smaller `val_samples`. Received: "
+                f"val_samples={options.val_samples}"
             )
         batch = min(options.batch_size, len(y))
         return (
@@ -263,7 +266,7 @@ class NPPM(PruningMethod):
             log.info(_describe(record, self.target))
 
 
-class SearchProgress(keras.callbacks.Callback):
+class _SearchProgress(keras.callbacks.Callback):
     """The NPPM method's eyes on its search.
 
     Keeps the network's masks showing the noise-free structure after the

@@ -56,9 +56,10 @@ class PerformanceMaximization(keras.Model):
     The network's weights never change (its prunable layers read the
     sampled gates in place of their masks, in a `keras.StatelessScope`);
     only the gates (with `compile`'s optimizer) and the predictor train.
-    Gates, predictor, memory, its optimizer and the step count are weights
-    of this model, so `BackupAndRestore`, the trainers' backups and `.keras`
-    files resume the search exactly. Noise comes from a stateless generator
+    Gates, predictor, memory, both optimizers' state, the step count and
+    the trajectory's snapshots (`add_snapshot`) are weights of this model,
+    so `BackupAndRestore`, the trainers' backups and `.keras` files resume
+    the search exactly. Noise comes from a stateless generator
     seeded by `seed` and the step, so every replica of a `tf.distribute`
     strategy samples the same structure; the task gradient and the batch
     accuracy are summed over replicas before the (non-linear) gradient

@@ -19,7 +19,9 @@ def final_structure(logits, setup, tolerance=TOLERANCE):
     it: while it is above, the group whose weakest kept channel has the
     lowest logit drops to its next lower level; if it ends more than
     `tolerance` below, the pruned channels with the highest logits come
-    back, one level at a time, while the target still holds.
+    back, one level at a time, while the target still holds (so it ends
+    within `tolerance`, or as close as single levels allow where one
+    channel is worth more, as in tiny networks).
 
     Args:
         logits: Per group of `setup.graph`, the gate logits (None for

@@ -5,57 +5,26 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from nppm_testing import OPTIONS
+from nppm_testing import data
+from nppm_testing import residual_model
 
 from ekg_keras.methods.nppm import PerformanceMaximization
 from ekg_keras.methods.nppm.search_model import METRICS
-
-# Small enough that the predictor trains and gamma is on within steps.
-_OPTIONS = {
-    "memory_size": 8,
-    "window": 1,
-    "predictor_batch_size": 2,
-    "encoder_units": 4,
-    "recurrent_units": 4,
-    "tau": 0.5,
-    "initial_logit": 1.0,
-}
-
-
-def _residual_model():
-    """Two convolutions joined by a residual add (one shared gate group)
-    and a third one of its own."""
-    inputs = keras.Input((8, 8, 3))
-    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
-    a = keras.layers.BatchNormalization(name="a_bn")(a)
-    a = keras.layers.ReLU()(a)
-    b = keras.layers.Conv2D(6, 3, padding="same", name="b")(a)
-    b = keras.layers.BatchNormalization(name="b_bn")(b)
-    b = keras.layers.ReLU()(b)
-    c = keras.layers.Conv2D(8, 3, padding="same", name="c")(b)
-    c = keras.layers.BatchNormalization(name="c_bn")(c)
-    x = keras.layers.ReLU()(keras.layers.Add()([a, c]))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
-
-
-def _data(n=64):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, 8, 8, 3)).astype("float32")
-    return x, (np.arange(n) % 4).astype("int32")
 
 
 def _search(strategy=None, seed=0, **options):
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(seed)
-    model = _residual_model()
+    model = residual_model()
     with strategy.scope():
-        search = PerformanceMaximization(model, 0.5, **{**_OPTIONS, **options})
+        search = PerformanceMaximization(model, 0.5, **{**OPTIONS, **options})
         search.compile(optimizer=keras.optimizers.Adam(0.05))
     return search
 
 
 def _fit(search, epochs, callbacks=()):
-    x, y = _data()
+    x, y = data()
     return search.fit(
         x,
         y,
