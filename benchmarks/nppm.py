@@ -49,23 +49,28 @@ NPPM_OPTIONS = {
 }
 QUICK_NPPM_OPTIONS = {
     **NPPM_OPTIONS,
-    "epochs": 3,
+    "epochs": 1,
     "memory_size": 20,
     "predictor_batch_size": 8,
 }
+# --quick: EKG with its smoke options (tiny subsets).
+QUICK_EKG_OPTIONS = {"val_per_class": 4, "subset_per_class": 4}
 
 
 def parse_args(argv=None):
     parser = _timing.base_parser(
         __doc__.splitlines()[0],
-        "flops 0.5 only, a few epochs everywhere (figures meaningless).",
+        "flops 0.5 only, 8x8 images, an epoch or so everywhere, tiny EKG "
+        "subsets (figures meaningless).",
     )
     parser.add_argument(
         "--flops",
         default=None,
         help="Comma-separated FLOPs targets (default 0.5,0.3).",
     )
-    parser.add_argument("--image_size", type=int, default=16)
+    parser.add_argument(
+        "--image_size", type=int, default=None, help="16 (8 with --quick)."
+    )
     parser.add_argument("--pretrain_epochs", type=int, default=None)
     parser.add_argument("--finetune_epochs", type=int, default=None)
     parser.add_argument(
@@ -123,10 +128,10 @@ def test_accuracy(model, data):
     return float(np.mean(logits.argmax(-1) == data.y_test))
 
 
-def prune(name, model, flops, data, nppm_options):
+def prune(name, model, flops, data, method_options):
     import ekg_keras
 
-    options = nppm_options if name == "nppm" else {}
+    options = method_options.get(name, {})
     before = _timing.cpu_snapshot()
     method = ekg_keras.methods.get(name).create(
         model, flops, (data.x_train, data.y_train), verbose=0, **options
@@ -160,7 +165,7 @@ def finetuned_accuracies(method, masked, data, epochs):
 
 
 def run_one(name, model, flops, data, args):
-    method, masked, load = prune(name, model, flops, data, args.nppm_options)
+    method, masked, load = prune(name, model, flops, data, args.method_options)
     row = {
         "method": name,
         "flops_target": flops,
@@ -239,6 +244,7 @@ def main(argv=None):
     targets = [float(f) for f in (args.flops or "0.5,0.3").split(",")]
     if quick and args.flops is None:
         targets = [0.5]
+    args.image_size = args.image_size or (8 if quick else 16)
     args.pretrain_epochs = args.pretrain_epochs or (3 if quick else 15)
     args.finetune_epochs = args.finetune_epochs or (1 if quick else 5)
     args.nppm_options = dict(QUICK_NPPM_OPTIONS if quick else NPPM_OPTIONS)
@@ -253,6 +259,10 @@ def main(argv=None):
         ekg_keras.methods.parse_options(NPPMOptions, extra)
     )
     names = [name for name in args.methods.split(",") if name]
+    args.method_options = {
+        "nppm": args.nppm_options,
+        "ekg": QUICK_EKG_OPTIONS if quick else {},
+    }
 
     env = _timing.environment()
     print(_timing.environment_line(env))
