@@ -27,8 +27,8 @@ batch-norm recalibration on the training split: before fine-tuning and
 after each fine-tuner. Search wall times are measured in one process,
 methods interleaved, with the CPU load of other processes reported.
 
-    .venv/bin/python benchmarks/nppm.py            # ~20 min on 2 cores
-    .venv/bin/python benchmarks/nppm.py --quick    # smoke check
+    .venv/bin/python benchmarks/nppm.py            # 10-20 min on 2 cores
+    .venv/bin/python benchmarks/nppm.py --quick    # smoke check, ~2-4 min
 """
 
 import os
