@@ -39,14 +39,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
 
+from ekg_keras.methods.nppm import NPPM  # noqa: E402
+
 METHODS = ("l1", "ekg", "nppm")
-NPPM_OPTIONS = {
-    "epochs": 30,
-    "batch_size": 32,
-    "learning_rate": 0.05,
-    "window": 2,
-    "val_samples": 100,
-}
+NPPM_OPTIONS = dict(NPPM.compare_options)
 QUICK_NPPM_OPTIONS = {
     **NPPM_OPTIONS,
     "epochs": 1,

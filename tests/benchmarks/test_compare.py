@@ -4,6 +4,7 @@ figures mean nothing; the benchmark itself is not a test)."""
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -14,6 +15,9 @@ SCRIPT = pathlib.Path(__file__).parents[2] / "benchmarks" / "compare.py"
 
 
 def _compare():
+    # The benchmark scripts import their shared `_timing` from beside them.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("compare", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
