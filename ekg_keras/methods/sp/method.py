@@ -231,6 +231,15 @@ class StagewisePruning(PruningMethod):
     and the search state are saved, and a new run on the same directory
     resumes.
 
+    Attributes (besides the protocol's):
+        supernet: The `StageSuperNet`.
+        split: The held-out `ValidationSplit`.
+        history: One `ManagerGeneration` per manager generation.
+        result: The `SPResult`.
+        phase_seconds: Wall seconds of this run's parts: "supernet"
+            (training; absent when loaded from the checkpoint), "features"
+            (the cached stage features), "manager", "assembly".
+
     Example:
 
     ```python
@@ -266,6 +275,7 @@ class StagewisePruning(PruningMethod):
         self.supernet = None
         self.split = None
         self.result = None
+        self.phase_seconds = {}
         self._max_generations = None
 
     def run(self, fitter=None, max_generations=None):
@@ -292,8 +302,11 @@ class StagewisePruning(PruningMethod):
         )
         state = self.checkpoint.load() if self.checkpoint.exists() else None
         self.supernet = self._build_supernet()
+        self.phase_seconds = {}
         if state is None:
+            start = time.perf_counter()
             self._train(fitter)
+            self.phase_seconds["supernet"] = time.perf_counter() - start
             self.checkpoint.save_weights(self.supernet, "supernet")
             self._save({}, {"trained": True})
         else:
@@ -367,6 +380,7 @@ class StagewisePruning(PruningMethod):
         inputs, outputs = self.supernet.stage_features(
             self.split.images, options.batch_size
         )
+        self.phase_seconds["features"] = time.perf_counter() - start
         replicas = self.strategy.num_replicas_in_sync
         synchronized = replicas > 1 or None
         with batchnorm_settings(
@@ -406,11 +420,15 @@ class StagewisePruning(PruningMethod):
                 self._restore(*state)
             if self.verbose:
                 self._log_start(fitnesses, inputs, outputs, start)
+            began = time.perf_counter()
             self._evolve()
+            self.phase_seconds["manager"] = time.perf_counter() - began
             if not self.manager.done:
                 self.finished = False
                 return
+            began = time.perf_counter()
             self.result = self._assemble(fitnesses)
+            self.phase_seconds["assembly"] = time.perf_counter() - began
         self.setup.apply(self.supernet.keep_masks(self.result.keep_counts))
         self._report_result()
 

@@ -30,27 +30,23 @@ def plot_sp(method, path=None):
             "SP has no finished search to plot: call `run()` first."
         )
     plt = _pyplot()
+    from matplotlib import ticker
+
     history, result = method.history, method.result
     figure, (budgets, losses, kept) = plt.subplots(1, 3, figsize=(15, 4.5))
     generations = [h.generation for h in history]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     stages = method.supernet.stages
-    for i in range(len(stages)):
-        color = colors[i % len(colors)]
-        budgets.plot(
-            generations,
-            [h.budgets[i] for h in history],
-            "o-",
-            color=color,
-            label=f"stage {i}",
-        )
-        losses.plot(
-            generations,
-            [h.stage_losses[i] for h in history],
-            "o-",
-            color=color,
-            label=f"stage {i}",
-        )
+    for axis, field in ((budgets, "budgets"), (losses, "stage_losses")):
+        for i in range(len(stages)):
+            axis.plot(
+                generations,
+                [getattr(h, field)[i] for h in history],
+                "o-",
+                color=colors[i % len(colors)],
+                label=f"stage {i}",
+            )
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     budgets.set_xlabel("manager generation")
     budgets.set_ylabel("stage budget (fraction of FLOPs)")
     budgets.set_title(f"EA manager (target {method.target})")
@@ -68,6 +64,7 @@ def plot_sp(method, path=None):
             color=colors[i % len(colors)],
         )
     curves.set_xlabel("stage EA generation (chosen budgets, dotted)")
+    curves.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     sizes = method.graph.sizes
     for stage in stages:
         groups = list(stage.groups)

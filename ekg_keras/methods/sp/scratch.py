@@ -3,14 +3,12 @@
 import keras
 
 from ekg_keras.layers import prunable_layers
-from ekg_keras.taylor import default_loss
-from ekg_keras.training.finetuners import FineTuner
+from ekg_keras.training.finetuners import PlainFineTuning
 from ekg_keras.training.finetuners import register_finetuner
-from ekg_keras.training.fitting import TrainingPhase
 
 
 @register_finetuner
-class ScratchTraining(FineTuner):
+class ScratchTraining(PlainFineTuning):
     """Trains the pruned network from fresh weights ("scratch").
 
     SP (and the AutoML pruning methods it compares with) keep only the
@@ -25,24 +23,10 @@ class ScratchTraining(FineTuner):
 
     name = "scratch"
 
-    def phase(
-        self,
-        model,
-        epochs,
-        fitter,
-        trajectory=None,
-        apply_keep=None,
-        **options,
-    ):
-        if options:
-            raise ValueError(
-                "Training from scratch takes no options. Received: "
-                f"{', '.join(sorted(options))}"
-            )
+    def phase(self, model, epochs, fitter, **options):
+        phase = super().phase(model, epochs, fitter, **options)
         reinitialize(model)
-        return TrainingPhase(
-            "finetune", model, epochs, loss=default_loss(model)
-        )
+        return phase
 
 
 def reinitialize(model):

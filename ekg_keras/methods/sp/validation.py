@@ -6,6 +6,7 @@ import numpy as np
 
 from ekg_keras._inputs import check_labels
 from ekg_keras.numerics import check_finite_data
+from ekg_keras.training.fitting import check_ids
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,14 +80,7 @@ def hold_out(data, num_classes, per_class):
 
 
 def _batches(data):
-    spec = getattr(data, "element_spec", None)
-    features = spec[0] if isinstance(spec, tuple) else None
-    if not (isinstance(features, dict) and {"image", "id"} <= set(features)):
-        raise ValueError(
-            "SP holds out validation samples by id: the data should yield "
-            '({"image": images, "id": ids}, labels) batches. Received '
-            f"elements with spec {spec}."
-        )
+    check_ids(data)
     for features, labels, *_ in data:
         yield (
             np.asarray(features["image"]),

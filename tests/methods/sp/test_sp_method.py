@@ -45,6 +45,13 @@ def _run(model, data, directory, max_generations=None, **options):
     return method
 
 
+def _trained_checkpoint(directory, target):
+    """A checkpoint in `target` holding only the fixture's trained
+    super-net (as saved after training), so a run there only searches."""
+    shutil.copy(directory / "search" / "supernet.weights.h5", target)
+    SearchCheckpoint(target).save({}, {"trained": True})
+
+
 @pytest.fixture(scope="module")
 def sp_run(trained_resnet20, digits16, tmp_path_factory):
     directory = tmp_path_factory.mktemp("sp")
@@ -98,8 +105,7 @@ def test_a_resumed_search_ends_where_a_straight_one_does(
     method, _, directory = sp_run
     # A run whose super-net is trained (the first run's, as saved after
     # training) stops after one manager generation; a new run resumes it.
-    shutil.copy(directory / "search" / "supernet.weights.h5", tmp_path)
-    SearchCheckpoint(tmp_path).save({}, {"trained": True})
+    _trained_checkpoint(directory, tmp_path)
     data = (digits16.x_train, digits16.y_train)
     first = _run(trained_resnet20, data, tmp_path, max_generations=1)
     assert not first.finished and len(first.history) == 1
@@ -217,3 +223,26 @@ def test_scratch_training_draws_fresh_weights_and_keeps_the_masks():
     assert phase.model is masked and phase.epochs == 2
     with pytest.raises(ValueError, match="takes no options"):
         tuner.phase(masked, 2, fitter=None, temperature=4)
+
+
+def test_budgets_are_repaired_to_land_within_a_narrow_tolerance(
+    sp_run, trained_resnet20, digits16, tmp_path
+):
+    _trained_checkpoint(sp_run[2], tmp_path)
+    data = (digits16.x_train, digits16.y_train)
+    narrow = _run(trained_resnet20, data, tmp_path, tolerance=0.002)
+    result = narrow.result
+    # The joined stages miss the 0.2-point window: the budgets are
+    # rescaled (stage EAs rerun), and single channels close the rest.
+    assert 1 <= result.repairs <= narrow.options.repair_rounds
+    assert 0.498 <= result.flops_fraction <= 0.5
+    counts = narrow.setup.keep_counts(narrow.setup.current_keep())
+    np.testing.assert_array_equal(counts, result.keep_counts)
+
+
+def test_the_budget_scale_follows_a_secant():
+    from ekg_keras.methods.sp.method import _next_scale
+
+    # Proportional after the first try, then through the last two.
+    assert _next_scale([1.0], [0.4], 0.5) == pytest.approx(1.25)
+    assert _next_scale([1.0, 1.25], [0.4, 0.45], 0.5) == pytest.approx(1.5)
