@@ -187,11 +187,13 @@ def straight():
     return _fit()
 
 
-def test_mirrored_strategy_equals_one_device(mirrored, straight):
-    two = _fit(mirrored)
+def test_mirrored_strategy_equals_one_device(mirrored, straight, tmp_path):
+    board = keras.callbacks.TensorBoard(str(tmp_path / "logs"))
+    two = _fit(mirrored, callbacks=[board])
     for a, b in zip(straight.get_weights(), two.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     assert int(two.sampled_steps.numpy()) == 2 * N // 16
+    assert list((tmp_path / "logs" / "train").iterdir())
 
 
 def test_config_and_keras_round_trip(tmp_path):
