@@ -139,8 +139,9 @@ class StageSuperNet(keras.Model):
             ChannelPositions(graph, stage.layer_ids, sizes)
             for stage in self.stages
         ]
+        # One row per group, padded; a draw indexes the first len(table).
         table = np.stack(
-            [np.resize(t, self.num_ratios) for t in self._sorted_tables()]
+            [np.resize(t, self.num_ratios) for t in self.count_tables]
         )
         self._table = tf.constant(table.astype(np.int32))
         self._table_sizes = tf.constant(
@@ -249,7 +250,8 @@ class StageSuperNet(keras.Model):
             output is stage `i + 1`'s input.
         """
         forward = tf.function(
-            lambda x: keras.tree.flatten(self._boundaries(x, training=True))
+            lambda x: keras.tree.flatten(self._boundaries(x, training=True)),
+            autograph=False,
         )
         parts = []
         with batchnorm_settings(self.network, momentum=1.0):
@@ -381,9 +383,6 @@ class StageSuperNet(keras.Model):
         return cls(**config)
 
     # Internals.
-
-    def _sorted_tables(self):
-        return [np.sort(t) for t in self.count_tables]
 
     def _check_ranks(self, ranks):
         sizes = self.graph.sizes
