@@ -66,3 +66,37 @@ def accuracy(model, x, y, training=False, batch_size=64):
         ]
     )
     return float(np.mean(logits.argmax(-1) == y))
+
+
+def kept_fraction(original, pruned):
+    """Fraction of `original`'s MACs that `pruned` (masked or slim) keeps."""
+    import ekg_keras
+
+    return (
+        ekg_keras.count_flops(pruned).macs
+        / ekg_keras.count_flops(original).macs
+    )
+
+
+def prune_masked_and_slim(model, flops, **options):
+    """`ekg_keras.prune(..., slim=False)` and its `ekg_keras.slim`."""
+    import ekg_keras
+
+    masked = ekg_keras.prune(
+        model, flops=flops, slim=False, verbose=0, **options
+    )
+    return masked, ekg_keras.slim(masked)
+
+
+def assert_same_outputs(a, b, x, tolerance=1e-4):
+    """Asserts max |a(x) - b(x)| / max |b(x)| < tolerance, outputs not all 0."""
+    ya, yb = np.asarray(a(x)), np.asarray(b(x))
+    assert ya.shape == yb.shape
+    assert np.abs(yb).max() > 0
+    assert max_relative_difference(ya, yb) < tolerance
+
+
+def group_of(channel_graph, layer_name):
+    """The group opened by a producer layer (its first output channel)."""
+    record = channel_graph.channels(layer_name)
+    return channel_graph.groups[record.outputs[0].group[0]]

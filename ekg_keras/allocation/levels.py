@@ -98,12 +98,13 @@ def _levels(size, min_channels, round_to):
     return above if len(above) else np.array([size])
 
 
-def top_up(keep, levels, macs, target, priority):
+def top_up(keep, levels, macs, target, priority, ceiling=None):
     """Raises keep counts one level at a time while MACs stay <= target.
 
     At each step the group with the highest `priority(group, keep)` among
-    those whose next level still fits is raised, so an allocation lands as
-    close below the target as single levels allow.
+    those whose next level still fits (and stays within `ceiling`) is
+    raised, so an allocation lands as close below the target as single
+    levels allow.
 
     Args:
         keep: Starting keep counts (not modified).
@@ -111,6 +112,7 @@ def top_up(keep, levels, macs, target, priority):
         macs: Function from keep counts to MACs.
         target: MAC budget.
         priority: Function `(group, keep) -> float`.
+        ceiling: Optional highest keep count per group.
 
     Returns:
         The raised keep counts.
@@ -120,7 +122,7 @@ def top_up(keep, levels, macs, target, priority):
         best, best_priority = None, -np.inf
         for group in np.flatnonzero(levels.prunable):
             up = levels.next_level(group, keep[group])
-            if up is None:
+            if up is None or (ceiling is not None and up > ceiling[group]):
                 continue
             trial = keep.copy()
             trial[group] = up

@@ -8,9 +8,18 @@ from ekg_keras.allocation.levels import top_up
 def uniform(counter, target, scores, levels):
     """Keep counts with one keep fraction for all groups, meeting `target`.
 
-    Bisects the fraction q so that each group keeps the smallest allowed
-    count >= q * size and the total MACs are at most `target`, then raises
-    the groups furthest below the common fraction while the budget allows.
+    The rule: every prunable group keeps `ceil(q * size)` channels, raised
+    to the next allowed count (`round_to`, `min_channels`), for one common
+    fraction q, or one allowed count less. So any two groups' keep
+    fractions are within one channel of q (one `round_to` step), except
+    where a floor (`min_channels`) or a group kept whole (not prunable,
+    `ignored_layers`) says otherwise.
+
+    q is the largest fraction whose counts meet the budget (bisected);
+    then, while the budget allows, the groups that would step up first
+    above q (the lowest fractions first) get that one step. No group goes
+    further, so the leftover budget can be up to the cost of one step of
+    one group.
 
     Args:
         counter: `FlopsCounter` of the model.
@@ -40,4 +49,5 @@ def uniform(counter, target, scores, levels):
         counter.macs,
         target,
         priority=lambda group, keep: -keep[group] / sizes[group],
+        ceiling=keep_at(high),
     )
