@@ -16,6 +16,7 @@ import numpy as np
 from ekg_keras.graph.handlers import IncompatibleChannels
 from ekg_keras.graph.handlers import LayerHandler
 from ekg_keras.graph.handlers import add_bias
+from ekg_keras.graph.handlers import describe
 from ekg_keras.graph.handlers import rows
 from ekg_keras.graph.handlers import source_values
 from ekg_keras.graph.handlers import trace_source
@@ -133,6 +134,13 @@ class GroupedConvHandler(LayerHandler):
         blocks = np.asarray(inputs[0]).reshape(layer.groups, -1)
         for column in range(1, blocks.shape[1]):
             ctx.unify(blocks[:, 0], blocks[:, column])
+        if blocks.shape[1] > 1 and ctx.reads_fixed(inputs[0]):
+            ctx.warn(
+                f"{describe(layer)} keeps its {layer.filters} filters whole: "
+                f"its {layer.groups} groups are removed only with their "
+                "input channels, and it reads channels that are never "
+                "pruned (a model input)"
+            )
         return [np.repeat(blocks[:, 0], layer.filters // layer.groups)]
 
     def slim_config(self, layer, config, in_keep, out_keep):

@@ -96,6 +96,14 @@ class _Tracer:
         self._producer.extend([_FIXED] * channels)
         return ids
 
+    def reads_fixed(self, layout):
+        """Whether some of these channels are never pruned (model inputs)."""
+        return any(self._producer[c] == _FIXED for c in np.asarray(layout))
+
+    def warn(self, message):
+        """Records a warning that `trace(..., warn=True)` emits."""
+        self.unfollowed_sources.append(message)
+
     def unify(self, a, b):
         """Joins channel a[i] with b[i] for every i."""
         if len(a) != len(b):
@@ -153,9 +161,7 @@ class _Tracer:
             outputs = handler.trace(self, layer, node, inputs)
         except H.IncompatibleChannels as error:
             if handler.kind == "source":
-                self.unfollowed_sources.append(
-                    f"{H.describe(layer)} is not pruned: {error}"
-                )
+                self.warn(f"{H.describe(layer)} is not pruned: {error}")
             handler = H.UnknownHandler()
             outputs = self._trace_unknown(layer, node, inputs, str(error))
         self._share_weights(layer, inputs)
