@@ -15,6 +15,7 @@ import numpy as np
 
 from ekg_keras.graph import trace
 from ekg_keras.graph.constants import consumer_constants
+from ekg_keras.graph.constants import follows_training
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.graph.registry import get_handler
 from ekg_keras.layers import is_prunable
@@ -108,8 +109,10 @@ class FlopsCounter:
     constants, the slim model reads them through an extra input channel of
     ones (`ekg_keras.slim`, `fold="exact"`); its terms count only when
     such a channel is removed. From keep counts alone that is when its
-    group loses any channel (an upper bound when only some of the group's
-    channels carry a constant); with the keep masks it is exact.
+    group loses any channel that carries, or after training may carry, a
+    constant (batch normalization in soft mode counts as non-zero): an
+    upper bound, so a budget met here is met by the slim model. With the
+    keep masks (`count_flops`) it is exact for the current weights.
 
     Args:
         graph: A `ChannelGraph` from `ekg_keras.graph.trace`.
@@ -228,18 +231,22 @@ class FlopsCounter:
             self._add(record.path, terms, call, first_call)
 
     def _collect_folds(self):
-        constants = consumer_constants(self.graph)
+        actual = consumer_constants(self.graph)
+        possible = actual
+        if follows_training(self.graph):
+            possible = consumer_constants(self.graph, assume_trained=True)
         seen = set()
         for call in self.graph.calls:
-            values = constants.get(id(call.layer))
-            if values is None:
+            if id(call.layer) not in actual:
                 continue
             record = self.graph.layers[id(call.layer)]
             handler = record.handler
             # Constants on channels outside every group are never removed.
-            nonzero = nonzero_positions(values) & (record.inputs[0].group >= 0)
+            grouped = record.inputs[0].group >= 0
+            now = nonzero_positions(actual[id(call.layer)]) & grouped
+            later = now | nonzero_positions(possible[id(call.layer)]) & grouped
             if (
-                not nonzero.any()
+                not later.any()
                 or handler.bias_fold_exact(call.layer)
                 or not handler.takes_ones_channel
             ):
@@ -247,7 +254,7 @@ class FlopsCounter:
             first_call = id(call.layer) not in seen
             seen.add(id(call.layer))
             terms = handler.ones_fold_cost(call.layer, call.node)
-            condition = (record.inputs[0], nonzero)
+            condition = (record.inputs[0], later, now)
             self._add(record.path, terms, call, first_call, condition)
 
     def _add(self, path, terms, call, first_call, condition=None):
@@ -302,8 +309,8 @@ class _Terms:
         self.condition_groups = np.zeros((n, len(sizes)))
         for row, condition in enumerate(self.conditions):
             if condition is not None:
-                channel_map, nonzero = condition
-                groups = channel_map.group[nonzero]
+                channel_map, possible, _ = condition
+                groups = channel_map.group[possible]
                 self.condition_groups[row, groups[groups >= 0]] = 1.0
         self.sizes = sizes
 
@@ -320,7 +327,7 @@ class _Terms:
             return _terms_on(self.condition_groups, self.sizes, keep)
         removed = np.array(
             [
-                c is not None and bool(np.any(~c[0].keep_mask(masks)[c[1]]))
+                c is not None and bool(np.any(~c[0].keep_mask(masks)[c[2]]))
                 for c in self.conditions
             ]
         )

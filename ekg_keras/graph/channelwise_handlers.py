@@ -3,8 +3,9 @@
 * `ChannelwiseHandler`, the generic rule for layers no handler is
   registered for: a layer with one input and one output of the same shape
   whose weights are all vectors of the channel axis (or scalars), such as a
-  layer-scale layer (`x * gamma`), a learned per-channel bias, or
-  `keras.layers.Normalization` over the channels. The first trace checks
+  layer-scale layer (`x * gamma`), a learned per-channel bias or `PReLU`
+  shared over space. `keras.layers.Normalization` uses it too, whether its
+  mean and variance are weights (adapted) or config lists. The first trace checks
   on random data that the layer really treats each channel alone and that
   a copy built for fewer channels (config entries equal to the channel
   count lowered, per-channel lists and weights sliced) computes the same
@@ -42,7 +43,22 @@ def per_channel_weights(layer):
 
 
 def _channel_count(layer):
-    return max(int(np.prod(w.shape)) for w in layer.weights)
+    """The longest weight or numeric config list: the channel count."""
+    sizes = [int(np.prod(w.shape)) for w in layer.weights]
+    sizes += [
+        np.shape(value)[-1]
+        for value in layer.get_config().values()
+        if _numeric_list(value)
+    ]
+    return max(sizes, default=0)
+
+
+def _numeric_list(value):
+    return (
+        isinstance(value, (list, tuple))
+        and len(np.shape(value)) >= 1
+        and np.asarray(value).dtype.kind in "fiu"
+    )
 
 
 class ChannelwiseHandler(LayerHandler):
@@ -79,11 +95,7 @@ class ChannelwiseHandler(LayerHandler):
                 continue
             if isinstance(value, (int, np.integer)) and value == channels:
                 config[key] = len(keep)
-            elif (
-                isinstance(value, (list, tuple))
-                and np.shape(value)[-1:] == (channels,)
-                and np.asarray(value).dtype.kind in "fiu"
-            ):
+            elif _numeric_list(value) and np.shape(value)[-1] == channels:
                 config[key] = np.take(value, keep, axis=-1).tolist()
         return config
 

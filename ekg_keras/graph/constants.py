@@ -24,11 +24,15 @@ from ekg_keras.graph.registry import get_handler
 ZERO_TOLERANCE = 1e-12
 
 
-def consumer_constants(graph):
+def consumer_constants(graph, assume_trained=False):
     """The constant each input channel of each consumer holds when removed.
 
     Args:
         graph: A `ChannelGraph`.
+        assume_trained: Replace the constants that training may still
+            change (`LayerHandler.constants_follow_training`, e.g. batch
+            normalization in soft mode) by 1.0 wherever they are known, so
+            that a budget holds whatever training makes of them.
 
     Returns:
         Dict mapping `id(layer)` of every source layer (convolution, dense)
@@ -39,7 +43,7 @@ def consumer_constants(graph):
     """
     found = {}
     inputs = [np.full(channels_of(x), np.nan) for x in _inputs(graph.model)]
-    _walk(graph, graph.model, inputs, found)
+    _walk(graph, graph.model, inputs, found, assume_trained)
     return {
         key: values[0]
         for key, values in found.items()
@@ -57,7 +61,16 @@ def _inputs(model):
     return functional_of(model).inputs
 
 
-def _walk(graph, model, inputs, found):
+def follows_training(graph):
+    """Whether some layer's removed-channel constants follow training."""
+    return any(
+        record.handler is not None
+        and record.handler.constants_follow_training(record.layer)
+        for record in graph.layers.values()
+    )
+
+
+def _walk(graph, model, inputs, found, assume_trained):
     """Propagates removed values through `model`; returns its outputs'."""
     functional = functional_of(model)
     values = {id(x): v for x, v in zip(functional.inputs, inputs)}
@@ -67,10 +80,12 @@ def _walk(graph, model, inputs, found):
         found.setdefault(id(operation), arriving)
         record = graph.layers[id(operation)]
         if record.kind == "model":
-            leaving = _walk(graph, operation, arriving, found)
+            leaving = _walk(graph, operation, arriving, found, assume_trained)
         else:
             handler = record.handler or get_handler(operation)
             leaving = handler.removed_values(operation, node, arriving)
+            if assume_trained and handler.constants_follow_training(operation):
+                leaving = [np.where(np.isnan(v), np.nan, 1.0) for v in leaving]
         for tensor, value in zip(node.outputs, leaving):
             values[id(tensor)] = _checked(value, tensor)
     return [values[id(x)] for x in functional.outputs]

@@ -203,6 +203,14 @@ class LayerHandler:
         )
         return out if out is not None else unknown_values(node)
 
+    def constants_follow_training(self, layer):
+        """Whether the constants this layer gives removed channels change
+        as training updates its weights (batch normalization after
+        soft-zeroed filters). FLOPs budgets then assume they are non-zero.
+        """
+        del layer
+        return False
+
     def fold_constants(self, layer, config, weights, removed, constants):
         """Folds removed input channels that carry constants into the bias.
 
@@ -420,6 +428,9 @@ class BatchNormalizationHandler(LayerHandler):
         if layer.center:
             value = value + layer.beta.numpy()
         return [value]
+
+    def constants_follow_training(self, layer):
+        return is_soft(layer)
 
     def cost(self, layer, node):
         positions = int(np.prod(node.input_tensors[0].shape[1:-1]))

@@ -84,6 +84,7 @@ def _register_builtins():
         register_handler(getattr(layers, name), C.DepthwiseConvHandler())
     register_handler(layers.BatchNormalization, H.BatchNormalizationHandler())
     register_handler(layers.LayerNormalization, CH.LayerNormalizationHandler())
+    register_handler(layers.Normalization, _CHANNELWISE)
     register_handler(layers.Activation, H.ActivationHandler())
     register_handler(layers.Rescaling, H.RescalingHandler())
     register_handler(layers.Concatenate, H.ConcatenateHandler())

@@ -19,9 +19,7 @@ def _random(shape, seed=0):
 
 
 def _conv_bn_relu(x, filters, name, **kwargs):
-    x = keras.layers.Conv2D(
-        filters, 3, padding="same", name=name, **kwargs
-    )(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", name=name, **kwargs)(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU()(x)
 
@@ -151,9 +149,7 @@ def unet(input_shape=(32, 32, 3), classes=2, width=16):
     e2 = _conv_bn_relu(_conv_bn_relu(e2, 2 * width, "e2a"), 2 * width, "e2b")
     b = keras.layers.MaxPooling2D()(e2)
     b = _conv_bn_relu(b, 4 * width, "bottom")
-    u2 = keras.layers.Conv2DTranspose(
-        2 * width, 2, strides=2, name="up2"
-    )(b)
+    u2 = keras.layers.Conv2DTranspose(2 * width, 2, strides=2, name="up2")(b)
     d2 = keras.layers.Concatenate()([u2, e2])
     d2 = _conv_bn_relu(d2, 2 * width, "d2")
     u1 = keras.layers.UpSampling2D(interpolation="bilinear")(d2)
