@@ -63,6 +63,7 @@ class KeepLevels:
                 f"round_to={round_to!r}"
             )
         check_min_channels(min_channels)
+        self.round_to = int(round_to)
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.prunable = np.asarray(prunable, dtype=bool)
         self.levels = [
@@ -98,13 +99,13 @@ def _levels(size, min_channels, round_to):
     return above if len(above) else np.array([size])
 
 
-def top_up(keep, levels, macs, target, priority, ceiling=None):
+def top_up(keep, levels, macs, target, priority, allowed=None):
     """Raises keep counts one level at a time while MACs stay <= target.
 
     At each step the group with the highest `priority(group, keep)` among
-    those whose next level still fits (and stays within `ceiling`) is
-    raised, so an allocation lands as close below the target as single
-    levels allow.
+    those whose next level still fits (and gives keep counts that
+    `allowed` accepts) is raised, so an allocation lands as close below
+    the target as single levels allow.
 
     Args:
         keep: Starting keep counts (not modified).
@@ -112,7 +113,8 @@ def top_up(keep, levels, macs, target, priority, ceiling=None):
         macs: Function from keep counts to MACs.
         target: MAC budget.
         priority: Function `(group, keep) -> float`.
-        ceiling: Optional highest keep count per group.
+        allowed: Optional function `keep -> bool`, a rule the raised keep
+            counts must follow.
 
     Returns:
         The raised keep counts.
@@ -122,11 +124,11 @@ def top_up(keep, levels, macs, target, priority, ceiling=None):
         best, best_priority = None, -np.inf
         for group in np.flatnonzero(levels.prunable):
             up = levels.next_level(group, keep[group])
-            if up is None or (ceiling is not None and up > ceiling[group]):
+            if up is None:
                 continue
             trial = keep.copy()
             trial[group] = up
-            if macs(trial) <= target:
+            if (allowed is None or allowed(trial)) and macs(trial) <= target:
                 value = priority(group, keep)
                 if value > best_priority:
                     best, best_priority = (group, up), value

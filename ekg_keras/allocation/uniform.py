@@ -8,18 +8,20 @@ from ekg_keras.allocation.levels import top_up
 def uniform(counter, target, scores, levels):
     """Keep counts with one keep fraction for all groups, meeting `target`.
 
-    The rule: every prunable group keeps `ceil(q * size)` channels, raised
-    to the next allowed count (`round_to`, `min_channels`), for one common
-    fraction q, or one allowed count less. So any two groups' keep
-    fractions are within one channel of q (one `round_to` step), except
-    where a floor (`min_channels`) or a group kept whole (not prunable,
-    `ignored_layers`) says otherwise.
+    The rule (`follows_uniform_rule`): there is one fraction q such that
+    every prunable group of n channels keeps between q * n and q * n + 1
+    channels (one `round_to` step), except that a group at its floor
+    (`min_channels`) may keep more; groups kept whole (not prunable,
+    `ignored_layers`) do not take part. So any two groups' keep fractions
+    are within one channel of each other.
 
-    q is the largest fraction whose counts meet the budget (bisected);
-    then, while the budget allows, the groups that would step up first
-    above q (the lowest fractions first) get that one step. No group goes
-    further, so the leftover budget can be up to the cost of one step of
-    one group.
+    q is bisected as the largest fraction whose counts (`ceil(q * n)`,
+    raised to an allowed count) meet the budget; then, while the budget
+    allows and the rule holds, the groups with the lowest keep fraction
+    are raised one step. The leftover budget is at most what one more
+    step of such a group would cost (small for wide groups; a single
+    channel of a narrow, expensive group can be several percent of a
+    small network).
 
     Args:
         counter: `FlopsCounter` of the model.
@@ -49,5 +51,24 @@ def uniform(counter, target, scores, levels):
         counter.macs,
         target,
         priority=lambda group, keep: -keep[group] / sizes[group],
-        ceiling=keep_at(high),
+        allowed=lambda keep: follows_uniform_rule(levels, keep),
     )
+
+
+def follows_uniform_rule(levels, keep):
+    """Whether keep counts follow the uniform rule (see `uniform`).
+
+    Some q must satisfy `q*n <= keep <= q*n + step` in every prunable
+    group (`step` = `round_to`), the upper side waived for a group at its
+    floor.
+    """
+    free = levels.prunable
+    if not free.any():
+        return True
+    kept = np.asarray(keep, np.float64)[free]
+    sizes = levels.sizes[free].astype(np.float64)
+    step = levels.round_to
+    at_floor = kept <= levels.lowest[free]
+    lowest_q = np.where(at_floor, -np.inf, (kept - step) / sizes)
+    highest_q = kept / sizes
+    return bool(lowest_q.max() <= highest_q.min() + 1e-12)
