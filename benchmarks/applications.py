@@ -177,9 +177,9 @@ def format_results(results, env, argv_line):
         ]
         for r in results
     ]
+    title = f"keras.applications through prune(flops={FLOPS}) and slim"
     lines = [
-        f"== applications: keras.applications through prune(flops={FLOPS}) "
-        "and slim ==",
+        f"== applications: {title} ==",
         _timing.environment_line(env),
         f"command: {argv_line}",
         "",
