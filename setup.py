@@ -30,7 +30,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],
         "plot": ["matplotlib"],
     },
     classifiers=[

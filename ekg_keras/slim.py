@@ -144,7 +144,8 @@ class _Rebuilder:
         self._layers = {}  # id(old layer) -> new layer
         self._pending = {}  # id(new layer) -> weights to set once built
         self._models = {}  # id(old nested model) -> new nested model
-        self._with_ones = {}  # id(new layer) -> calls fed a ones channel
+        # id(new layer) -> [extra channels of ones, calls so far]
+        self._with_ones = {}
 
     def rebuild(self, model):
         graph = functional_of(model)
@@ -174,10 +175,10 @@ class _Rebuilder:
 
     def _call(self, layer, *args, **kwargs):
         if id(layer) in self._with_ones:
-            calls = self._with_ones[id(layer)]
-            self._with_ones[id(layer)] += 1
+            channels, calls = self._with_ones[id(layer)]
+            self._with_ones[id(layer)][1] += 1
             name = layer.name if not calls else f"{layer.name}_{calls}"
-            args = (_append_ones(args[0], name),) + args[1:]
+            args = (_append_ones(args[0], name, channels),) + args[1:]
         outputs = layer(*args, **kwargs)
         weights = self._pending.pop(id(layer), None)
         if weights is not None:
@@ -211,40 +212,37 @@ class _Rebuilder:
             layer_class = layer.base_layer_class
             config.pop("mode")
         weights = _weights_of(layer)
-        ones_kernel = None
+        extra = None
         how, positions, constants = self._folds.get(id(layer), (None,) * 3)
         if how == "bias":
             config, weights = handler.fold_constants(
                 layer, config, weights, positions, constants
             )
-        elif how == "ones":
-            # The constants, seen through the layer's own zero padding.
-            ones_kernel = handler.ones_kernel(
-                layer, weights, positions, constants
-            )
         in_keep = [m.keep_positions(self._keep) for m in record.inputs]
         out_keep = [m.keep_positions(self._keep) for m in record.outputs]
+        if how == "ones":
+            # The constants, seen through the layer's own zero padding.
+            extra = handler.ones_kernel(
+                layer, weights, positions, constants, out_keep[0]
+            )
         config = handler.slim_config(layer, config, in_keep, out_keep)
         weights = handler.slim_weights(layer, weights, in_keep, out_keep)
         new_layer = layer_class.from_config(config)
-        if ones_kernel is not None:
-            ones_kernel = handler.slim_weights(
-                layer, {"kernel": ones_kernel}, [np.arange(1)], out_keep
-            )["kernel"]
-            weights = handler.append_input_channel(layer, weights, ones_kernel)
-            self._with_ones[id(new_layer)] = 0
+        if extra is not None:
+            weights = handler.append_input_channel(layer, weights, extra)
+            self._with_ones[id(new_layer)] = [handler.ones_channels(layer), 0]
         return new_layer, weights
 
 
-def _append_ones(inputs, name):
-    """`inputs` with one more channel of ones (zero-padded like the rest by
-    the convolution that reads it)."""
+def _append_ones(inputs, name, channels):
+    """`inputs` with `channels` more channels of ones (zero-padded like the
+    rest by the convolution that reads them)."""
     rank = len(inputs.shape) - 2
     conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}.get(
         rank, keras.layers.Conv3D
     )
     ones = conv(
-        1,
+        channels,
         1,
         kernel_initializer="zeros",
         bias_initializer="ones",

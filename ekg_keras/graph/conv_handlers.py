@@ -79,17 +79,13 @@ class ConvHandler(LayerHandler):
         # taps outside the input.
         return layer.padding != "same" or _taps(layer) == 1
 
-    def ones_kernel(self, layer, weights, removed, constants):
+    def ones_kernel(self, layer, weights, removed, constants, out_keep):
         kernel = np.take(weights["kernel"], removed, axis=-2)
         extra = np.tensordot(kernel, constants, axes=([-2], [0]))
-        return extra[..., None, :]
+        return {"kernel": extra[..., None, out_keep]}
 
     def append_input_channel(self, layer, weights, extra):
-        kernel = weights["kernel"]
-        weights["kernel"] = np.concatenate([kernel, extra], axis=-2).astype(
-            kernel.dtype
-        )
-        return weights
+        return _concatenate(weights, extra, axis=-2)
 
     def cost(self, layer, node):
         taps = _taps(layer)
@@ -99,13 +95,8 @@ class ConvHandler(LayerHandler):
         ] + _bias_terms(layer, "out")
 
     def ones_fold_cost(self, layer, node):
-        # A 1x1 convolution with one filter makes the ones from the input;
-        # the layer reads it as one more input channel.
         taps = _taps(layer)
-        return [
-            ("conv", "macs", _spatial(node.input_tensors[0]), "in", None),
-            ("conv", "params", 1, "in", None),
-            ("conv", "params", 1, None, None),
+        return _ones_generator_cost(_spatial(node.input_tensors[0]), 1) + [
             ("conv", "macs", _spatial(node.outputs[0]) * taps, "out", None),
             ("conv", "params", taps, "out", None),
         ]
@@ -194,16 +185,13 @@ class ConvTransposeHandler(ConvHandler):
         # different numbers of taps.
         return _taps(layer) == 1 and all(s == 1 for s in layer.strides)
 
-    def ones_kernel(self, layer, weights, removed, constants):
+    def ones_kernel(self, layer, weights, removed, constants, out_keep):
         kernel = np.take(weights["kernel"], removed, axis=-1)
-        return np.tensordot(kernel, constants, axes=([-1], [0]))[..., None]
+        extra = np.tensordot(kernel, constants, axes=([-1], [0]))
+        return {"kernel": extra[..., out_keep, None]}
 
     def append_input_channel(self, layer, weights, extra):
-        kernel = weights["kernel"]
-        weights["kernel"] = np.concatenate([kernel, extra], axis=-1).astype(
-            kernel.dtype
-        )
-        return weights
+        return _concatenate(weights, extra, axis=-1)
 
     def cost(self, layer, node):
         # A transposed convolution does k multiply-accumulates per input
@@ -218,10 +206,7 @@ class ConvTransposeHandler(ConvHandler):
     def ones_fold_cost(self, layer, node):
         taps = _taps(layer)
         spatial = _spatial(node.input_tensors[0])
-        return [
-            ("conv", "macs", spatial, "in", None),
-            ("conv", "params", 1, "in", None),
-            ("conv", "params", 1, None, None),
+        return _ones_generator_cost(spatial, 1) + [
             ("conv", "macs", spatial * taps, "out", None),
             ("conv", "params", taps, "out", None),
         ]
@@ -263,6 +248,7 @@ class SeparableConvHandler(LayerHandler):
     channels, then a pointwise part that opens new channels."""
 
     kind = "source"
+    takes_ones_channel = True
 
     def trace(self, ctx, layer, node, inputs):
         return trace_source(ctx, layer, inputs, layer.filters)
@@ -292,6 +278,53 @@ class SeparableConvHandler(LayerHandler):
     def bias_fold_exact(self, layer):
         return layer.padding != "same" or _taps(layer) == 1
 
+    def ones_channels(self, layer):
+        # One depthwise tap per extra channel and multiplier: enough to
+        # rebuild any per-output kernel of the constants.
+        return -(-_taps(layer) // layer.depth_multiplier)
+
+    def ones_kernel(self, layer, weights, removed, constants, out_keep):
+        multiplier = layer.depth_multiplier
+        depthwise = np.take(weights["depthwise_kernel"], removed, axis=-2)
+        spatial_shape = depthwise.shape[:-2]
+        taps = int(np.prod(spatial_shape))
+        depthwise = depthwise.reshape(taps, len(removed), multiplier)
+        pointwise = weights["pointwise_kernel"]
+        pointwise = pointwise.reshape(-1, pointwise.shape[-1])[
+            _repeat_positions(removed, multiplier)
+        ].reshape(len(removed), multiplier, -1)
+        # What the constants add to output o, as one spatial kernel.
+        per_tap = np.einsum("j,pjt,jto->po", constants, depthwise, pointwise)
+        extra = self.ones_channels(layer) * multiplier
+        one_hot = np.eye(taps, extra, dtype=depthwise.dtype)
+        rows = np.zeros((extra, per_tap.shape[-1]), per_tap.dtype)
+        rows[:taps] = per_tap
+        return {
+            "depthwise_kernel": one_hot.reshape(
+                spatial_shape + (extra // multiplier, multiplier)
+            ),
+            "pointwise_kernel": rows[:, out_keep].reshape(
+                (1,) * len(spatial_shape) + (extra, len(out_keep))
+            ),
+        }
+
+    def append_input_channel(self, layer, weights, extra):
+        return _concatenate(weights, extra, axis=-2)
+
+    def ones_fold_cost(self, layer, node):
+        taps = _taps(layer)
+        multiplier = layer.depth_multiplier
+        extra = self.ones_channels(layer)
+        spatial = _spatial(node.outputs[0])
+        depthwise = extra * taps * multiplier
+        inputs = _spatial(node.input_tensors[0])
+        return _ones_generator_cost(inputs, extra) + [
+            ("conv", "macs", spatial * depthwise, None, None),
+            ("conv", "params", depthwise, None, None),
+            ("conv", "macs", spatial * extra * multiplier, "out", None),
+            ("conv", "params", extra * multiplier, "out", None),
+        ]
+
     def slim_weights(self, layer, weights, in_keep, out_keep):
         multiplier = layer.depth_multiplier
         depthwise_rows = _repeat_positions(in_keep[0], multiplier)
@@ -314,6 +347,25 @@ class SeparableConvHandler(LayerHandler):
             ("conv", "params", taps * multiplier, "in", None),
             ("conv", "params", multiplier, "in", "out"),
         ] + _bias_terms(layer, "out")
+
+
+def _ones_generator_cost(input_positions, channels):
+    """Cost of the 1x1 convolution that makes `channels` channels of ones
+    from the layer's input (zero kernel, bias one)."""
+    return [
+        ("conv", "macs", input_positions * channels, "in", None),
+        ("conv", "params", channels, "in", None),
+        ("conv", "params", channels, None, None),
+    ]
+
+
+def _concatenate(weights, extra, axis):
+    """Each weight in `extra` appended along `axis` (the input channels)."""
+    for name, value in extra.items():
+        weights[name] = np.concatenate(
+            [weights[name], value], axis=axis
+        ).astype(weights[name].dtype)
+    return weights
 
 
 def _repeat_positions(positions, multiplier):

@@ -118,7 +118,7 @@ class LayerHandler:
 
     kind = "passthrough"
 
-    #: Whether `ones_kernel` / `append_input_channel` are implemented.
+    #: Whether `ones_kernel` and `append_input_channel` are implemented.
     takes_ones_channel = False
 
     def specialize(self, layer):
@@ -240,26 +240,40 @@ class LayerHandler:
         """Whether `fold_constants` is exact at every output position.
 
         When it is not (a zero-padded convolution sees the constant only
-        inside the image), slimming feeds the constants through an extra
-        input channel of ones instead (`ones_kernel`).
+        inside the image), slimming feeds the constants through extra
+        input channels of ones instead (`ones_kernel`).
         """
         del layer
         return True
 
-    def ones_kernel(self, layer, weights, removed, constants):
-        """The kernel slice of one extra input channel of ones that adds
-        what the removed constant channels contributed (for handlers with
+    def ones_channels(self, layer):
+        """How many extra input channels of ones `ones_kernel` needs."""
+        del layer
+        return 1
+
+    def ones_kernel(self, layer, weights, removed, constants, out_keep):
+        """The weights of extra input channels of ones that add what the
+        removed constant channels contributed (for handlers with
         `takes_ones_channel`).
 
+        Args:
+            layer: The original layer.
+            weights: Its weights by name (before slicing).
+            removed: Positions of the removed input channels.
+            constants: Their constant values.
+            out_keep: Kept output positions.
+
         Returns:
-            An array shaped like the layer's kernel with one input channel.
+            Dict mapping weight name to the slice for the extra input
+            channels (`ones_channels` of them), output channels kept.
         """
         raise IncompatibleChannels(
             f"layer '{layer.name}' cannot take an extra input channel"
         )
 
     def append_input_channel(self, layer, weights, extra):
-        """Appends the kernel slice `extra` as the last input channel."""
+        """Appends the slices `extra` (from `ones_kernel`) as the last input
+        channels of the sliced weights."""
         raise IncompatibleChannels(
             f"layer '{layer.name}' cannot take an extra input channel"
         )
@@ -286,7 +300,8 @@ class LayerHandler:
         return []
 
     def ones_fold_cost(self, layer, node):
-        """Cost terms (as in `cost`) of the extra ones channel, if any."""
+        """Cost terms (as in `cost`) of the extra ones channels and of the
+        1x1 convolution that makes them, if any."""
         return []
 
 

@@ -177,20 +177,43 @@ def test_unet_with_skip_concatenations_prunes_and_slims():
     )
 
 
-def test_transposed_convolution_keeps_constants_exactly():
-    # sigmoid(0) = 0.5 enters a strided transposed convolution, whose
-    # output positions see different numbers of taps: a bias cannot hold
-    # it, an extra input channel of ones does.
-    inputs = keras.Input((6, 6, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", name="producer")(inputs)
+@pytest.mark.parametrize(
+    "consumer",
+    [
+        lambda: keras.layers.Conv2DTranspose(4, 3, strides=2, name="up"),
+        lambda: keras.layers.SeparableConv2D(
+            4, 3, padding="same", depth_multiplier=2, name="up"
+        ),
+        lambda: keras.layers.Conv1D(4, 3, padding="same", name="up"),
+    ],
+    ids=["transposed", "separable", "conv1d"],
+)
+def test_constants_reach_padded_consumers_exactly(consumer):
+    # sigmoid(0) = 0.5 enters a strided transposed convolution (whose
+    # outputs see different numbers of taps) or a zero-padded separable
+    # one: a bias cannot hold it, extra input channels of ones do.
+    layer = consumer()
+    one_d = isinstance(layer, keras.layers.Conv1D)
+    inputs = keras.Input((6, 3) if one_d else (6, 6, 3))
+    conv = keras.layers.Conv1D if one_d else keras.layers.Conv2D
+    x = conv(6, 3, padding="same", name="producer")(inputs)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.Activation("sigmoid")(x)
-    x = keras.layers.Conv2DTranspose(4, 3, strides=2, name="up")(x)
-    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    x = layer(x)
+    pool = (
+        keras.layers.GlobalAveragePooling1D()
+        if one_d
+        else keras.layers.GlobalAveragePooling2D()
+    )
+    outputs = keras.layers.Dense(2)(pool(x))
     model = randomize_batchnorm(keras.Model(inputs, outputs))
     masked, slim = prune_masked_and_slim(model, 0.7)
     assert slim.get_layer("up_ones") is not None
-    assert_same_outputs(slim, masked, _random((2, 6, 6, 3)), tolerance=1e-5)
+    x = _random((2, 6, 3) if one_d else (2, 6, 6, 3))
+    assert_same_outputs(slim, masked, x, tolerance=1e-5)
     assert ekg_keras.count_flops(masked).macs == pytest.approx(
         ekg_keras.count_flops(slim).macs
+    )
+    assert ekg_keras.count_flops(masked).params == pytest.approx(
+        slim.count_params()
     )
