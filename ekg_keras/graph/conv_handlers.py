@@ -18,6 +18,7 @@ from ekg_keras.graph.handlers import LayerHandler
 from ekg_keras.graph.handlers import add_bias
 from ekg_keras.graph.handlers import describe
 from ekg_keras.graph.handlers import rows
+from ekg_keras.graph.handlers import slice_bias
 from ekg_keras.graph.handlers import source_values
 from ekg_keras.graph.handlers import trace_source
 
@@ -59,9 +60,7 @@ class ConvHandler(LayerHandler):
     def slim_weights(self, layer, weights, in_keep, out_keep):
         kernel = np.take(weights["kernel"], in_keep[0], axis=-2)
         weights["kernel"] = np.take(kernel, out_keep[0], axis=-1)
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def filters(self, layer):
         return rows(layer.kernel)
@@ -144,9 +143,7 @@ class GroupedConvHandler(LayerHandler):
         # The kernel's input axis holds one block; whole blocks go with
         # their output channels.
         weights["kernel"] = np.take(weights["kernel"], out_keep[0], axis=-1)
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def removed_values(self, layer, node, values):
         # Hard: masked. Soft: zeroed weights and bias give activation(0).
@@ -172,9 +169,7 @@ class ConvTransposeHandler(ConvHandler):
     def slim_weights(self, layer, weights, in_keep, out_keep):
         kernel = np.take(weights["kernel"], in_keep[0], axis=-1)
         weights["kernel"] = np.take(kernel, out_keep[0], axis=-2)
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def filters(self, layer):
         kernel = np.asarray(layer.kernel.numpy())
@@ -228,9 +223,7 @@ class DepthwiseConvHandler(LayerHandler):
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
         weights["kernel"] = np.take(weights["kernel"], in_keep[0], axis=-2)
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def removed_values(self, layer, node, values):
         return source_values(layer, node)
@@ -333,9 +326,7 @@ class SeparableConvHandler(LayerHandler):
         )
         pointwise = np.take(weights["pointwise_kernel"], depthwise_rows, -2)
         weights["pointwise_kernel"] = np.take(pointwise, out_keep[0], axis=-1)
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def cost(self, layer, node):
         taps = _taps(layer)

@@ -398,9 +398,7 @@ class DenseHandler(LayerHandler):
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
         weights["kernel"] = weights["kernel"][in_keep[0]][:, out_keep[0]]
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
 
     def removed_values(self, layer, node, values):
         return source_values(layer, node)
@@ -655,6 +653,13 @@ def _positions(node):
     if None in shape:
         raise IncompatibleChannels("unknown spatial size")
     return int(np.prod(shape))
+
+
+def slice_bias(weights, out_keep):
+    """Keeps the bias entries (if any) of the kept output channels."""
+    if "bias" in weights:
+        weights["bias"] = weights["bias"][out_keep[0]]
+    return weights
 
 
 def add_bias(config, weights, delta):

@@ -52,6 +52,8 @@ class UnaryOperationHandler(LayerHandler):
     """Element-wise functions of one tensor (`relu6`, `sigmoid`, `x + 3.0`,
     `clip`, `cast`, ...): channel i comes from channel i alone."""
 
+    zero_absorbs = False
+
     def trace(self, ctx, operation, node, inputs):
         if len(inputs) != 1 or len(node.outputs) != 1:
             raise IncompatibleChannels("expected one tensor input and output")
@@ -65,7 +67,7 @@ class UnaryOperationHandler(LayerHandler):
                 lambda xs: call_node(node, operation, xs),
                 values,
                 _ranks(node),
-                zero_absorbs=False,
+                self.zero_absorbs,
             )
         ]
 
@@ -93,16 +95,6 @@ class BinaryOperationHandler(UnaryOperationHandler):
         layout = merge_layouts(ctx, operation, inputs)
         _check_width(node, len(layout))
         return [layout]
-
-    def removed_values(self, operation, node, values):
-        return [
-            merge_values(
-                lambda xs: call_node(node, operation, xs),
-                values,
-                _ranks(node),
-                self.zero_absorbs,
-            )
-        ]
 
 
 class ReductionOperationHandler(LayerHandler):
