@@ -1,12 +1,12 @@
 """Acceptance (issue 13.5): every `keras.applications` family prunes.
 
 One builder per family (the smallest), `weights=None`, at the smallest
-input size the family accepts, with random batch-norm statistics:
-`prune(flops=0.5)` keeps 49-50% of the FLOPs (or raises the clear
-unreachable-target error), the slim model computes what the masked model
-computes to 1e-4, and its `.keras` file loads in a process that never
-imports `ekg_keras`. Every builder of every family is measured by
-`benchmarks/applications.py`.
+input size the family accepts, with random batch-norm statistics, and a
+U-Net, a 1-D CNN and a network with hard-swish written in `keras.ops`:
+`prune(flops=0.5)` keeps 49-50% of the FLOPs, the slim model computes what
+the masked model computes to 1e-4, and its `.keras` file loads in a
+process that never imports `ekg_keras`. Every builder of every family is
+measured by `benchmarks/applications.py`.
 """
 
 import subprocess
@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 from model_testing import kept_fraction
 from model_testing import layer_classes
+from model_testing import cnn_1d
+from model_testing import hard_swish_net
 from model_testing import max_relative_difference
 from model_testing import randomize_batchnorm
+from model_testing import unet
 
 import ekg_keras
 
@@ -45,10 +48,16 @@ FAMILIES = {
 }
 # Helper modules of keras.applications that hold no model family.
 NOT_FAMILIES = {"imagenet_utils", "resnet50"}
+# Models beyond keras.applications the issue names.
+OTHERS = {"unet": unet, "cnn_1d": cnn_1d, "hard_swish_net": hard_swish_net}
+MODELS = sorted(FAMILIES) + sorted(OTHERS)
 
 
 def build(family):
     """The family's smallest builder with random weights and BN statistics."""
+    if family in OTHERS:
+        keras.utils.set_random_seed(0)
+        return OTHERS[family]()
     name, kwargs, size = FAMILIES[family]
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(
@@ -61,10 +70,10 @@ def build(family):
     return randomize_batchnorm(model)
 
 
-def pixels(size, batch=2):
-    """Images in [0, 255] (EfficientNet rescales them itself)."""
+def pixels(shape, batch=2):
+    """Inputs in [0, 255] (EfficientNet rescales images itself)."""
     rng = np.random.default_rng(0)
-    return rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    return rng.uniform(0, 255, (batch, *shape)).astype("float32")
 
 
 class _Pruned:
@@ -83,7 +92,7 @@ class _Pruned:
         model = build(family)
         masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
         slim = ekg_keras.slim(masked)
-        x = pixels(model.input.shape[1])
+        x = pixels(model.input.shape[1:])
         path = self.directory / f"{family}.keras"
         slim.save(path)
         np.save(self.directory / f"{family}_x.npy", x)
@@ -112,8 +121,8 @@ def test_the_table_covers_every_family_of_the_installed_keras():
     assert set(FAMILIES) == modules - NOT_FAMILIES
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_family_prunes_to_half_and_slims_exactly(pruned, family):
+@pytest.mark.parametrize("family", MODELS)
+def test_model_prunes_to_half_and_slims_exactly(pruned, family):
     result = pruned(family)
     assert 0.49 <= result["kept"] <= 0.5
     assert result["difference"] < 1e-4
@@ -123,12 +132,12 @@ def test_family_prunes_to_half_and_slims_exactly(pruned, family):
 
 
 def test_slim_files_load_without_ekg_keras(pruned):
-    for family in FAMILIES:
+    for family in MODELS:
         pruned(family)
     directory = pruned.directory
     code = (
         "import sys, numpy as np, keras\n"
-        f"for family in {sorted(FAMILIES)!r}:\n"
+        f"for family in {MODELS!r}:\n"
         f"    base = {str(directory)!r} + '/' + family\n"
         "    model = keras.saving.load_model(base + '.keras')\n"
         "    y = np.asarray(model(np.load(base + '_x.npy')))\n"
@@ -148,7 +157,7 @@ def test_slim_files_load_without_ekg_keras(pruned):
         },
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for family in FAMILIES:
+    for family in MODELS:
         np.testing.assert_allclose(
             np.load(directory / f"{family}_loaded.npy"),
             np.load(directory / f"{family}_y.npy"),
