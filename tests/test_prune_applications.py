@@ -15,10 +15,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-from model_testing import kept_fraction
-from model_testing import layer_classes
 from model_testing import cnn_1d
 from model_testing import hard_swish_net
+from model_testing import kept_fraction
+from model_testing import layer_classes
 from model_testing import max_relative_difference
 from model_testing import randomize_batchnorm
 from model_testing import unet
