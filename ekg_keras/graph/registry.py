@@ -48,7 +48,12 @@ def register_handler(layer_class, handler):
 
 
 def register_passthrough(layer_class):
-    """Registers `layer_class` as channel-wise and weightless."""
+    """Registers `layer_class` as channel-wise and weightless.
+
+    A removed channel's constant goes through the layer itself (called on
+    tiny constant tensors); for a layer that only moves or averages values
+    in space (a custom pooling), register `SpatialPassThrough()` instead.
+    """
     register_handler(layer_class, H.PassThrough())
 
 
