@@ -67,28 +67,50 @@ def unknown_values(node):
     return [np.full(channels_of(t), np.nan) for t in node.outputs]
 
 
-def evaluate(function, values, ranks):
+def evaluate(function, values, shapes, elementwise=False):
     """Calls `function` on constant tensors holding `values`.
 
-    Each value vector becomes a tensor of shape (1, ..., 1, channels) of
-    the given rank, so that spatial axes have size 1.
+    Each value vector becomes one sample of its input's shape (unknown
+    sizes 8) holding, per channel, that value everywhere. A channel whose
+    output varies over positions (a zero-padded border, say) is not a
+    constant (NaN).
+
+    Args:
+        function: Takes the list of tensors.
+        values: One value vector per input.
+        shapes: The inputs' symbolic shapes.
+        elementwise: Whether `function` works entry by entry, so that
+            spatial sizes of 1 give the same values, faster.
 
     Returns:
-        The outputs as flat float arrays, or None if the call fails (the
-        function does not accept such tiny tensors).
+        The outputs as flat float arrays (one value per channel), or None
+        if the call fails.
     """
     tensors = [
-        np.asarray(v, dtype="float32").reshape((1,) * (r - 1) + (-1,))
-        for v, r in zip(values, ranks)
+        _filled(value, shape, elementwise)
+        for value, shape in zip(values, shapes)
     ]
     try:
         outputs = function(tensors)
     except Exception:  # noqa: BLE001 - any failure: not a known constant.
         return None
-    return [
-        np.asarray(keras.ops.convert_to_numpy(y), np.float64).reshape(-1)
-        for y in keras.tree.flatten(outputs)
-    ]
+    return [_per_channel(y) for y in keras.tree.flatten(outputs)]
+
+
+def _filled(value, shape, tiny):
+    """One sample of `shape` (unknown sizes 8; all 1 if `tiny`) with a
+    value per channel."""
+    value = np.asarray(value, dtype="float32").reshape(-1)
+    spatial = [1 if tiny else size or 8 for size in shape[1:-1]]
+    return np.broadcast_to(value, (1, *spatial, len(value))).copy()
+
+
+def _per_channel(output):
+    """One value per channel of a constant output, NaN where it varies."""
+    output = np.asarray(keras.ops.convert_to_numpy(output), np.float64)
+    rows = output.reshape(-1, output.shape[-1] if output.ndim else 1)
+    same = np.all(np.isclose(rows, rows[:1], rtol=1e-6, atol=1e-7), axis=0)
+    return np.where(same, rows[0], np.nan)
 
 
 def _channels_last(layer):
@@ -102,8 +124,8 @@ def _last_axis(layer, axis, rank):
     return isinstance(axis, int) and axis in (-1, rank - 1)
 
 
-def _rank(tensor):
-    return len(tensor.shape)
+def _shapes(node):
+    return [tuple(t.shape) for t in node.input_tensors]
 
 
 class LayerHandler:
@@ -120,6 +142,10 @@ class LayerHandler:
 
     #: Whether `ones_kernel` and `append_input_channel` are implemented.
     takes_ones_channel = False
+
+    #: Whether the layer works entry by entry (activations, element-wise
+    #: merges), so that `removed_values` may evaluate it on tiny tensors.
+    elementwise = False
 
     def specialize(self, layer):
         """The handler for this particular layer (e.g. by its config).
@@ -197,9 +223,11 @@ class LayerHandler:
             layer on tensors of shape (1, ..., 1, channels) holding the
             values (NaN where that fails).
         """
-        ranks = [_rank(t) for t in node.input_tensors]
         out = evaluate(
-            lambda xs: layer(xs[0] if len(xs) == 1 else xs), values, ranks
+            lambda xs: layer(xs[0] if len(xs) == 1 else xs),
+            values,
+            _shapes(node),
+            self.elementwise,
         )
         return out if out is not None else unknown_values(node)
 
@@ -306,8 +334,15 @@ class LayerHandler:
 
 
 class PassThrough(LayerHandler):
-    """Channel-wise layers without weights: activations, dropout, or any
-    layer computing each output channel from the same input channel."""
+    """Channel-wise layers without weights: any layer computing each output
+    channel from the same input channel."""
+
+
+class ElementwiseHandler(LayerHandler):
+    """Layers that work entry by entry: `ReLU`, `LeakyReLU`, `ELU`,
+    `Identity`."""
+
+    elementwise = True
 
 
 class SpatialPassThrough(LayerHandler):
@@ -327,7 +362,7 @@ class ZeroPaddingHandler(SpatialPassThrough):
         return [np.where(value == 0, 0.0, np.nan)]
 
 
-class ActivationHandler(LayerHandler):
+class ActivationHandler(ElementwiseHandler):
     """`Activation` layers: channel-wise unless the function mixes channels."""
 
     MIXING = ("softmax", "log_softmax")
@@ -339,7 +374,7 @@ class ActivationHandler(LayerHandler):
         return super().trace(ctx, layer, node, inputs)
 
 
-class RescalingHandler(LayerHandler):
+class RescalingHandler(ElementwiseHandler):
     """`Rescaling` with scalar scale and offset is channel-wise."""
 
     def trace(self, ctx, layer, node, inputs):
@@ -466,6 +501,7 @@ class MergeHandler(LayerHandler):
     """
 
     kind = "merge"
+    elementwise = True
 
     def __init__(self, zero_absorbs=False):
         self.zero_absorbs = zero_absorbs
@@ -478,7 +514,7 @@ class MergeHandler(LayerHandler):
             merge_values(
                 lambda xs: layer(xs),
                 values,
-                [_rank(t) for t in node.input_tensors],
+                _shapes(node),
                 self.zero_absorbs,
             )
         ]
@@ -606,7 +642,7 @@ def merge_layouts(ctx, operation, inputs):
     return full[0]
 
 
-def merge_values(function, values, ranks, zero_absorbs):
+def merge_values(function, values, shapes, zero_absorbs):
     """Removed values after an element-wise merge.
 
     A broadcast one-channel input is never removed, so it counts as data
@@ -618,7 +654,7 @@ def merge_values(function, values, ranks, zero_absorbs):
         np.asarray(v, np.float64) if len(v) == width else np.full(1, np.nan)
         for v in values
     ]
-    out = evaluate(function, values, ranks)
+    out = evaluate(function, values, shapes, elementwise=True)
     result = out[0] if out is not None else np.full(width, np.nan)
     if zero_absorbs:
         zero = np.zeros(width, dtype=bool)

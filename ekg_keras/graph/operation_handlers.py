@@ -44,8 +44,8 @@ def _check_width(node, width):
         raise IncompatibleChannels("the channel count changes")
 
 
-def _ranks(node):
-    return [len(t.shape) for t in node.input_tensors]
+def _shapes(node):
+    return [tuple(t.shape) for t in node.input_tensors]
 
 
 class UnaryOperationHandler(LayerHandler):
@@ -66,7 +66,7 @@ class UnaryOperationHandler(LayerHandler):
             merge_values(
                 lambda xs: call_node(node, operation, xs),
                 values,
-                _ranks(node),
+                _shapes(node),
                 self.zero_absorbs,
             )
         ]

@@ -105,7 +105,7 @@ def _register_builtins():
         register_handler(merge, H.MergeHandler())
     register_handler(layers.Multiply, H.MergeHandler(zero_absorbs=True))
     for name in ("ReLU", "LeakyReLU", "ELU", "Identity"):
-        register_passthrough(getattr(layers, name))
+        register_handler(getattr(layers, name), H.ElementwiseHandler())
     spatial = [
         f"{kind}{rank}D"
         for rank in (1, 2, 3)

@@ -116,3 +116,44 @@ def test_broadcast_data_is_not_a_constant_but_a_product_with_zero_is():
     np.testing.assert_array_equal(
         _constants_at(model, "after_multiply"), [0.0] * 4
     )
+
+
+class _Blur(keras.layers.Layer):
+    """A custom spatial layer that refuses inputs smaller than 3x3."""
+
+    def call(self, x):
+        return keras.ops.average_pool(x, 3, strides=1, padding="valid")
+
+
+def test_custom_layers_get_constants_on_inputs_of_their_own_shape():
+    graph.register_passthrough(_Blur)
+    try:
+        values = _constants_at(
+            _chain(keras.layers.Activation("sigmoid"), _Blur()), "consumer"
+        )
+    finally:
+        graph.registry._REGISTRY.pop(_Blur)
+    np.testing.assert_allclose(values, [0.5] * 4)
+
+
+class _SamePaddedBlur(keras.layers.Layer):
+    """A custom spatial layer that zero-pads: constants vary at borders."""
+
+    def call(self, x):
+        return keras.ops.average_pool(x, 3, strides=1, padding="same") * 1.0 + (
+            keras.ops.depthwise_conv(
+                x, keras.ops.ones((3, 3, x.shape[-1], 1)) / 9.0, padding="same"
+            )
+        )
+
+
+def test_a_custom_layer_that_pads_makes_constants_vary():
+    graph.register_passthrough(_SamePaddedBlur)
+    try:
+        values = _constants_at(
+            _chain(keras.layers.Activation("sigmoid"), _SamePaddedBlur()),
+            "consumer",
+        )
+    finally:
+        graph.registry._REGISTRY.pop(_SamePaddedBlur)
+    assert np.isnan(values).all()
