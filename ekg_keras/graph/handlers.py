@@ -113,11 +113,7 @@ def _per_channel(output):
     return np.where(same, rows[0], np.nan)
 
 
-def _channels_last(layer):
-    return getattr(layer, "data_format", "channels_last") != "channels_first"
-
-
-def _last_axis(layer, axis, rank):
+def _last_axis(axis, rank):
     axis = (
         axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
     )
@@ -456,7 +452,7 @@ class BatchNormalizationHandler(LayerHandler):
 
     def trace(self, ctx, layer, node, inputs):
         rank = len(node.input_tensors[0].shape)
-        if not _last_axis(layer, layer.axis, rank):
+        if not _last_axis(layer.axis, rank):
             raise IncompatibleChannels(f"normalizes axis {layer.axis}")
         return [inputs[0]]
 
@@ -666,7 +662,7 @@ def merge_values(function, values, shapes, zero_absorbs):
 
 def concatenate_layouts(ctx, axis, node, inputs):
     """Layout after concatenation along `axis`."""
-    if _last_axis(None, axis, len(node.outputs[0].shape)):
+    if _last_axis(axis, len(node.outputs[0].shape)):
         return np.concatenate(inputs)
     for layout in inputs[1:]:
         ctx.unify(inputs[0], layout)
@@ -676,7 +672,7 @@ def concatenate_layouts(ctx, axis, node, inputs):
 def concatenate_values(axis, node, values):
     """Removed values after concatenation along `axis`: side by side on
     the channel axis, else one value where all inputs agree."""
-    if _last_axis(None, axis, len(node.outputs[0].shape)):
+    if _last_axis(axis, len(node.outputs[0].shape)):
         return np.concatenate(values)
     stacked = np.stack([np.asarray(v, np.float64) for v in values])
     agree = np.all(stacked == stacked[0], axis=0)
