@@ -16,8 +16,9 @@ With `--rounds N` the whole list is timed N times, builders interleaved
 (round 1 of every builder, then round 2, ...), and the median is reported.
 Each builder reports how many cores other processes used while it ran.
 
-    .venv/bin/python benchmarks/applications.py            # all builders
-    .venv/bin/python benchmarks/applications.py --quick    # one per family
+    .venv/bin/python benchmarks/applications.py             # all builders
+    .venv/bin/python benchmarks/applications.py --families  # one per family
+    .venv/bin/python benchmarks/applications.py --quick     # smoke check
     .venv/bin/python benchmarks/applications.py --only ResNet50,VGG16
 """
 
@@ -32,8 +33,10 @@ import _timing  # Silences TF logging before TF is imported.
 FLOPS = 0.5
 #: The smallest input each builder accepts is 32x32 but for these.
 SMALLEST_INPUT = {"Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75}
-#: `--quick`: the smallest builder of each family.
-QUICK = (
+#: `--quick` (a smoke check): three small builders.
+QUICK = ("MobileNet", "MobileNetV3Small", "EfficientNetB0")
+#: `--families`: the smallest builder of each family.
+SMALLEST = (
     "ConvNeXtTiny",
     "DenseNet121",
     "EfficientNetB0",
@@ -118,7 +121,12 @@ def bench_once(name):
 
 def main(argv=None):
     parser = _timing.base_parser(
-        __doc__.splitlines()[0], "only the smallest builder of each family"
+        __doc__.splitlines()[0], f"smoke check: only {', '.join(QUICK)}"
+    )
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help="only the smallest builder of each family",
     )
     parser.add_argument(
         "--only", default=None, help="comma-separated builder names"
@@ -131,6 +139,8 @@ def main(argv=None):
     names = builders()
     if args.quick:
         names = [(f, n) for f, n in names if n in QUICK]
+    elif args.families:
+        names = [(f, n) for f, n in names if n in SMALLEST]
     if args.only:
         wanted = set(args.only.split(","))
         names = [(f, n) for f, n in names if n in wanted]
