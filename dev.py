@@ -5,9 +5,10 @@
     python3 dev.py bench   # run the benchmarks in benchmarks/
     python3 dev.py test --quick   # the suite without end-to-end runs
 
-Each task creates `.venv` (and installs the package with its test extra) when
-it is missing or older than `setup.py`, then runs inside it. Extra arguments
-are passed on, e.g. `python3 dev.py test -k flops`.
+Each task creates `.venv` (and installs the package with its test, plot and
+deploy extras: the deployment runtimes the tests run) when it is missing or
+older than `setup.py`, then runs inside it. Extra arguments are passed on,
+e.g. `python3 dev.py test -k flops`.
 """
 
 import os
@@ -40,7 +41,15 @@ def ensure_venv():
         venv.create(VENV, with_pip=True)
     print("Installing ekg_keras and its dependencies ...", flush=True)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "-q", "-e", ".[test,plot]"],
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-e",
+            ".[test,plot,deploy]",
+        ],
         cwd=ROOT,
         check=True,
     )

@@ -32,6 +32,17 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis"],
         "plot": ["matplotlib"],
+        # Runtimes and converters of `ekg_keras.export` beyond TensorFlow:
+        # LiteRT's interpreter, ONNX (Keras converts with tf2onnx; float16
+        # and int8 with onnxruntime's tools), OpenVINO (int8 with NNCF).
+        "deploy": [
+            "ai-edge-litert",
+            "onnxruntime",
+            "onnx",
+            "tf2onnx",
+            "openvino",
+            "nncf",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

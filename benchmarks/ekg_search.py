@@ -72,7 +72,7 @@ def train(name, data, epochs):
     import ekg_keras
 
     keras.utils.set_random_seed(0)
-    model = getattr(ekg_keras.models, name)()
+    model = getattr(ekg_keras.models, name)(input_shape=data.input_shape)
     steps = epochs * len(data.train)
     model.compile(
         optimizer=keras.optimizers.SGD(

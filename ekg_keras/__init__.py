@@ -19,10 +19,13 @@ from ekg_keras import schedules
 from ekg_keras import training
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.evaluation import SubnetworkEvaluator
+from ekg_keras.export import ExportCheckError
+from ekg_keras.export import compare_exported
 from ekg_keras.export import export
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import FlopsReport
 from ekg_keras.flops import count_flops
+from ekg_keras.fold import fold_batchnorm
 from ekg_keras.latency import measure_latency
 from ekg_keras.layers import strip
 from ekg_keras.layers import wrap
@@ -32,6 +35,7 @@ from ekg_keras.methods.ekg import EKGFineTuning
 from ekg_keras.methods.ekg import EKGSearch
 from ekg_keras.methods.soft import SoftFilterPruning
 from ekg_keras.prune import prune
+from ekg_keras.runtimes import load_exported
 from ekg_keras.slim import slim
 
 __version__ = "0.1.0"

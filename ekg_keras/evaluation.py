@@ -49,7 +49,9 @@ class SubnetworkEvaluator:
         model: The hard-masked model (from `ekg_keras.wrap`); the evaluator
             writes its masks.
         graph: Its `ChannelGraph`.
-        inputs: The evaluation inputs (an array, N samples).
+        inputs: The evaluation inputs: an array of N samples, or for a
+            model with several inputs a list of such arrays, one per input
+            (the "logits" are always the model's first output).
         labels: Their integer labels (needed by `importance`).
         batch_size: Evaluation batch size (with batch statistics on, the
             statistics are taken over these batches).
@@ -94,7 +96,14 @@ class SubnetworkEvaluator:
     ):
         self.model = model
         self.graph = graph
-        num = len(inputs)
+        multiple = isinstance(inputs, (list, tuple))
+        arrays = [np.asarray(a) for a in (inputs if multiple else [inputs])]
+        if len(arrays) != len(model.inputs):
+            raise ValueError(
+                f"`inputs` should hold one array per model input "
+                f"({len(model.inputs)}). Received: {len(arrays)} array(s)."
+            )
+        num = len(arrays[0])
         self.labels = (
             np.zeros(num, np.int32) if labels is None else np.asarray(labels)
         )
@@ -112,7 +121,6 @@ class SubnetworkEvaluator:
             (start, min(start + batch_size, num))
             for start in range(0, num, batch_size)
         ]
-        inputs = np.asarray(inputs)
         # On one replica the batches (and cached activations) stay tensors,
         # so no candidate pays a host-to-tensor copy.
         convert = (
@@ -120,7 +128,11 @@ class SubnetworkEvaluator:
             if self.strategy.num_replicas_in_sync == 1
             else np.asarray
         )
-        self._x_batches = [convert(inputs[a:b]) for a, b in self.batches]
+        self._x_batches = [
+            tuple(convert(array[a:b]) for array in arrays)
+            for a, b in self.batches
+        ]
+        self._multiple_inputs = multiple
         self._from_probabilities = ends_in_softmax(model)
         self._records_of_group = _maskable_records_by_group(graph)
         self._kernels = _kernel_records(graph) if rescale_kernels else {}
@@ -154,8 +166,11 @@ class SubnetworkEvaluator:
 
     @property
     def batch_inputs(self):
-        """The evaluation batches as the compiled functions receive them."""
-        return list(self._x_batches)
+        """The evaluation batches as the compiled functions receive them
+        (per batch a list of arrays, one per input, for several inputs)."""
+        if self._multiple_inputs:
+            return [list(x) for x in self._x_batches]
+        return [x[0] for x in self._x_batches]
 
     # Masks.
 
@@ -200,7 +215,7 @@ class SubnetworkEvaluator:
             return
         start = time.perf_counter()
         self._cached = [
-            self._run(self._prefix, [x], "concat") for x in self._x_batches
+            self._run(self._prefix, list(x), "concat") for x in self._x_batches
         ]
         self.seconds["prefix"] += time.perf_counter() - start
 
@@ -217,7 +232,8 @@ class SubnetworkEvaluator:
         suffix = self._suffixes.get(group)
         if suffix is None or self._cached is None:
             parts = [
-                self._run(self._full, [x], "concat") for x in self._x_batches
+                self._run(self._full, list(x), "concat")
+                for x in self._x_batches
             ]
         else:
             model, positions = suffix
@@ -289,7 +305,7 @@ class SubnetworkEvaluator:
             gradients, frontier = self._run(
                 self._gradients,
                 [
-                    x,
+                    *x,
                     self.labels[a:b].astype(np.int32),
                     np.asarray(targets[a:b], np.float32),
                 ],
@@ -329,15 +345,19 @@ class SubnetworkEvaluator:
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
         return model(inputs, training=self.training)
 
-    def _gate_gradients(self, x, y, targets):
-        """Mask gradients of J, and the frontier activations on the way."""
+    def _gate_gradients(self, *arguments):
+        """Mask gradients of J, and the frontier activations on the way.
+
+        `arguments` are the model's inputs, then labels and targets.
+        """
+        *x, y, targets = arguments
         variables = [r.layer.filter_mask.value for r in self._gates]
         with tf.GradientTape() as tape:
             tape.watch(variables)
             if self._scoring is None:
-                outputs, frontier = self._call(self.model, (x,)), []
+                outputs, frontier = self._call(self.model, x), []
             else:
-                outputs, *frontier = self._call(self._scoring, (x,))
+                outputs, *frontier = self._call(self._scoring, x)
             logits = _as_logits(outputs, self._from_probabilities)
             objective = tf.reduce_mean(self.objective(y, targets, logits))
         gradients = tape.gradient(objective, variables)

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_testing import randomize_batchnorm
 
 import ekg_keras
-from model_testing import randomize_batchnorm
 
 
 def _model():

@@ -3,6 +3,7 @@ model, evaluated from cached frontiers, equal to running the whole net."""
 
 import keras
 import numpy as np
+import pytest
 
 import ekg_keras
 from ekg_keras.methods import apply_keep
@@ -78,3 +79,47 @@ def test_importance_is_the_mask_gradient_of_the_objective():
     reference = ekg_keras.taylor.taylor_scores(masked, graph, (x, y))
     for a, b in zip(scores, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_a_model_with_several_inputs_takes_one_array_per_input():
+    # The "logits" are the first output, e.g. a per-sample loss against a
+    # second input (SP scores its stage sub-networks so).
+    keras.utils.set_random_seed(0)
+    images = keras.Input((8, 8, 3))
+    target = keras.Input((8, 8, 6))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="a")(images)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(6, 1, name="b")(keras.layers.ReLU()(x))
+    body = ekg_keras.wrap(keras.Model(images, x))
+    error = keras.ops.mean(
+        keras.ops.square(body.outputs[0] - target), axis=(1, 2, 3)
+    )
+    masked = keras.Model(
+        [body.inputs[0], target], keras.ops.expand_dims(error, -1)
+    )
+    graph = ekg_keras.graph.trace(masked, warn=False)
+    rng = np.random.default_rng(3)
+    arrays = [
+        rng.standard_normal((10, 8, 8, 3)).astype("float32"),
+        rng.standard_normal((10, 8, 8, 6)).astype("float32"),
+    ]
+    evaluator = ekg_keras.SubnetworkEvaluator(
+        masked, graph, arrays, batch_size=4, cache=False
+    )
+    keep = graph.full_keep()
+    group = graph.channels("a").outputs[0].group[0]
+    keep[group][:3] = False
+    losses = evaluator.evaluate([graph.full_keep(), keep])
+    apply_keep(masked, graph, keep)
+    expected = np.concatenate(
+        [
+            masked([arrays[0][a:b], arrays[1][a:b]], training=True)
+            for a, b in evaluator.batches
+        ]
+    )
+    np.testing.assert_allclose(losses[1], expected, rtol=1e-5, atol=1e-6)
+    assert losses[1].shape == (10, 1)
+    assert not np.allclose(losses[0], losses[1])
+    assert len(evaluator.batch_inputs[0]) == 2
+    with pytest.raises(ValueError, match="one array per model input"):
+        ekg_keras.SubnetworkEvaluator(masked, graph, arrays[0])

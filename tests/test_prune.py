@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from model_testing import accuracy
 from model_testing import images
 from model_testing import layer_classes
@@ -102,22 +103,35 @@ def test_taylor_criterion_uses_data(resnet20):
 
 
 def test_data_driven_pruning_recalibrates_batchnorm(trained_resnet20, digits16):
-    """Issue 7: the pruned model is usable in inference mode at once."""
+    """Issue 7: the pruned model is usable in inference mode at once.
+
+    Recalibrated statistics are those of `data`: with `data` as one batch,
+    inference mode reproduces training mode (batch statistics) on that
+    batch exactly. (Accuracy with batch statistics of *other* batches is no
+    reference: on this pruned, not fine-tuned network the test accuracy
+    moves by ~5 points between recalibrating on 512 and on 1347 images,
+    which is why an earlier accuracy-gap tolerance of 3 points held by 0.1.)
+    """
     x, y = digits16.x_test, digits16.y_test
+    x_data, y_data = digits16.x_train[:512], digits16.y_train[:512]
     options = dict(
         flops=0.5,
         method="oneshot",
         criterion="taylor",
-        data=(digits16.x_train[:512], digits16.y_train[:512]),
+        data=tf.data.Dataset.from_tensor_slices((x_data, y_data)).batch(512),
         verbose=0,
     )
     stale = ekg_keras.prune(trained_resnet20, recalibrate=False, **options)
     recalibrated = ekg_keras.prune(trained_resnet20, **options)
+    inference = np.asarray(recalibrated(x_data, training=False))
+    weights = recalibrated.get_weights()
+    batch_statistics = np.asarray(recalibrated(x_data, training=True))
+    recalibrated.set_weights(weights)
+    assert max_relative_difference(inference, batch_statistics) < 1e-4
     stale_accuracy = accuracy(stale, x, y)
-    inference = accuracy(recalibrated, x, y)
-    batch_statistics = accuracy(recalibrated, x, y, training=True)
-    assert abs(inference - batch_statistics) <= 0.03
-    assert inference > stale_accuracy + 0.2
+    test_accuracy = accuracy(recalibrated, x, y)
+    assert test_accuracy >= 0.6
+    assert test_accuracy > stale_accuracy + 0.2
     # Only the moving statistics differ.
     for a, b in zip(stale.weights, recalibrated.weights):
         if "moving" not in a.path:

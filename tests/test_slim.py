@@ -6,15 +6,15 @@ import sys
 import keras
 import numpy as np
 import pytest
+from model_testing import images
+from model_testing import layer_classes
+from model_testing import max_relative_difference
+from model_testing import randomize_batchnorm
 
 import ekg_keras
 from ekg_keras import graph
 from ekg_keras import layers
 from ekg_keras.methods import apply_keep
-from model_testing import images
-from model_testing import layer_classes
-from model_testing import max_relative_difference
-from model_testing import randomize_batchnorm
 
 
 def _mask_groups(model, drop):

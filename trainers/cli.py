@@ -22,6 +22,7 @@ from absl import logging
 from ekg_keras import methods
 from ekg_keras import models
 from ekg_keras.training import finetuners
+from trainers import sources
 from trainers import strategies
 from trainers.config import STAGES
 from trainers.config import ConfigError
@@ -225,6 +226,14 @@ def define_flags(flag_values, **defaults):
         "<method>-<flops>.",
     )
     define_string("data_dir", None, "TensorFlow Datasets data directory.")
+    define_boolean(
+        "synthetic_data",
+        False,
+        "Train and evaluate on random images of the data set's shape, "
+        "classes and size, made once in memory (no data set needed, next to "
+        "no input-pipeline cost): to measure training and inference "
+        "throughput. Default --model_dir: runs/synthetic-<dataset>-...",
+    )
     define_integer(
         "backup_every_steps",
         0,
@@ -250,6 +259,8 @@ def config_from_flags(flag_values, dataset):
     values = flag_values
     if "dataset" in values:
         dataset = values.dataset
+    if values.synthetic_data:  # Never resumes or overwrites a real run.
+        dataset = f"synthetic-{dataset}"
     model_dir = values.model_dir or os.path.join(
         "runs",
         f"{dataset}-{values.model}-{values.method}-{values.flops:g}",
@@ -308,7 +319,11 @@ def main(flag_values, make_source, argv=None, dataset=None):
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         keras.utils.set_random_seed(config.seed)
-        source = make_source()
+        source = (
+            _synthetic_source(flag_values, dataset)
+            if flag_values.synthetic_data
+            else make_source()
+        )
         run = Run(config, source, strategy)
         run.check()
     except (ConfigError, DataError, strategies.StrategyError) as error:
@@ -322,6 +337,15 @@ def main(flag_values, make_source, argv=None, dataset=None):
         }
         print(f"summary: {json.dumps(brief)}", flush=True)
     return summary
+
+
+def _synthetic_source(flag_values, dataset):
+    """Random data like the trainer's data set (`--synthetic_data`)."""
+    name = flag_values.dataset if "dataset" in flag_values else dataset
+    size = (
+        flag_values["image_size"].value if "image_size" in flag_values else None
+    )
+    return sources.synthetic(name, image_size=size, seed=flag_values.seed)
 
 
 def parse(flag_values, argv):

@@ -71,7 +71,10 @@ class RunFitter:
         if phase.data is None:
             steps = self.pipelines.steps_per_epoch()
             augment = None if phase.augment else False
-            dataset = self.pipelines.training(phase.with_ids, augment)
+
+            def dataset(epoch):
+                return self.pipelines.training(epoch, phase.with_ids, augment)
+
             spec = self.pipelines.training_spec(phase.with_ids)
         else:
             steps = int(phase.data.cardinality())

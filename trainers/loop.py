@@ -45,7 +45,10 @@ def train(
             `strategy`.
         strategy: The `tf.distribute.Strategy`.
         dataset: An infinite distributed dataset (from
-            `strategy.distribute_datasets_from_function`).
+            `strategy.distribute_datasets_from_function`), or a function
+            `epoch -> distributed dataset` giving each epoch its own data
+            (so a run resumed at epoch e sees the batches a straight run
+            sees there).
         epochs: Epochs to train (a restored run starts at the epoch that
             a backup callback restores through the model's initial
             epoch, as `keras.callbacks.BackupAndRestore` does).
@@ -79,18 +82,18 @@ def train(
             steps=steps_per_epoch,
         )
 
-        @tf.function(jit_compile=jit_compile)
-        def step(batch):
-            return strategy.run(model.train_step, args=(batch,))
-
+        step = step_function(model, strategy, jit_compile)
         model.stop_training = False
         # Backups restore the epoch to start at here, as with `fit`.
         _keras_private.set_initial_epoch(model, 0)
         callback_list.on_train_begin()
         start = _keras_private.initial_epoch(model)
-        iterator = iter(dataset)
+        per_epoch = callable(dataset)
+        iterator = None if per_epoch else iter(dataset)
         logs = {}
         for epoch in range(start, epochs):
+            if per_epoch:
+                iterator = iter(dataset(epoch))
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
             for batch in range(steps_per_epoch):
@@ -110,6 +113,17 @@ def train(
                 break
         callback_list.on_train_end(logs)
         return start
+
+
+def step_function(model, strategy, jit_compile=False):
+    """The compiled, replicated train step: `strategy.run(model.train_step)`
+    in one `tf.function`, compiled with XLA when `jit_compile`."""
+
+    @tf.function(jit_compile=jit_compile)
+    def step(batch):
+        return strategy.run(model.train_step, args=(batch,))
+
+    return step
 
 
 def _build(model, strategy, element_spec):

@@ -23,8 +23,13 @@ class Pipelines:
             steps = min(steps, self.config.steps_per_epoch)
         return steps
 
-    def training(self, with_ids=False, augment=None):
-        """Shuffled, augmented, repeated, distributed training batches."""
+    def training(self, epoch, with_ids=False, augment=None):
+        """One epoch's shuffled, augmented, distributed training batches.
+
+        The order and augmentation draws depend only on the run's seed and
+        `epoch`, so a run resumed at an epoch trains on the batches an
+        uninterrupted run trains on there.
+        """
         config = self.config
 
         def dataset(input_context):
@@ -34,7 +39,7 @@ class Pipelines:
                 training=True,
                 augment=augment,
                 with_ids=with_ids,
-                seed=config.seed,
+                seed=epoch_seed(config.seed, epoch),
                 input_context=input_context,
             ).repeat()
 
@@ -59,3 +64,8 @@ class Pipelines:
     def evaluation(self):
         """The evaluation split."""
         return self.source.dataset("eval", self.config.eval_batch_size)
+
+
+def epoch_seed(seed, epoch):
+    """The data seed of one epoch of a run with `seed`."""
+    return seed * 100_003 + epoch

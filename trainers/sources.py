@@ -8,9 +8,11 @@ label)` with ids), optionally sharded for `tf.distribute`.
 import dataclasses
 import functools
 
+import numpy as np
 import tensorflow as tf
 
 from ekg_keras import data as data_lib
+from ekg_keras.data.preprocessing import pack_example
 from ekg_keras.data.tfds_datasets import IMAGENET_NAME
 
 
@@ -157,6 +159,91 @@ def imagenet(data_dir=None, manual_dir=None, image_size=224):
         data_dir,
         (image_size, image_size, 3),
         views_augment="flip",
+    )
+
+
+# What `synthetic` imitates: classes, training and evaluation examples,
+# image side, and EKG fine-tuning's augmentation of each real data set.
+SYNTHETIC = {
+    "digits": (10, 1347, 450, 32, None),
+    "cifar10": (10, 50_000, 10_000, 32, "pad_crop_flip"),
+    "cifar100": (100, 50_000, 10_000, 32, "pad_crop_flip"),
+    IMAGENET_NAME: (1000, 1_281_167, 50_000, 224, "flip"),
+}
+
+
+def synthetic(name, image_size=None, seed=0):
+    """Random images in the shape, classes and split sizes of a data set.
+
+    For measuring training and inference throughput without the data (as
+    TensorFlow's official trainers' synthetic data): one batch of random
+    normal images and random labels per replica is made once, in memory,
+    and repeated, so the input pipeline costs next to nothing and the
+    figures are the model's. Nothing is shuffled or augmented in the
+    pipeline (EKG fine-tuning's in-step augmentation still runs); sample
+    ids are unique per split, so the memory bank works as usual.
+
+    Args:
+        name: A key of `SYNTHETIC` ("digits", "cifar10", "cifar100" or
+            "imagenet2012").
+        image_size: Image side for digits and ImageNet (CIFAR is 32).
+        seed: Seed of the random images and labels.
+
+    Returns:
+        A `DataSource` named `synthetic-<name>`.
+
+    Raises:
+        DataError: For an unknown name or an image side below 8.
+    """
+    if name not in SYNTHETIC:
+        raise DataError(
+            f"Synthetic data imitates one of {sorted(SYNTHETIC)}. Received: "
+            f"{name!r}"
+        )
+    classes, num_train, num_eval, side, views_augment = SYNTHETIC[name]
+    if image_size is not None and not name.startswith("cifar"):
+        side = image_size
+    if side < 8:
+        raise DataError(
+            f"--image_size should be at least 8. Received: {image_size}"
+        )
+    input_shape = (side, side, 3)
+
+    def build(split, batch_size, training, with_ids, input_context, **_):
+        count = num_train if split == "train" else num_eval
+        pipelines, index = 1, 0
+        if input_context is not None:
+            pipelines = input_context.num_input_pipelines
+            index = input_context.input_pipeline_id
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+        own = len(range(index, count, pipelines))  # This pipeline's share.
+        rng = np.random.default_rng(seed)
+        images = rng.standard_normal((batch_size, *input_shape), np.float32)
+        labels = rng.integers(0, classes, batch_size).astype(np.int32)
+        batches = tf.data.Dataset.from_tensors((images, labels))
+        batches = batches.repeat(own // batch_size)
+        rest = own % batch_size
+        if rest and not training:
+            last = (images[:rest], labels[:rest])
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(last))
+
+        def element(position, batch):
+            x, y = batch
+            first = position * batch_size
+            ids = first + tf.range(tf.shape(x, tf.int64)[0], dtype=tf.int64)
+            ids = ids * pipelines + index if with_ids else None
+            return pack_example(x, y, ids)
+
+        return batches.enumerate().map(element).prefetch(tf.data.AUTOTUNE)
+
+    return DataSource(
+        name=f"synthetic-{name}",
+        num_classes=classes,
+        input_shape=input_shape,
+        num_train=num_train,
+        num_eval=num_eval,
+        build=build,
+        views_augment=views_augment,
     )
 
 

@@ -38,6 +38,9 @@ class PruningMethod:
         smoke_options: Options that make it run in seconds on a tiny model
             and data set, for tests and smoke runs over the registry (the
             results are not meaningful).
+        compare_options: Options for a CPU-sized run in the method
+            comparison (`benchmarks/compare.py`: a few minutes on ResNet-20
+            with 16x16 digits), where its defaults are sized for a GPU.
 
     Args:
         model: The trained model; not modified.
@@ -75,6 +78,7 @@ class PruningMethod:
     trains_while_pruning = False
     finetuner = "plain"
     smoke_options = {}
+    compare_options = {}
 
     def __init__(
         self,

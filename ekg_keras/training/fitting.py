@@ -122,6 +122,8 @@ class Fitter:
         phase.model.fit(
             data,
             epochs=phase.epochs,
+            # Datasets are shuffled by their pipelines (`training_data`).
+            shuffle=False,
             callbacks=[*phase.callbacks, StopOnNonFinite(), *self.callbacks],
             verbose=self.verbose,
         )

@@ -63,6 +63,36 @@ def test_uniform_keeps_nearly_the_same_fraction_everywhere(resnet56_setup):
     assert fractions.max() - fractions.min() <= 1 / 16 + 1e-9
 
 
+@pytest.mark.parametrize("fraction", [0.3, 0.6])
+def test_proportional_keeps_the_shape_of_the_widths(resnet56_setup, fraction):
+    channel_graph, counter, _ = resnet56_setup
+    full = counter.macs(counter.full)
+    levels = _levels(channel_graph)
+    prunable = [g.id for g in channel_graph.prunable_groups]
+    widths = channel_graph.sizes.astype(float)
+    # Deep groups (the last third) wanted twice the share of the others.
+    deep = prunable[2 * len(prunable) // 3 :]
+    widths[prunable] *= 0.4
+    widths[deep] *= 2
+    keep = allocation.proportional(counter, fraction * full, widths, levels)
+    achieved = counter.macs(keep) / full
+    assert fraction - 0.01 < achieved <= fraction
+    shares = keep / widths
+    capped = keep == channel_graph.sizes
+    free = [g for g in prunable if not capped[g]]
+    # One scale for the groups below their size, up to one channel of the
+    # smallest width (0.4 * 16); groups at full size cannot follow it.
+    assert shares[free].max() - shares[free].min() <= 1 / 6.4 + 1e-9
+    assert np.all(shares[capped] <= shares[free].max())
+    sizes_keep = allocation.proportional(
+        counter, fraction * full, channel_graph.sizes, levels
+    )
+    np.testing.assert_array_equal(
+        sizes_keep,
+        allocation.uniform(counter, fraction * full, None, levels),
+    )
+
+
 def test_global_removes_the_least_important_channels_first():
     inputs_graph = graph.trace(models.resnet20())
     counter = FlopsCounter(inputs_graph)

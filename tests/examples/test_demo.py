@@ -35,8 +35,13 @@ def test_demo_runs_end_to_end(capsys):
     assert pruned["macs"] == after["macs"]
     assert 0.8 <= after["macs"] / before["macs"] <= 0.85
     assert after["params"] < before["params"]
+    # Floors well below what this configuration reached with seeds 0-4
+    # (before 0.61-0.76, pruned 0.76-0.85, fine-tuned 0.90-0.95; chance is
+    # 0.10): a broken pipeline falls below them.
+    assert before["accuracy"] >= 0.45
+    assert pruned["accuracy"] >= 0.6
+    assert after["accuracy"] >= 0.8
     for row in rows:
-        assert 0.0 <= row["accuracy"] <= 1.0
         assert row["latency_ms"] > 0 and row["images_per_s"] > 0
     printed = capsys.readouterr().out
     assert "EKG step 1:" in printed

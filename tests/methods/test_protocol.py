@@ -79,3 +79,14 @@ def test_shared_set_up_errors_name_what_is_wrong():
     assert not fixed.prunable
     assert setup.smallest_fraction() < 0.5 <= 1.0
     assert setup.target_macs == pytest.approx(0.5 * setup.full_macs)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_method_keeps_hardware_friendly_widths(name):
+    """`round_to` reaches every method through the shared set-up: each
+    group keeps a multiple of it (or all its channels)."""
+    method, _ = _run(name, round_to=4)
+    assert method.kept_fraction() <= 0.5
+    for group, keep in zip(method.graph.groups, method.setup.current_keep()):
+        kept = int(keep.sum())
+        assert kept % 4 == 0 or kept == group.size, (group.producers, kept)

@@ -1,11 +1,19 @@
 """trainers/callbacks.py: backups and TensorBoard summaries."""
 
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
+from trainer_testing import ROOT
 from trainer_testing import conv_bn_model
+from trainer_testing import trainer_env
 
 import ekg_keras
 from trainers import callbacks
@@ -47,23 +55,70 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path):
     assert not (tmp_path / "backup").exists()
 
 
-def test_an_interrupted_write_leaves_the_last_complete_backup(tmp_path):
-    model = small_model()
-    backup = callbacks.Backup(str(tmp_path / "backup"))
-    backup.set_model(model)
-    backup.on_epoch_end(0)
-    kept = [w.numpy() for w in model.weights]
-    # A write killed half-way: a truncated newer file, state not updated.
-    (tmp_path / "backup" / "backup-2.weights.h5").write_bytes(b"\x89HDF")
-    for weight in model.trainable_weights:
-        weight.assign(weight + 1.0)
-    restored = small_model()
-    again = callbacks.Backup(str(tmp_path / "backup"))
-    again.set_model(restored)
-    again.on_train_begin()
-    assert restored._initial_epoch == 1
-    for a, b in zip(kept, restored.weights, strict=True):
-        np.testing.assert_array_equal(a, b.numpy())
+_WRITER = """
+import sys
+import keras
+import numpy as np
+from trainers import callbacks
+
+inputs = keras.Input((1500,))
+model = keras.Model(inputs, keras.layers.Dense(1500)(inputs))
+backup = callbacks.Backup(sys.argv[1])
+backup.set_model(model)
+for epoch in range(1, 10_000):
+    model.set_weights([np.full(w.shape, epoch, "float32") for w in model.weights])
+    backup.on_epoch_end(epoch - 1)
+"""
+
+
+def _kill_while_writing(directory, seed):
+    """Starts the writer, kills it (SIGKILL) during a later write."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory)],
+        cwd=ROOT,
+        env=trainer_env(),
+    )
+    try:
+        state = directory / "backup.json"
+        deadline = time.monotonic() + 120
+        while not (
+            state.exists() and json.loads(state.read_text())["epoch"] >= 2
+        ):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        # Writes follow each other without a pause: kill in a next one.
+        time.sleep(random.Random(seed).uniform(0.01, 0.2))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_writing_leaves_a_complete_backup(tmp_path):
+    """A real kill (SIGKILL) of a process that writes backups back to back:
+    the backup it leaves restores a consistent state (the weights of the
+    epoch that backup.json names), also when the kill tore a newer file."""
+    torn = False
+    for seed in range(4):
+        directory = tmp_path / f"backup{seed}"
+        _kill_while_writing(directory, seed)
+        state = json.loads((directory / "backup.json").read_text())
+        inputs = keras.Input((1500,))
+        restored = keras.Model(inputs, keras.layers.Dense(1500)(inputs))
+        again = callbacks.Backup(str(directory))
+        again.set_model(restored)
+        again.on_train_begin()
+        assert state["epoch"] >= 2
+        assert restored._initial_epoch == state["epoch"]
+        for weight in restored.weights:
+            np.testing.assert_array_equal(weight.numpy(), state["epoch"])
+        # A newer weights file than the one backup.json names: killed
+        # while writing it.
+        newer = f"backup-{state['writes'] + 1}.weights.h5"
+        torn = (directory / newer).exists()
+        if torn:
+            break
+    assert torn, "no kill landed during a write"
 
 
 def test_pruning_summaries_write_rate_flops_and_widths(tmp_path):

@@ -1,9 +1,10 @@
-"""trainers/cifar.py end to end on the digits, under MirroredStrategy over
-two logical CPUs, killed mid-epoch and resumed (one fresh process each).
+"""trainers/cifar.py end to end on the digits: an EKG run killed mid-search
+and again mid-epoch of fine-tuning, each time resumed (one fresh process
+each), ends exactly where an uninterrupted run of the same settings ends.
 
-It starts from a --pretrained model: under two replicas each training stage
-spends most of its time tracing, and pre-training is covered in
-test_imagenet.py."""
+It starts from a --pretrained model (pre-training is covered in
+test_imagenet.py); distributed runs are covered by test_multi_worker.py
+and test_loop.py."""
 
 import json
 import signal
@@ -31,7 +32,28 @@ def wait_for(path, process, timeout):
     while not path.exists():
         assert process.poll() is None, "the run ended before it was killed"
         assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def run_to_the_end(args, log_path):
+    process = start_cifar(args, log_path)
+    try:
+        code = process.wait(timeout=RUN_TIMEOUT)
+    finally:
+        process.kill()
+    log = log_path.read_text()
+    assert code == 0, log[-3000:]
+    return log
+
+
+def kill_when(args, log_path, path):
+    """Runs until `path` appears, then SIGKILLs the process."""
+    process = start_cifar(args, log_path)
+    try:
+        wait_for(path, process, KILL_TIMEOUT)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
 
 
 def summary_tags(log_dir):
@@ -43,55 +65,78 @@ def summary_tags(log_dir):
     return tags
 
 
-def test_killed_mid_epoch_resumes_and_exports(tmp_path):
-    model_dir = tmp_path / "run"
+def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
     pretrained = tmp_path / "pretrained.keras"
     ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
-    args = [
+    common = [
         *TINY,
-        "--method=l1",
+        "--method=ekg",
+        "--flops=0.8",
+        "--method_options=cache=false",
         "--epochs=2",
+        "--search_val_per_class=3",
+        "--search_subset_per_class=4",
+        "--num_teachers=2",
         f"--pretrained={pretrained}",
-        "--strategy=mirrored",
-        "--logical_cpus=2",
-        f"--model_dir={model_dir}",
     ]
-    first = start_cifar(args, tmp_path / "first.log")
-    try:
-        # The backup is complete at the end of fine-tuning's first epoch:
-        # the process is then in its second epoch.
-        backup = model_dir / "finetune" / "backup" / "finetune" / "backup.json"
-        wait_for(backup, first, KILL_TIMEOUT)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    straight_dir = tmp_path / "straight"
+    run_to_the_end(
+        [*common, f"--model_dir={straight_dir}"], tmp_path / "straight.log"
+    )
+
+    model_dir = tmp_path / "run"
+    args = [*common, f"--model_dir={model_dir}"]
+    # 1. Killed during the EKG search, after its first checkpointed step.
+    kill_when(
+        args,
+        tmp_path / "first.log",
+        model_dir / "prune" / "search" / "state.npz",
+    )
+    state = json.loads((model_dir / "state.json").read_text())
+    assert not state["stages"]["prune"].get("completed")
+    # 2. Resumed, and killed again in fine-tuning's second epoch (the
+    # first epoch's backup is complete).
+    backup = model_dir / "finetune" / "backup" / "finetune" / "backup.json"
+    kill_when(args, tmp_path / "second.log", backup)
+    second = (tmp_path / "second.log").read_text()
+    assert "EKG search: resumed after step" in second
     state = json.loads((model_dir / "state.json").read_text())
     assert state["stages"]["prune"]["completed"]
     assert not state["stages"]["finetune"].get("completed")
-
-    second = start_cifar(args, tmp_path / "second.log")
-    try:
-        code = second.wait(timeout=RUN_TIMEOUT)
-    finally:
-        second.kill()
-    log = (tmp_path / "second.log").read_text()
-    assert code == 0, log[-3000:]
-    assert "MirroredStrategy, 2 replicas" in log
+    # 3. Resumed to the end.
+    log = run_to_the_end(args, tmp_path / "third.log")
+    assert "prune: done in an earlier run, skipped" in log
 
     stages = json.loads((model_dir / "state.json").read_text())["stages"]
     assert all(stages[s]["completed"] for s in stages)
-    # The killed stage ran twice and resumed at its second epoch; the
-    # others ran once, and pre-training not at all (--pretrained).
     assert "pretrain" not in stages
+    assert stages["prune"]["runs"] == 2
     assert stages["finetune"]["runs"] == 2
     assert stages["finetune"]["resumed_at_epoch"] == 1
-    assert stages["prune"]["runs"] == stages["export"]["runs"] == 1
-    assert "prune: done in an earlier run, skipped" in log
+    assert stages["export"]["runs"] == 1
     assert not (model_dir / "finetune" / "backup").exists()
 
+    # The interrupted run ends where the uninterrupted one does: the same
+    # searched masks, the same fine-tuned weights, the same accuracy.
+    for stage in ("prune", "finetune"):
+        straight = keras.saving.load_model(straight_dir / stage / "model.keras")
+        resumed = keras.saving.load_model(model_dir / stage / "model.keras")
+        masks = 0
+        for a, b in zip(straight.weights, resumed.weights, strict=True):
+            if a.name == "mask":
+                masks += 1
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+            else:
+                np.testing.assert_allclose(
+                    a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path
+                )
+        assert masks > 20
     summary = json.loads((model_dir / "summary.json").read_text())
-    assert summary["flops_fraction"] <= 0.5
-    assert summary["macs"] < summary["macs_full"] / 1.9
+    reference = json.loads((straight_dir / "summary.json").read_text())
+    assert summary["top1"] == reference["top1"]
+    assert summary["macs"] == reference["macs"]
+
+    assert 0.79 <= summary["flops_fraction"] <= 0.8
     assert 0.0 <= summary["top5"] <= 1.0 and summary["top1"] <= summary["top5"]
     assert set(summary["seconds"]) == {"prune", "finetune", "export"}
     assert summary_tags(model_dir / "logs" / "finetune") >= {

@@ -217,3 +217,59 @@ def test_a_fresh_process_prints_one_line_before_tensorflow_noise():
         "imagenet.py: error: flag --strategy=x: value should be one of "
         "<default|one_device|mirrored|multi_worker_mirrored|tpu>"
     ]
+
+
+def test_a_synthetic_data_run_goes_through_every_stage(tmp_path):
+    model_dir = tmp_path / "run"
+    summary = cifar.main(
+        [
+            "cifar.py",
+            "--synthetic_data",
+            "--dataset=digits",
+            "--image_size=8",
+            "--model=resnet20",
+            "--method=l1",
+            "--flops=0.5",
+            "--pretrain_epochs=1",
+            "--epochs=1",
+            "--steps_per_epoch=2",
+            "--batch_size=32",
+            "--verbose=0",
+            f"--model_dir={model_dir}",
+        ]
+    )
+    assert summary["dataset"] == "synthetic-digits"
+    assert summary["flops_fraction"] <= 0.5
+    assert (model_dir / "export" / "saved_model").is_dir()
+    # Random labels: accuracy near chance (10 classes).
+    assert summary["top1"] < 0.3
+
+
+def test_synthetic_data_has_its_own_default_model_dir():
+    from trainers import cli
+
+    cli.parse(cifar.FLAGS, ["cifar.py", "--synthetic_data"])
+    config = cli.config_from_flags(cifar.FLAGS, None)
+    assert config.model_dir.startswith("runs/synthetic-digits-")
+    cli.parse(cifar.FLAGS, ["cifar.py"])
+
+
+def test_imagenet_synthetic_data_needs_no_data_set(capsys, tmp_path):
+    pretrained = tmp_path / "small.keras"
+    ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
+    model_dir = tmp_path / "run"
+    line = run_expecting_usage_error(
+        imagenet,
+        [
+            "--synthetic_data",
+            "--image_size=16",
+            f"--pretrained={pretrained}",
+            f"--model_dir={model_dir}",
+        ],
+        capsys,
+        model_dir,
+    )
+    # The data set was not looked for; the synthetic one was checked.
+    assert "should take synthetic-imagenet2012 images of shape (16, 16, 3)" in (
+        line
+    )

@@ -1,5 +1,7 @@
 """trainers/cifar.py with --strategy=multi_worker_mirrored: two worker
-processes on localhost prune and fine-tune in lockstep."""
+processes on localhost run the EKG search (its evaluator gathers every
+replica's results across workers) and EKG fine-tuning in lockstep, and end
+where one worker on the same global batch ends."""
 
 import json
 import socket
@@ -16,7 +18,7 @@ import ekg_keras
 # End to end in a subprocess or over many stages: left out of --quick.
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 300
+TIMEOUT = 600
 
 
 def free_ports(count):
@@ -34,13 +36,23 @@ def test_two_workers_end_with_identical_masks_and_weights(tmp_path):
     ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
     model_dir = tmp_path / "run"
     cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
-    args = [
+    common = [
         *TINY,
-        "--method=l1",
-        "--strategy=multi_worker_mirrored",
+        "--method=ekg",
+        "--flops=0.8",
+        "--method_options=cache=false",
+        "--search_val_per_class=4",
+        "--search_subset_per_class=4",
+        "--num_teachers=2",
         f"--pretrained={pretrained}",
+    ]
+    args = [
+        *common,
+        "--strategy=multi_worker_mirrored",
         f"--model_dir={model_dir}",
     ]
+    one_dir = tmp_path / "one"
+    one = start_cifar([*common, f"--model_dir={one_dir}"], tmp_path / "one.log")
     workers = [
         start_cifar(
             args,
@@ -52,12 +64,13 @@ def test_two_workers_end_with_identical_masks_and_weights(tmp_path):
         for index in range(2)
     ]
     try:
-        codes = [worker.wait(timeout=TIMEOUT) for worker in workers]
+        codes = [p.wait(timeout=TIMEOUT) for p in (*workers, one)]
     finally:
-        for worker in workers:
-            worker.kill()
+        for process in (*workers, one):
+            process.kill()
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert codes == [0, 0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert "EKG step 1:" in logs[0]
     assert "MultiWorkerMirroredStrategy, 2 replicas" in logs[0]
 
     # The chief (worker 0) writes the run; worker 1 only its own state.
@@ -77,3 +90,15 @@ def test_two_workers_end_with_identical_masks_and_weights(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     # And they did train.
     assert max_weight_difference(chief, pruned) > 1e-3
+    # One process searched the same masks: the search reads the same
+    # subsets on every worker, splits each batch between the workers and
+    # gathers their results, with batch normalization synchronised.
+    # (Fine-tuning differs from one process by design: each worker reads
+    # its own shard of the training data, so the global batches differ.)
+    alone = keras.saving.load_model(one_dir / "prune" / "model.keras")
+    masks = 0
+    for a, b in zip(pruned.weights, alone.weights, strict=True):
+        if a.name == "mask":
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+            masks += 1
+    assert masks > 20

@@ -158,6 +158,46 @@ def fine_width(candidate, step, fine_step, fraction_at, target):
     return width
 
 
+def level_step(allowed, kept, step_channels):
+    """The keep count one search step below `kept`, on allowed counts.
+
+    With hardware-friendly widths (`round_to` > 1) a group may keep only
+    some counts (`allowed`, ascending; see `KeepLevels`). A step removes
+    about `step_channels` channels: it lands on the largest allowed count
+    at most `kept - step_channels`, and never below the smallest one.
+
+    Returns:
+        The new count, or `kept` when no allowed count is below it.
+    """
+    allowed = np.asarray(allowed)
+    below = allowed[allowed < kept]
+    if not len(below):
+        return int(kept)
+    reachable = below[below <= kept - step_channels + 1e-9]
+    return int(reachable[-1] if len(reachable) else below[0])
+
+
+def level_fine_count(allowed, kept, new, fraction_at, target):
+    """The count a step gets when landing on `new` overshoots the target:
+    the largest allowed count in [new, kept) whose FLOPs fraction is at
+    most `target` (the level-grid form of `fine_width`)."""
+    allowed = np.asarray(allowed)
+    best = int(new)
+    for count in allowed[(allowed > new) & (allowed < kept)]:
+        if fraction_at(int(count)) > target:
+            break
+        best = int(count)
+    return best
+
+
+def removal_cost(scores, kept, new):
+    """Summed importance of the `kept - new` weakest channels still alive
+    (masked channels score 0 and sort first, as in `candidate_cost`)."""
+    values = np.sort(np.asarray(scores, dtype=np.float64))
+    size = len(values)
+    return float(values[size - int(kept) : size - int(new)].sum())
+
+
 def running_mean(ensemble, count, logits):
     """The ensemble knowledge after adding one more sub-network's logits."""
     return (ensemble * count + logits) / (count + 1)

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras.allocation import top_up
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.methods.base import PruningMethod
@@ -187,12 +188,6 @@ class EKGSearch(PruningMethod):
 
     def __init__(self, model, flops, data=None, **kwargs):
         super().__init__(model, flops, data, **kwargs)
-        if self.setup.round_to != 1:
-            raise ValueError(
-                "The EKG search moves in steps of single channels; "
-                f"`round_to` is not supported yet. Received: round_to="
-                f"{self.setup.round_to!r}"
-            )
         self.ensemble = None
         self.evaluator = None
         self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
@@ -322,6 +317,10 @@ class EKGSearch(PruningMethod):
             self._save_state(widths, ranks, ensemble, members)
             self._report(writer)
         self.finished = self.history[-1].flops_fraction <= self.target
+        if self.finished and self.setup.round_to != 1 and len(self.history) > 1:
+            ensemble = self._fill_budget(
+                widths, ranks, ensemble, members, labels, writer
+            )
         self.ensemble = ensemble
         if self.verbose and len(self.history) == 1:
             log.info(
@@ -329,6 +328,44 @@ class EKGSearch(PruningMethod):
                 f"{self.history[0].flops_fraction:.1%} <= {self.target:.1%}"
                 " of its FLOPs; nothing to prune."
             )
+
+    def _fill_budget(self, widths, ranks, ensemble, members, labels, writer):
+        """With `round_to` > 1 the last step can land a whole level below
+        the target; the most pruned groups then take channels back (their
+        best-ranked removed ones) while the FLOPs stay within the target,
+        as a last recorded step. Returns the ensemble after it."""
+        sizes = self.graph.sizes.astype(np.float64)
+        counts = self._keep_counts(widths, ranks)
+        raised = top_up(
+            counts,
+            self.setup.levels,
+            self.setup.counter.macs,
+            self.setup.target_macs,
+            priority=lambda group, keep: -keep[group] / sizes[group],
+        )
+        changed = np.flatnonzero(raised != counts)
+        if not len(changed):
+            return ensemble
+        start = time.perf_counter()
+        widths = widths.copy()
+        widths[changed] = raised[changed] / sizes[changed]
+        self.evaluator.set_keep(self._keep(widths, ranks), list(changed))
+        logits = self.evaluator.logits()
+        ensemble = rules.running_mean(ensemble, members, logits)
+        self._record(
+            len(self.history),
+            int(changed[0]),
+            widths,
+            ranks,
+            logits,
+            labels,
+            np.nan,
+            1,
+            start,
+        )
+        self._save_state(widths, ranks, ensemble, members + 1)
+        self._report(writer)
+        return ensemble
 
     def _importance(self, ensemble):
         step = len(self.history)
@@ -345,9 +382,7 @@ class EKGSearch(PruningMethod):
         for group in np.flatnonzero(prunable):
             kept = rules.kept_count(len(ranks[group]), widths[group])
             if kept > floors[group]:
-                costs[group] = rules.candidate_cost(
-                    scores[group], widths[group], self._steps[group]
-                )
+                costs[group] = self._cost(group, scores[group], widths)
         if self.options.variant == "code":
             checked = rules.groups_to_check(costs)
         else:
@@ -383,7 +418,22 @@ class EKGSearch(PruningMethod):
                 best = (group, width, logits, objective)
         return best + (int(checked.sum()),)
 
+    def _cost(self, group, scores, widths):
+        """The importance a group's next regular step would remove."""
+        if self.setup.round_to == 1:
+            return rules.candidate_cost(
+                scores, widths[group], self._steps[group]
+            )
+        size = len(scores)
+        kept = rules.kept_count(size, widths[group])
+        new = rules.level_step(
+            self.setup.levels.levels[group], kept, self._steps[group] * size
+        )
+        return rules.removal_cost(scores, kept, new)
+
     def _candidate_width(self, group, widths, ranks):
+        if self.setup.round_to != 1:
+            return self._level_candidate_width(group, widths, ranks)
         size = self.graph.groups[group].size
         candidate = max(
             round(widths[group] - self._steps[group], 5),
@@ -404,6 +454,26 @@ class EKGSearch(PruningMethod):
                 self.target,
             )
         return candidate
+
+    def _level_candidate_width(self, group, widths, ranks):
+        """`_candidate_width` on the allowed counts of `round_to` > 1:
+        steps and the finer search near the target move between multiples
+        of `round_to` (or the group's full size)."""
+        size = self.graph.groups[group].size
+        allowed = self.setup.levels.levels[group]
+        kept = rules.kept_count(size, widths[group])
+        new = rules.level_step(allowed, kept, self._steps[group] * size)
+
+        def fraction_at(count):
+            trial = widths.copy()
+            trial[group] = count / size
+            return self._fraction(trial, ranks)
+
+        if fraction_at(new) < self.target:
+            new = rules.level_fine_count(
+                allowed, kept, new, fraction_at, self.target
+            )
+        return new / size
 
     # Bookkeeping.
 

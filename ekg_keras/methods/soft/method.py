@@ -50,6 +50,8 @@ class SoftPruning(PruningMethod):
                 flops=self.target,
                 options=self.options,
                 ignored_layers=self.setup.ignored_layers,
+                round_to=self.setup.round_to,
+                min_channels=self.setup.min_channels,
                 include_bn=self.setup.include_bn,
                 include_fc=self.setup.include_fc,
             )

@@ -94,6 +94,10 @@ class SoftFilterPruning(keras.Model):
             gradients of zeroed filters are zeroed at every step (the
             official FPGM code), else they regrow (the thesis).
         ignored_layers: Names of layers to keep whole.
+        round_to: Kept counts are multiples of this (or a group's full
+            size): a step zeroes fewer than floor(N * P) filters where needed.
+        min_channels: Fewest channels a group keeps, or a fraction in
+            (0, 1) of its width.
         include_bn: Count batch normalization in FLOPs for `flops`.
         include_fc: Count dense layers in FLOPs for `flops`.
         name: The Keras model's name.
@@ -124,6 +128,8 @@ class SoftFilterPruning(keras.Model):
         flops=None,
         options=None,
         ignored_layers=None,
+        round_to=1,
+        min_channels=1,
         include_bn=False,
         include_fc=True,
         name=None,
@@ -144,11 +150,15 @@ class SoftFilterPruning(keras.Model):
         self.ignored_layers = list(ignored_layers or ())
         self.include_bn = include_bn
         self.include_fc = include_fc
+        self.round_to = round_to
+        self.min_channels = min_channels
         self.setup = PruningSetup(
             model,
             None,
             mode="soft",
             ignored_layers=self.ignored_layers,
+            round_to=round_to,
+            min_channels=min_channels,
             include_bn=include_bn,
             include_fc=include_fc,
             masked=model if _all_soft(model) else None,
@@ -220,7 +230,7 @@ class SoftFilterPruning(keras.Model):
         keep = self.graph.full_keep()
         own_masks = {}
         for group in self.graph.prunable_groups:
-            count = pruned_count(group.size, rate)
+            count = self._pruned_count(group, rate)
             if self._independent(group):
                 own_masks.update(self._per_producer_masks(group, count, cache))
                 continue
@@ -274,6 +284,8 @@ class SoftFilterPruning(keras.Model):
             "ignored_layers": list(self.ignored_layers),
             "include_bn": self.include_bn,
             "include_fc": self.include_fc,
+            "round_to": self.round_to,
+            "min_channels": self.min_channels,
             "name": self.name,
         }
 
@@ -310,8 +322,15 @@ class SoftFilterPruning(keras.Model):
         keep = self.graph.sizes.astype(np.float64)
         for group in self.graph.prunable_groups:
             if not self._independent(group):
-                keep[group.id] = group.size - pruned_count(group.size, rate)
+                keep[group.id] = group.size - self._pruned_count(group, rate)
         return keep
+
+    def _pruned_count(self, group, rate):
+        """floor(N * P), less where the kept count must rise to an allowed
+        one (`round_to`, `min_channels`)."""
+        kept = group.size - pruned_count(group.size, rate)
+        allowed = self.setup.levels.levels[group.id]
+        return group.size - int(allowed[np.searchsorted(allowed, kept)])
 
     def _resolve_rate(self, rate, flops):
         if (rate is None) == (flops is None):

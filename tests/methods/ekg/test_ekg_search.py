@@ -360,3 +360,75 @@ def test_the_search_chooses_the_same_subnetwork_as_before_the_move(searched):
     ]
     final = [m.astype(int).tolist() for m in search.history[-1].keep_masks()]
     assert final == before["final_masks"]
+
+
+def test_cached_and_plain_searches_agree_to_the_end():
+    """A whole tiny search, subset fine-tune on: same group at every step
+    and the same final masks with and without the cache."""
+    runs = []
+    for cache in (True, False):
+        keras.utils.set_random_seed(7)
+        search = ekg_keras.EKGSearch(
+            _small_model(),
+            0.4,
+            _small_data(),
+            val_per_class=8,
+            subset_per_class=8,
+            batch_size=32,
+            cache=cache,
+            verbose=0,
+        )
+        search.run()
+        runs.append(search)
+    fast, plain = runs
+    assert fast.finished and plain.finished
+    assert len(fast.history) > 3
+    assert [h.group for h in fast.history] == [h.group for h in plain.history]
+    for a, b in zip(
+        fast.history[-1].keep_masks(), plain.history[-1].keep_masks()
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_moving_statistics_instead_of_batch_statistics():
+    """`batch_statistics=False` scores with the moving averages: the
+    logits of a step are the inference-mode logits of its sub-network."""
+    keras.utils.set_random_seed(8)
+    search = ekg_keras.EKGSearch(
+        _small_model(),
+        0.6,
+        _small_data(),
+        val_per_class=8,
+        finetune=False,
+        batch_statistics=False,
+        verbose=0,
+    )
+    masked = search.run()
+    x = np.concatenate([np.asarray(b) for b in search.evaluator.batch_inputs])
+    np.testing.assert_allclose(
+        masked(x, training=False),
+        search.history[-1].logits,
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert not np.allclose(masked(x, training=True), search.history[-1].logits)
+
+
+def test_search_summaries_have_their_tags(searched):
+    _, _, logs = searched
+    tags = set()
+    for path in logs.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert tags >= {"flops_fraction", "loss", "accuracy", "objective"}
+
+
+def test_round_to_moves_the_search_in_multiples(trained_resnet20, digits16):
+    search = _search(
+        trained_resnet20, digits16, 0.5, finetune=False, round_to=8, cache=False
+    )
+    search.run()
+    last = search.history[-1]
+    assert 0.49 <= last.flops_fraction <= 0.5
+    for group, count in zip(search.graph.groups, last.keep_counts):
+        assert count % 8 == 0 or count == group.size

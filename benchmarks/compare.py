@@ -1,0 +1,685 @@
+"""Every registered pruning method on one trained model, side by side.
+
+    .venv/bin/python benchmarks/compare.py             # <= 60 min, 2 cores
+    .venv/bin/python benchmarks/compare.py --quick     # <= 10 min
+    .venv/bin/python benchmarks/compare.py --methods ekg,l1 --budgets 0.3
+
+For each baseline (ResNet-20 and a half-width ResNet-20, trained once on the
+embedded digits at 16x16 and cached), every method of the registry (the
+registry is the list: a method added later appears here unedited; presets
+equal to another entry are run once) prunes to each FLOPs budget with each
+seed, with its `compare_options` (CPU-sized settings). Then, from the same
+pruned model: batch normalization recalibrated on the training data
+("pruned"), the same fine-tuning budget for everyone ("plain": the
+`Fitter`'s SGD schedule; methods that train while they prune spend that
+budget on their own training instead), and EKG's memory-bank distillation
+for methods that leave a trajectory ("ekg"). Recorded: test accuracy in
+inference mode, FLOPs by the counter, parameters, the slim model's CPU
+latency (batch 1) and throughput (batch 64), also with batch norm folded
+(the deployed form), wall time per stage, the search trajectory and the
+kept widths. Each run is cached as JSON, so an interrupted comparison
+resumes; the results go to `results/compare.json`, `results/compare.md`
+and PNG plots in `results/`.
+"""
+
+import argparse
+import dataclasses
+import itertools
+import json
+import pathlib
+import sys
+import time
+
+import _timing  # noqa: F401  (silences TensorFlow; puts the repo on the path)
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+SEEDS = (0, 1, 2)
+BUDGETS = (0.5, 0.3)
+IMAGE_SIZE = 16
+#: Baselines: name -> (width of the first stage, training epochs).
+BASELINES = {"resnet20": (16, 15), "resnet20_w8": (8, 15)}
+FINETUNE_EPOCHS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one comparison run covers."""
+
+    baselines: tuple
+    methods: tuple
+    budgets: tuple
+    seeds: tuple
+    finetune_epochs: int
+    baseline_epochs: int
+    options: str  # "compare" or "smoke" (the methods' option sets)
+    image_size: int
+    results: pathlib.Path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=("one seed, flops 0.5, ResNet-20 only, 2 fine-tuning epochs"),
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help=(
+            "a smoke check of the harness: 8x8 inputs, the methods' smoke "
+            "options, 1 epoch everywhere (figures mean nothing)"
+        ),
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated registered names (default all)",
+    )
+    parser.add_argument(
+        "--budgets",
+        default=None,
+        help="comma-separated FLOPs fractions to keep",
+    )
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds")
+    parser.add_argument(
+        "--baselines",
+        default=None,
+        help=f"comma-separated from {', '.join(BASELINES)}",
+    )
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="directory of the results and the run cache",
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from(args):
+    import ekg_keras
+
+    def listed(text, default, kind=str):
+        return tuple(kind(v) for v in text.split(",")) if text else default
+
+    methods = listed(args.methods, distinct_methods(ekg_keras.methods))
+    unknown = sorted(set(methods) - set(ekg_keras.methods.names()))
+    if unknown:
+        raise SystemExit(
+            f"--methods should be registered methods "
+            f"({', '.join(ekg_keras.methods.names())}). Received: "
+            f"{', '.join(unknown)}"
+        )
+    quick, tiny = args.quick or args.tiny, args.tiny
+    return Settings(
+        baselines=listed(
+            args.baselines, ("resnet20",) if quick else tuple(BASELINES)
+        ),
+        methods=methods,
+        budgets=listed(args.budgets, (0.5,) if quick else BUDGETS, float),
+        seeds=listed(args.seeds, (0,) if quick else SEEDS, int),
+        finetune_epochs=1 if tiny else (2 if quick else FINETUNE_EPOCHS),
+        baseline_epochs=1 if tiny else None,
+        options="smoke" if tiny else "compare",
+        image_size=8 if tiny else IMAGE_SIZE,
+        results=pathlib.Path(args.results),
+    )
+
+
+def distinct_methods(methods):
+    """Registered names, each (class, effective presets) once."""
+    seen, names = set(), []
+    for name in methods.names():
+        entry = methods.get(name)
+        defaults = entry.method_class.Options()
+        effective = dataclasses.replace(defaults, **entry.presets)
+        key = (entry.method_class, repr(effective))
+        if key not in seen:
+            seen.add(key)
+            names.append(name)
+    return tuple(names)
+
+
+# Baselines and data.
+
+
+def digits(settings):
+    import ekg_keras
+
+    return ekg_keras.data.digits(
+        batch_size=64, image_size=settings.image_size, seed=0
+    )
+
+
+def baseline(name, settings, data):
+    """The trained baseline (cached in the results directory)."""
+    import keras
+
+    import ekg_keras
+
+    width, epochs = BASELINES[name]
+    epochs = settings.baseline_epochs or epochs
+    path = (
+        settings.results
+        / "compare"
+        / (f"baseline_{name}_{settings.image_size}px_{epochs}ep.keras")
+    )
+    if path.exists():
+        return keras.saving.load_model(path)
+    progress(f"training baseline {name} for {epochs} epochs ...")
+    keras.utils.set_random_seed(0)
+    model = ekg_keras.models.resnet_cifar(
+        20, input_shape=data.input_shape, width=width
+    )
+    steps = epochs * len(data.train)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(0.1, steps),
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(data.train, epochs=epochs, verbose=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+# One run.
+
+
+def run_one(name, model, budget, seed, settings, data):
+    """Prunes, recalibrates, fine-tunes, measures; returns a JSON record."""
+    import keras
+
+    import ekg_keras
+    from ekg_keras.methods import options as options_lib
+
+    entry = ekg_keras.methods.get(name)
+    cls = entry.method_class
+    options = dict(
+        cls.smoke_options
+        if settings.options == "smoke"
+        else cls.compare_options
+    )
+    if cls.trains_while_pruning:
+        # Its own training spends the fine-tuning budget.
+        options.update(
+            options_lib.from_settings(
+                cls.Options, {"epochs": settings.finetune_epochs}
+            )
+        )
+    train = (data.x_train, data.y_train)
+    keras.utils.set_random_seed(seed)
+    record = {"method": name, "budget": budget, "seed": seed, "seconds": {}}
+    method = entry.create(model, budget, train, verbose=0, **options)
+    fitter = ekg_keras.training.Fitter(train, batch_size=64, verbose=0)
+    start = time.perf_counter()
+    masked = method.run(fitter)
+    record["seconds"]["search"] = time.perf_counter() - start
+    start = time.perf_counter()
+    ekg_keras.recalibrate_batchnorm(masked, data.train)
+    record["seconds"]["recalibration"] = time.perf_counter() - start
+    record["pruned"] = accuracy(masked, data)
+    record.update(structure(method, masked, model))
+    record["trajectory"] = trajectory(method)
+    pruned_weights = masked.get_weights()
+    record["finetuned"] = {}
+    if not cls.trains_while_pruning:
+        for tuner in finetuners_for(method):
+            masked.set_weights(pruned_weights)
+            keras.utils.set_random_seed(seed)
+            start = time.perf_counter()
+            # No augmentation for either fine-tuner (the digits are small
+            # and centred; the trainers' digits source uses none either).
+            options = {"verbose": 0, "augment": None} if tuner == "ekg" else {}
+            ekg_keras.training.finetune(
+                method, settings.finetune_epochs, fitter, tuner, **options
+            )
+            ekg_keras.recalibrate_batchnorm(masked, data.train)
+            record["seconds"][f"finetune_{tuner}"] = time.perf_counter() - start
+            record["finetuned"][tuner] = accuracy(masked, data)
+    record.update(speed(masked))
+    return record
+
+
+def finetuners_for(method):
+    names = ["plain"]
+    if method.trajectory() is not None:
+        names.append("ekg")
+    return names
+
+
+def accuracy(model, data):
+    import numpy as np
+
+    # Eager calls: `predict` would trace a function per model and size.
+    x = data.x_test
+    logits = np.concatenate(
+        [
+            np.asarray(model(x[i : i + 256], training=False))
+            for i in range(0, len(x), 256)
+        ]
+    )
+    return float(np.mean(logits.argmax(-1) == data.y_test))
+
+
+def structure(method, masked, model):
+    import ekg_keras
+
+    report = ekg_keras.count_flops(masked)
+    full = ekg_keras.count_flops(model)
+    keep = method.setup.current_keep()
+    return {
+        "flops_fraction": report.macs / full.macs,
+        "macs": report.macs,
+        "params": report.params,
+        "widths": {
+            group.producers[0]: [int(mask.sum()), int(group.size)]
+            for group, mask in zip(method.graph.groups, keep)
+            if group.prunable
+        },
+    }
+
+
+def trajectory(method):
+    """(FLOPs fraction, validation loss) along the search, if it has one."""
+    path = method.trajectory()
+    if path is None:
+        return None
+    return [
+        [float(f), float(loss)]
+        for f, loss in zip(path.flops_fractions, path.losses)
+    ]
+
+
+def speed(masked):
+    import ekg_keras
+
+    small = ekg_keras.slim(masked)
+    deployed = ekg_keras.fold_batchnorm(small)
+    result = {}
+    for label, network in (("slim", small), ("folded", deployed)):
+        one = ekg_keras.measure_latency(network, batch_size=1, runs=30)
+        many = ekg_keras.measure_latency(network, batch_size=64, runs=10)
+        result[label] = {
+            "ms_batch1": one.median_ms,
+            "images_per_s_batch64": many.images_per_second,
+        }
+    return result
+
+
+# The comparison.
+
+
+def run_all(settings):
+    """Runs (or reads from the cache) every run; returns all records."""
+    data = digits(settings)
+    records = []
+    for base in settings.baselines:
+        model = baseline(base, settings, data)
+        records.append(unpruned_record(base, model, data))
+        runs = list(
+            itertools.product(
+                settings.methods, settings.budgets, settings.seeds
+            )
+        )
+        for index, (name, budget, seed) in enumerate(runs, 1):
+            path = cache_path(settings, base, name, budget, seed)
+            if path.exists():
+                record = json.loads(path.read_text())
+                progress(
+                    f"[{base} {index}/{len(runs)}] {name} flops={budget} "
+                    f"seed={seed}: cached"
+                )
+            else:
+                start = time.perf_counter()
+                record = run_one(name, model, budget, seed, settings, data)
+                record["baseline"] = base
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(record))
+                progress(
+                    f"[{base} {index}/{len(runs)}] {name} flops={budget} "
+                    f"seed={seed}: pruned {record['pruned']:.2%}, "
+                    + ", ".join(
+                        f"{k} {v:.2%}" for k, v in record["finetuned"].items()
+                    )
+                    + f" ({time.perf_counter() - start:.0f} s)"
+                )
+            records.append(record)
+    return records
+
+
+def unpruned_record(base, model, data):
+    import ekg_keras
+
+    report = ekg_keras.count_flops(model)
+    record = {
+        "method": "unpruned",
+        "baseline": base,
+        "budget": 1.0,
+        "seed": 0,
+        "pruned": accuracy(model, data),
+        "finetuned": {},
+        "flops_fraction": 1.0,
+        "macs": report.macs,
+        "params": report.params,
+    }
+    record.update(speed(ekg_keras.wrap(model)))
+    return record
+
+
+def cache_path(settings, base, name, budget, seed):
+    tag = (
+        f"{settings.options}_{settings.image_size}px"
+        f"_ft{settings.finetune_epochs}"
+    )
+    return (
+        settings.results
+        / "compare"
+        / "runs"
+        / tag
+        / base
+        / f"{name}_{budget}_{seed}.json"
+    )
+
+
+# Summaries.
+
+
+def final_accuracy(record):
+    """Accuracy after fine-tuning: the best fine-tuner's, or the pruned
+    model's for methods whose training is the fine-tuning."""
+    values = list(record["finetuned"].values())
+    return max(values) if values else record["pruned"]
+
+
+def summarize(records, settings):
+    """Mean and std per (baseline, method, budget), and paired tests."""
+    import numpy as np
+
+    rows = []
+    keyed = {}
+    for r in records:
+        if r["method"] == "unpruned":
+            continue
+        keyed.setdefault((r["baseline"], r["method"], r["budget"]), []).append(
+            r
+        )
+    for (base, name, budget), group in sorted(keyed.items()):
+        group = sorted(group, key=lambda r: r["seed"])
+
+        def stats(values):
+            values = [v for v in values if v is not None]
+            if not values:
+                return None
+            return [
+                float(np.mean(values)),
+                float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            ]
+
+        rows.append(
+            {
+                "baseline": base,
+                "method": name,
+                "budget": budget,
+                "seeds": [r["seed"] for r in group],
+                "flops_fraction": stats([r["flops_fraction"] for r in group]),
+                "params": stats([r["params"] for r in group]),
+                "pruned": stats([r["pruned"] for r in group]),
+                "plain": stats([r["finetuned"].get("plain") for r in group]),
+                "ekg": stats([r["finetuned"].get("ekg") for r in group]),
+                "final": stats([final_accuracy(r) for r in group]),
+                "ms_batch1": stats([r["slim"]["ms_batch1"] for r in group]),
+                "folded_ms_batch1": stats(
+                    [r["folded"]["ms_batch1"] for r in group]
+                ),
+                "images_per_s": stats(
+                    [r["slim"]["images_per_s_batch64"] for r in group]
+                ),
+                "search_s": stats([r["seconds"]["search"] for r in group]),
+            }
+        )
+    return rows, paired_tests(keyed)
+
+
+def paired_tests(keyed):
+    """Per baseline and budget: each method against EKG, paired by seed
+    (t-test on the per-seed differences of the final accuracy)."""
+    from scipy import stats as scipy_stats
+
+    tests = []
+    for (base, name, budget), group in keyed.items():
+        reference = keyed.get((base, "ekg", budget))
+        if name == "ekg" or not reference:
+            continue
+        mine = {r["seed"]: final_accuracy(r) for r in group}
+        theirs = {r["seed"]: final_accuracy(r) for r in reference}
+        seeds = sorted(set(mine) & set(theirs))
+        differences = [mine[s] - theirs[s] for s in seeds]
+        if len(seeds) < 2:
+            p_value = None
+        elif max(differences) == min(differences):
+            p_value = 0.0 if differences[0] != 0 else 1.0
+        else:
+            p_value = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+        tests.append(
+            {
+                "baseline": base,
+                "budget": budget,
+                "method": name,
+                "mean_difference_vs_ekg": sum(differences) / len(differences),
+                "seeds": seeds,
+                "p_value": p_value,
+                "significant": p_value is not None and p_value < 0.05,
+            }
+        )
+    return tests
+
+
+def markdown(rows, tests, unpruned):
+    def cell(stat, scale=100, digits=1, suffix="%"):
+        if stat is None:
+            return "-"
+        mean, std = stat
+        return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{suffix}"
+
+    lines = []
+    for record in unpruned:
+        lines.append(
+            f"Unpruned {record['baseline']}: {record['pruned']:.2%}, "
+            f"{record['macs'] / 1e6:.2f} M MACs, "
+            f"{record['slim']['ms_batch1']:.2f} ms at batch 1."
+        )
+    lines += [
+        "",
+        "| baseline | flops | method | pruned (recal.) | + plain FT | "
+        "+ EKG FT | FLOPs kept | params | ms b=1 (folded) | img/s b=64 | "
+        "search s |",
+        "|" + "---|" * 11,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['baseline']} | {r['budget']} | {r['method']} | "
+            f"{cell(r['pruned'])} | {cell(r['plain'])} | {cell(r['ekg'])} | "
+            f"{cell(r['flops_fraction'], 100, 1, '%')} | "
+            f"{cell(r['params'], 1e-3, 1, 'k')} | "
+            f"{cell(r['ms_batch1'], 1, 2, '')} "
+            f"({cell(r['folded_ms_batch1'], 1, 2, '')}) | "
+            f"{cell(r['images_per_s'], 1, 0, '')} | "
+            f"{cell(r['search_s'], 1, 0, '')} |"
+        )
+    lines += [
+        "",
+        "Final accuracy against EKG, paired over seeds "
+        "(t-test on the differences; significant at p < 0.05):",
+        "",
+        "| baseline | flops | method | mean difference | p | significant |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in sorted(
+        tests, key=lambda t: (t["baseline"], -t["budget"], t["method"])
+    ):
+        p = "-" if t["p_value"] is None else f"{t['p_value']:.3f}"
+        lines.append(
+            f"| {t['baseline']} | {t['budget']} | {t['method']} | "
+            f"{t['mean_difference_vs_ekg'] * 100:+.2f} pts | {p} | "
+            f"{'yes' if t['significant'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plots(records, rows, directory):
+    """Accuracy vs FLOPs and vs latency, trajectories, widths (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("matplotlib is missing: no plots (pip install matplotlib)")
+        return []
+    written = []
+    bases = sorted({r["baseline"] for r in rows})
+    methods = sorted({r["method"] for r in rows})
+    figure, axes = plt.subplots(
+        1, len(bases), figsize=(6 * len(bases), 4.5), squeeze=False
+    )
+    for axis, base in zip(axes[0], bases):
+        for name in methods:
+            mine = [
+                r
+                for r in rows
+                if r["baseline"] == base and r["method"] == name and r["final"]
+            ]
+            if not mine:
+                continue
+            axis.errorbar(
+                [r["flops_fraction"][0] for r in mine],
+                [r["final"][0] * 100 for r in mine],
+                yerr=[r["final"][1] * 100 for r in mine],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
+        axis.set_title(f"{base}: accuracy after fine-tuning")
+        axis.set_xlabel("FLOPs kept")
+        axis.set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    written.append(save(figure, directory / "compare_accuracy_flops.png"))
+
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name in methods:
+        mine = [r for r in rows if r["method"] == name and r["final"]]
+        axis.scatter(
+            [r["folded_ms_batch1"][0] for r in mine],
+            [r["final"][0] * 100 for r in mine],
+            label=name,
+        )
+    axis.set_xlabel("latency, batch 1, folded (ms)")
+    axis.set_ylabel("test accuracy after fine-tuning (%)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    written.append(save(figure, directory / "compare_accuracy_latency.png"))
+
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for r in records:
+        if (
+            r.get("trajectory")
+            and r["seed"] == 0
+            and r["budget"] == min(x["budget"] for x in records)
+        ):
+            points = r["trajectory"]
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                label=f"{r['baseline']} {r['method']}",
+            )
+    axis.invert_xaxis()
+    axis.set_xlabel("FLOPs kept")
+    axis.set_ylabel("validation loss")
+    axis.set_title("search trajectories (seed 0)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    written.append(save(figure, directory / "compare_trajectories.png"))
+
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    chosen = [
+        r
+        for r in records
+        if r["seed"] == 0
+        and r.get("widths")
+        and r["budget"] == min(x["budget"] for x in records)
+        and r["baseline"] == bases[0]
+    ]
+    for r in chosen:
+        layers = list(r["widths"])
+        axis.plot(
+            range(len(layers)),
+            [r["widths"][k][0] / r["widths"][k][1] for k in layers],
+            marker=".",
+            label=r["method"],
+        )
+    axis.set_xlabel("prunable group (in graph order)")
+    axis.set_ylabel("fraction of channels kept")
+    axis.set_title(f"{bases[0]}: kept widths per group (seed 0)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    written.append(save(figure, directory / "compare_widths.png"))
+    return written
+
+
+def save(figure, path):
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return str(path)
+
+
+def progress(message):
+    print(message, flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    settings = settings_from(args)
+    start = time.perf_counter()
+    progress(
+        f"compare: {len(settings.methods)} methods "
+        f"({', '.join(settings.methods)}), budgets {settings.budgets}, "
+        f"seeds {settings.seeds}, baselines {settings.baselines}"
+    )
+    records = run_all(settings)
+    rows, tests = summarize(records, settings)
+    unpruned = [r for r in records if r["method"] == "unpruned"]
+    table = markdown(rows, tests, unpruned)
+    settings.results.mkdir(parents=True, exist_ok=True)
+    result = {
+        "settings": {
+            k: (str(v) if isinstance(v, pathlib.Path) else v)
+            for k, v in dataclasses.asdict(settings).items()
+        },
+        "summary": rows,
+        "paired_tests": tests,
+        "runs": records,
+        "seconds": time.perf_counter() - start,
+    }
+    (settings.results / "compare.json").write_text(json.dumps(result, indent=1))
+    (settings.results / "compare.md").write_text(table)
+    written = plots(records, rows, settings.results)
+    print("\n" + table)
+    progress(
+        f"compare: {time.perf_counter() - start:.0f} s; wrote "
+        f"{settings.results / 'compare.json'}, compare.md, "
+        + ", ".join(pathlib.Path(p).name for p in written)
+    )
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

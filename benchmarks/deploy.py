@@ -1,0 +1,452 @@
+"""Inference speed of original and pruned models in every deployed form.
+
+For each model (ResNet-56 at 32x32, keras.applications ResNet50 and
+MobileNetV2 at 224x224, random weights: speed does not depend on their
+values):
+
+* `pruned = ekg_keras.prune(model, flops=0.5)` (L2, uniform allocation,
+  slim); the wall time of `prune(..., slim=False)` and of `slim` is
+  reported (the data-free prune + slim time, in-process after TF start-up);
+* both models are exported with `ekg_keras.export` (slim, batch norm
+  folded, outputs checked in the runtime) to a SavedModel, LiteRT, ONNX
+  and OpenVINO; the forms timed are
+  - `keras`: `tf.function(model(x, training=False))` (BN not folded),
+  - `tf_saved_model`: the SavedModel's `serve` (BN folded),
+  - `litert`: the `ai-edge-litert` interpreter (XNNPACK),
+  - `onnx`: onnxruntime's CPU provider,
+  - `openvino`: OpenVINO's CPU plugin in float32 (exact), and
+  - `openvino_bf16`: the same with the plugin's default precision
+    (bfloat16 on CPUs that have it: not exact, shown for reference);
+  every runtime gets as many threads as the machine has cores;
+* each form runs NumPy batches in interleaved rounds: every round times
+  `reps` calls of every (model, form) in turn, the order rotating from
+  round to round; images/s is the median over rounds, the realized
+  speed-up the median of the paired per-round ratio original / pruned time,
+  set against the theoretical one (MACs ratio, `ekg_keras.count_flops`);
+* for ResNet-56, the slim model against a plain Keras ResNet-56 built from
+  scratch with the same widths (`keras` form; goal: within 3%).
+
+    .venv/bin/python benchmarks/deploy.py                   # ~20 min, 2 cores
+    .venv/bin/python benchmarks/deploy.py --models resnet56
+    .venv/bin/python benchmarks/deploy.py --quick           # smoke check
+    .venv/bin/python benchmarks/deploy.py --forms keras,onnx --round-to 8
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _timing  # Silences TF logging before TF is imported.
+
+FLOPS = 0.5
+FORMS = (
+    "keras",
+    "tf_saved_model",
+    "litert",
+    "onnx",
+    "openvino",
+    "openvino_bf16",
+)
+SUFFIXES = {
+    "tf_saved_model": "",
+    "litert": ".tflite",
+    "onnx": ".onnx",
+    "openvino": ".xml",
+}
+HAND_BUILT_GOAL = 0.03
+
+
+def build_model(name, quick):
+    """The original model and its batch sizes."""
+    import keras
+
+    import ekg_keras
+
+    keras.utils.set_random_seed(0)
+    if name == "resnet56":
+        return ekg_keras.models.resnet56(), (64, 1)
+    size = 96 if quick else 224
+    if name == "resnet50":
+        model = keras.applications.ResNet50(
+            weights=None, input_shape=(size, size, 3)
+        )
+    elif name == "mobilenet_v2":
+        model = keras.applications.MobileNetV2(
+            weights=None, input_shape=(size, size, 3)
+        )
+    else:
+        raise ValueError(
+            "`--models` should name resnet56, resnet50 or mobilenet_v2. "
+            f"Received: {name!r}"
+        )
+    return model, (16, 1)
+
+
+def hand_built_resnet_cifar(slim):
+    """A CIFAR ResNet built from scratch with the widths of `slim`.
+
+    The same layers, names and order as `ekg_keras.models.resnet_cifar`,
+    each convolution as wide as the slim model's; random weights.
+    """
+    import keras
+    from keras import layers
+
+    def conv(name, strides=1, size=3):
+        return layers.Conv2D(
+            slim.get_layer(name).filters,
+            size,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=name,
+        )
+
+    inputs = keras.Input(slim.input_shape[1:], name="input")
+    x = conv("stem_conv")(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    names = {layer.name for layer in slim.layers}
+    stage = 1
+    while f"stage{stage}_block0_conv1" in names:
+        block = 0
+        while f"stage{stage}_block{block}_conv1" in names:
+            prefix = f"stage{stage}_block{block}"
+            strides = 2 if stage > 1 and block == 0 else 1
+            y = conv(f"{prefix}_conv1", strides)(x)
+            y = layers.ReLU()(layers.BatchNormalization()(y))
+            y = layers.BatchNormalization()(conv(f"{prefix}_conv2")(y))
+            if f"{prefix}_shortcut_conv" in names:
+                x = conv(f"{prefix}_shortcut_conv", strides, size=1)(x)
+                x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(layers.Add()([y, x]))
+            block += 1
+        stage += 1
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(slim.output_shape[-1])(x)
+    return keras.Model(inputs, outputs, name="hand_built")
+
+
+def keras_runner(model, batch_size):
+    """`tf.function(model(x, training=False))` on NumPy, one trace."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
+    infer = tf.function(
+        lambda x: model(x, training=False), input_signature=[spec]
+    )
+    return lambda x: infer(x).numpy()
+
+
+def export_all(model, folder, forms, label):
+    """Exports `model` to every file format the forms need.
+
+    Returns:
+        `({format: path}, {format: export seconds})`.
+    """
+    import ekg_keras
+
+    formats = {f.replace("_bf16", "") for f in forms} - {"keras"}
+    paths, seconds = {}, {}
+    for format in sorted(formats):
+        path = os.path.join(folder, f"{label}_{format}{SUFFIXES[format]}")
+        start = time.perf_counter()
+        ekg_keras.export(model, path, format=format, verbose=0)
+        seconds[format] = time.perf_counter() - start
+        paths[format] = path
+    return paths, seconds
+
+
+def runners_for(model, paths, forms, batch_size):
+    """`{form: fn(x) -> outputs}` of one model at one batch size."""
+    import ekg_keras
+
+    threads = os.cpu_count()
+    runners = {}
+    for form in forms:
+        if form == "keras":
+            runners[form] = keras_runner(model, batch_size)
+        elif form == "openvino_bf16":
+            runners[form] = ekg_keras.load_exported(
+                paths["openvino"], num_threads=threads, openvino_config={}
+            )
+        else:
+            runners[form] = ekg_keras.load_exported(
+                paths[form], num_threads=threads
+            )
+    return runners
+
+
+def time_rounds(runners, x, rounds, reps):
+    """Interleaved rounds, rotating order; per-call seconds per round."""
+    names = list(runners)
+    times = {name: [] for name in names}
+    clock = time.perf_counter
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runners[name]
+            start = clock()
+            for _ in range(reps[name]):
+                run(x)
+            times[name].append((clock() - start) / reps[name])
+    return times
+
+
+def calibrate_reps(runners, x, target_s):
+    """Calls per round so that each (model, form) takes about `target_s`."""
+    reps = {}
+    for name, run in runners.items():
+        run(x)  # Warm-up (first calls allocate, tune, compile).
+        start = time.perf_counter()
+        run(x)
+        run(x)
+        seconds = (time.perf_counter() - start) / 2
+        reps[name] = max(1, min(200, round(target_s / max(seconds, 1e-6))))
+    return reps
+
+
+def bench_batch(models, paths, forms, batch_size, rounds, target_s):
+    """Images/s of every (variant, form) and the pruned speed-ups."""
+    import numpy as np
+
+    runners = {}
+    for variant, model in models.items():
+        variant_forms = forms if variant != "hand_built" else ("keras",)
+        for form, run in runners_for(
+            model, paths.get(variant, {}), variant_forms, batch_size
+        ).items():
+            runners[(variant, form)] = run
+    shape = (batch_size, *models["original"].input_shape[1:])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    reps = calibrate_reps(runners, x, target_s)
+    before = _timing.cpu_snapshot()
+    times = time_rounds(runners, x, rounds, reps)
+    own, others = _timing.other_load(before, _timing.cpu_snapshot())
+    result = {
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "own_cores": own,
+        "other_cores": others,
+        "forms": {},
+    }
+    for form in forms:
+        original = times[("original", form)]
+        pruned = times[("pruned", form)]
+        ratios = [a / b for a, b in zip(original, pruned)]
+        result["forms"][form] = {
+            "reps": reps[("pruned", form)],
+            "original_img_s": batch_size / statistics.median(original),
+            "pruned_img_s": batch_size / statistics.median(pruned),
+            "speedup": statistics.median(ratios),
+            "speedup_p25": _timing.percentile(ratios, 25),
+            "speedup_p75": _timing.percentile(ratios, 75),
+        }
+    if "hand_built" in models:
+        slim = times[("pruned", "keras")]
+        hand = times[("hand_built", "keras")]
+        ratios = [a / b for a, b in zip(slim, hand)]
+        result["hand_built"] = {
+            "img_s": batch_size / statistics.median(hand),
+            "slim_over_hand_time": statistics.median(ratios),
+            "p25": _timing.percentile(ratios, 25),
+            "p75": _timing.percentile(ratios, 75),
+        }
+    return result
+
+
+def bench_model(name, forms, args):
+    """Prunes, exports and times one model; returns its figures."""
+    import ekg_keras
+
+    model, batch_sizes = build_model(name, args.quick)
+    prune_options = {}
+    if args.round_to > 1:
+        prune_options = {"round_to": args.round_to}
+    masked, prune_s = _timing.time_once(
+        ekg_keras.prune,
+        model,
+        flops=FLOPS,
+        slim=False,
+        verbose=0,
+        **prune_options,
+    )
+    pruned, slim_s = _timing.time_once(ekg_keras.slim, masked)
+    full, small = ekg_keras.count_flops(model), ekg_keras.count_flops(pruned)
+    models = {"original": model, "pruned": pruned}
+    if name == "resnet56":
+        models["hand_built"] = hand_built_resnet_cifar(pruned)
+    print(
+        f"{name}: prune {prune_s:.2f} s + slim {slim_s:.2f} s; MACs "
+        f"{full.macs / 1e6:.1f}M -> {small.macs / 1e6:.1f}M",
+        flush=True,
+    )
+    result = {
+        "model": name,
+        "input_shape": list(model.input_shape[1:]),
+        "prune_s": prune_s,
+        "slim_s": slim_s,
+        "macs": {"original": full.macs, "pruned": small.macs},
+        "params": {"original": full.params, "pruned": small.params},
+        "theoretical_speedup": full.macs / small.macs,
+        "export_s": {},
+        "batches": [],
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {}
+        for variant in ("original", "pruned"):
+            paths[variant], seconds = export_all(
+                models[variant], folder, forms, variant
+            )
+            result["export_s"][variant] = seconds
+        for batch_size in batch_sizes:
+            batch = bench_batch(
+                models,
+                paths,
+                forms,
+                batch_size,
+                args.rounds,
+                args.round_seconds,
+            )
+            result["batches"].append(batch)
+            print(format_batch(result, batch), flush=True)
+    return result
+
+
+def format_batch(model_result, batch):
+    theory = model_result["theoretical_speedup"]
+    rows = []
+    for form, figures in batch["forms"].items():
+        rows.append(
+            [
+                form,
+                f"{figures['original_img_s']:.1f}",
+                f"{figures['pruned_img_s']:.1f}",
+                f"{figures['speedup']:.2f}x",
+                f"{figures['speedup_p25']:.2f}-{figures['speedup_p75']:.2f}",
+                f"{theory:.2f}x",
+                f"{figures['speedup'] / theory:.2f}",
+                f"{batch['rounds']}x{figures['reps']}",
+            ]
+        )
+    lines = [
+        f"\n{model_result['model']} "
+        f"{'x'.join(map(str, model_result['input_shape']))}, batch "
+        f"{batch['batch_size']} (cores own/others {batch['own_cores']:.2f}/"
+        + (
+            "n/a"
+            if batch["other_cores"] is None
+            else f"{batch['other_cores']:.2f}"
+        )
+        + ")",
+        _timing.table(
+            [
+                "form",
+                "original img/s",
+                "pruned img/s",
+                "speed-up",
+                "IQR",
+                "theoretical",
+                "realized/theor.",
+                "rounds x reps",
+            ],
+            rows,
+        ),
+    ]
+    hand = batch.get("hand_built")
+    if hand:
+        gap = hand["slim_over_hand_time"] - 1.0
+        verdict = "PASS" if abs(gap) <= HAND_BUILT_GOAL else "FAIL"
+        lines.append(
+            f"slim vs hand-built plain Keras model of the same widths "
+            f"(keras form): slim time {gap:+.1%} (IQR "
+            f"{hand['p25'] - 1:+.1%}..{hand['p75'] - 1:+.1%}; hand-built "
+            f"{hand['img_s']:.1f} img/s); within "
+            f"{HAND_BUILT_GOAL:.0%}: {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Runs the benchmark; returns a dict of figures (also printed)."""
+    parser = _timing.base_parser(
+        __doc__.splitlines()[0],
+        "ResNet-56 only (and 96x96 inputs for the others), 2 short rounds",
+    )
+    parser.add_argument(
+        "--models", default=None, help="resnet56,resnet50,mobilenet_v2"
+    )
+    parser.add_argument(
+        "--forms", default=",".join(FORMS), help="comma-separated forms"
+    )
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--round-seconds",
+        type=float,
+        default=None,
+        help="about how long each (model, form) runs per round",
+    )
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        help="prune with round_to=N (channel counts multiples of N)",
+    )
+    args = parser.parse_args(argv)
+    args.models = args.models or (
+        "resnet56" if args.quick else "resnet56,resnet50,mobilenet_v2"
+    )
+    args.rounds = args.rounds or (2 if args.quick else 9)
+    args.round_seconds = args.round_seconds or (0.05 if args.quick else 0.3)
+    forms = tuple(args.forms.split(","))
+    unknown = sorted(set(forms) - set(FORMS))
+    if unknown:
+        parser.error(f"unknown forms {unknown}; known: {list(FORMS)}")
+    if "openvino_bf16" in forms and "openvino" not in forms:
+        forms = forms + ("openvino",)
+    argv_line = " ".join(
+        [
+            "python benchmarks/deploy.py",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
+    print(f"command: {argv_line}", flush=True)
+    print(_timing.environment_line(_timing.environment()), flush=True)
+    start = time.perf_counter()
+    results = [
+        bench_model(name, forms, args) for name in args.models.split(",")
+    ]
+    summary = []
+    for res in results:
+        first = res["batches"][0]
+        best = max(first["forms"].items(), key=lambda kv: kv[1]["speedup"])
+        summary.append(
+            f"{res['model']} b{first['batch_size']}: best {best[0]} "
+            f"{best[1]['speedup']:.2f}x of {res['theoretical_speedup']:.2f}x"
+        )
+    result = {
+        "benchmark": "deploy",
+        "environment": _timing.environment(),
+        "flops_target": FLOPS,
+        "round_to": args.round_to,
+        "models": results,
+        "total_s": time.perf_counter() - start,
+        "summary": "; ".join(summary),
+    }
+    warning = _timing.load_warning(
+        [b["other_cores"] for r in results for b in r["batches"]],
+        os.cpu_count(),
+        "absolute figures are low and noisy (interleaved rounds keep the "
+        "ratios fairer).",
+    )
+    if warning:
+        print(warning)
+    print(f"total benchmark run {result['total_s']:.1f} s", flush=True)
+    _timing.write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,661 @@
+"""SP (stage-wise channel pruning) as a registered method, "sp"."""
+
+import dataclasses
+import time
+import typing
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ekg_keras import _logging as log
+from ekg_keras.allocation.levels import top_up
+from ekg_keras.batchnorm import batchnorm_settings
+from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.checkpoint import SearchCheckpoint
+from ekg_keras.methods.registry import register_method
+from ekg_keras.methods.sp import widths as widths_lib
+from ekg_keras.methods.sp.evolution import EvolutionSettings
+from ekg_keras.methods.sp.fitness import StageFitness
+from ekg_keras.methods.sp.manager import PARALLEL_MODES
+from ekg_keras.methods.sp.manager import BudgetManager
+from ekg_keras.methods.sp.manager import StageSearches
+from ekg_keras.methods.sp.supernet import StageSuperNet
+from ekg_keras.methods.sp.validation import hold_out
+from ekg_keras.training.fitting import TrainingPhase
+
+
+@dataclasses.dataclass(frozen=True)
+class SPOptions:
+    """Options of SP (defaults: SPEC.md 7, CIFAR-10 settings).
+
+    Attributes:
+        supernet_epochs: Epochs of super-net training (50; ImageNet 100).
+        learning_rate: Its SGD learning rate (0.025; ImageNet 0.1).
+        momentum: Its SGD momentum (0.9).
+        weight_decay: Its weight decay (3e-4).
+        decay_every: The learning rate is multiplied by `decay_rate` every
+            this many epochs (10; ImageNet 30).
+        decay_rate: That factor (0.1).
+        val_per_class: Training samples per class held out to score
+            sub-networks (200; ImageNet 50), at most half of a class.
+        criterion: Orders each group's channels for the prefix widths (an
+            `ekg_keras.criteria` name or callable).
+        num_ratios: Width ratios per group (31, from `smallest_ratio` to
+            1.0).
+        smallest_ratio: The smallest width ratio (0.1).
+        population: Genes per generation of a stage EA (128).
+        iterations: Generations of a stage EA (10).
+        manager_population: Genes per generation of the EA manager (128).
+        manager_iterations: Generations of the EA manager (10).
+        top_k: Parents kept by both EAs (default: half the population,
+            SPEC's k = 64); each generation breeds half the population by
+            mutation and half by crossover (M = S = 64).
+        mutation_probability: Chance to redraw each gene position (0.1).
+        budget_units: The manager splits the budget in this many units.
+        repair_rounds: Rounds of stage EAs with rescaled budgets that bring
+            the assembled network within `tolerance` below the target.
+        tolerance: How far below the target the result may end (0.01,
+            one point of the FLOPs fraction).
+        batch_size: Batch size of the search (batch statistics over it).
+        parallel: Stage EAs concurrently ("auto": when the strategy has
+            one replica; "threads") or one after the other ("sequential").
+        seed: Seed of the widths sampled in training and of the EAs.
+    """
+
+    supernet_epochs: int = 50
+    learning_rate: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    decay_every: int = 10
+    decay_rate: float = 0.1
+    val_per_class: int = 200
+    criterion: object = "l1"
+    num_ratios: int = widths_lib.NUM_RATIOS
+    smallest_ratio: float = widths_lib.SMALLEST_RATIO
+    population: int = 128
+    iterations: int = 10
+    manager_population: int = 128
+    manager_iterations: int = 10
+    top_k: int = None
+    mutation_probability: float = 0.1
+    budget_units: int = 100
+    repair_rounds: int = 2
+    tolerance: float = 0.01
+    batch_size: int = dataclasses.field(
+        default=256, metadata={"setting": "eval_batch_size"}
+    )
+    parallel: str = "auto"
+    seed: int = dataclasses.field(default=0, metadata={"setting": "seed"})
+
+    def __post_init__(self):
+        for name in (
+            "supernet_epochs",
+            "decay_every",
+            "val_per_class",
+            "budget_units",
+            "batch_size",
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < 1
+            ):
+                raise ValueError(
+                    f"`{name}` should be a positive integer. Received: "
+                    f"{name}={value!r}"
+                )
+        for name in ("learning_rate", "decay_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"`{name}` should be positive. Received: "
+                    f"{name}={getattr(self, name)!r}"
+                )
+        if not 0 < self.tolerance < 1:
+            raise ValueError(
+                "`tolerance` should be in (0, 1). Received: "
+                f"tolerance={self.tolerance!r}"
+            )
+        if self.parallel not in PARALLEL_MODES:
+            raise ValueError(
+                f"`parallel` should be one of {PARALLEL_MODES}. Received: "
+                f"parallel={self.parallel!r}"
+            )
+        if self.repair_rounds < 0:
+            raise ValueError(
+                "`repair_rounds` should be >= 0. Received: "
+                f"repair_rounds={self.repair_rounds!r}"
+            )
+        widths_lib.width_ratios(self.num_ratios, self.smallest_ratio)
+        self.stage_settings()
+        self.manager_settings()
+
+    def stage_settings(self):
+        """`EvolutionSettings` of a stage EA."""
+        return EvolutionSettings(
+            self.population,
+            self.iterations,
+            self.top_k,
+            self.mutation_probability,
+        )
+
+    def manager_settings(self):
+        """`EvolutionSettings` of the EA manager."""
+        return EvolutionSettings(
+            self.manager_population,
+            self.manager_iterations,
+            self.top_k,
+            self.mutation_probability,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerGeneration:
+    """One generation of the EA manager.
+
+    Attributes:
+        generation: 1, 2, ...
+        budgets: The best gene's budget per stage, as fractions of the
+            unpruned network's MACs.
+        loss: Its fitness (summed best stage losses).
+        stage_losses: The best stage loss per stage under those budgets.
+        stage_eas: Stage EAs run so far.
+        seconds: Wall time of the generation.
+    """
+
+    generation: int
+    budgets: tuple
+    loss: float
+    stage_losses: tuple
+    stage_eas: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SPResult:
+    """The sub-network SP chose.
+
+    Attributes:
+        keep_counts: Channels kept per group.
+        flops_fraction: Its FLOPs over the unpruned network's.
+        budgets: The stage budgets it was searched under (fractions of the
+            unpruned MACs; rescaled from the manager's best to bring the
+            whole network near the target).
+        stage_losses: Each stage's distillation loss.
+        stage_curves: Per stage, the best loss after each generation of the
+            stage EA that chose it.
+        repairs: Rescaled budget rounds it took.
+        topped_up: Whether single channels were added at the end to land
+            within the tolerance.
+    """
+
+    keep_counts: np.ndarray
+    flops_fraction: float
+    budgets: tuple
+    stage_losses: tuple
+    stage_curves: tuple
+    repairs: int
+    topped_up: bool
+
+
+@register_method(
+    "sp", summary="SP: stage-wise super-net training, evolutionary search"
+)
+class StagewisePruning(PruningMethod):
+    """Stage-wise channel pruning (SP): super-net, then per-stage EAs.
+
+    1. Part of the training data (`val_per_class` per class) is held out.
+    2. The model becomes a `StageSuperNet` (prefix widths per group, ranked
+       by `criterion`; stages where the resolution changes; 1x1 adapters)
+       and trains for `supernet_epochs` with the sandwich rule and
+       stage-wise in-place distillation, through the fitter (in the
+       trainers: their distributed loop with backups).
+    3. The full network's stage inputs and outputs on the held-out split
+       are computed once; the EA manager splits the FLOPs budget between
+       stages, each split scored by one stage EA per stage (fitness: the
+       stage's distillation loss through the shared `SubnetworkEvaluator`),
+       concurrently where the machine allows.
+    4. The best stage sub-networks are joined (adapters dropped). A stage
+       is searched with its input at full width, so the joined network
+       costs less than its stage budgets; the budgets are rescaled and the
+       stage EAs rerun (`repair_rounds`) until it lands within `tolerance`
+       below `flops`, and the last gap is filled a channel at a time.
+
+    The result is the masked model with the super-net's weights (batch
+    normalization keeps the full network's statistics: recalibrate, as
+    `prune` does). The paper retrains it from scratch (fine-tuner
+    "scratch", registered here); the default fine-tuner is "plain", which
+    fine-tunes the super-net's weights and is much better on short
+    schedules (see the README). With `checkpoint_dir` the trained super-net
+    and the search state are saved, and a new run on the same directory
+    resumes.
+
+    Attributes (besides the protocol's):
+        supernet: The `StageSuperNet`.
+        split: The held-out `ValidationSplit`.
+        history: One `ManagerGeneration` per manager generation.
+        result: The `SPResult`.
+        phase_seconds: Wall seconds of this run's parts: "supernet"
+            (training; absent when loaded from the checkpoint), "features"
+            (the cached stage features), "manager", "assembly".
+
+    Example:
+
+    ```python
+    sp = ekg_keras.methods.get("sp").create(
+        model, 0.5, (x, y), supernet_epochs=10, population=32)
+    masked = sp.run()
+    ekg_keras.methods.sp.plot_sp(sp, "sp.png")
+    ```
+
+    Reference:
+        Zhang and Ou, "Stage-wise Channel Pruning for Model Compression";
+        SPEC.md 7.
+    """
+
+    Options = SPOptions
+    needs_data = True
+    finetuner = "plain"
+    smoke_options: typing.ClassVar[dict] = {
+        "supernet_epochs": 1,
+        "val_per_class": 4,
+        "num_ratios": 8,
+        "population": 8,
+        "iterations": 2,
+        "manager_population": 4,
+        "manager_iterations": 2,
+        "budget_units": 20,
+        "batch_size": 32,
+    }
+
+    def __init__(self, model, flops, data=None, **kwargs):
+        super().__init__(model, flops, data, **kwargs)
+        self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
+        self.supernet = None
+        self.split = None
+        self.result = None
+        self.phase_seconds = {}
+        self._max_generations = None
+
+    def run(self, fitter=None, max_generations=None):
+        """Runs (or resumes) SP; returns the masked model.
+
+        Args:
+            fitter: Runs the super-net training (default: a `Fitter` on
+                `data`).
+            max_generations: Stop after this many new manager generations
+                (with `checkpoint_dir`, a later run resumes).
+        """
+        self._max_generations = max_generations
+        return super().run(fitter)
+
+    # The method.
+
+    def search(self, fitter):
+        options = self.options
+        self.history, self.result = [], None
+        self.split = hold_out(
+            fitter.ordered_data(with_ids=True),
+            int(self.setup.source.outputs[0].shape[-1]),
+            options.val_per_class,
+        )
+        state = self.checkpoint.load() if self.checkpoint.exists() else None
+        self.supernet = self._build_supernet()
+        self.phase_seconds = {}
+        if state is None:
+            start = time.perf_counter()
+            self._train(fitter)
+            self.phase_seconds["supernet"] = time.perf_counter() - start
+            self.checkpoint.save_weights(self.supernet, "supernet")
+            self._save({}, {"trained": True})
+        else:
+            self.checkpoint.load_weights(self.supernet, "supernet")
+            if self.verbose:
+                log.info(
+                    "SP: trained super-net loaded from "
+                    f"{self.checkpoint.directory}"
+                )
+        self._search(state)
+        return self.model
+
+    def supernet_phase(self):
+        """The super-net's `TrainingPhase` (ids carried, own optimizer)."""
+        options = self.options
+        with self.strategy.scope():
+            optimizer = keras.optimizers.SGD(
+                options.learning_rate,
+                momentum=options.momentum,
+                weight_decay=options.weight_decay or None,
+            )
+
+        def learning_rate(epoch):
+            steps = epoch // options.decay_every
+            return options.learning_rate * options.decay_rate**steps
+
+        return TrainingPhase(
+            "supernet",
+            self.supernet,
+            options.supernet_epochs,
+            optimizer=optimizer,
+            with_ids=True,
+            callbacks=[keras.callbacks.LearningRateScheduler(learning_rate)],
+        )
+
+    def _build_supernet(self):
+        options, setup = self.options, self.setup
+        ranks = widths_lib.channel_ranks(
+            setup,
+            options.criterion,
+            data=(self.split.images, self.split.labels),
+        )
+        with self.strategy.scope():
+            return StageSuperNet(
+                self.model,
+                criterion=options.criterion,
+                ranks=ranks,
+                num_ratios=options.num_ratios,
+                smallest_ratio=options.smallest_ratio,
+                min_channels=setup.min_channels,
+                round_to=setup.round_to,
+                ignored_layers=setup.ignored_layers,
+                validation_ids=self.split.ids,
+                seed=options.seed,
+            )
+
+    def _train(self, fitter):
+        if self.verbose:
+            stages = self.supernet.stages
+            log.info(
+                f"SP: super-net of {len(stages)} stage(s) ("
+                + ", ".join(f"{len(s.groups)} groups" for s in stages)
+                + f"), {len(self.split)} samples held out; training "
+                f"{self.options.supernet_epochs} epoch(s)"
+            )
+        fitter.fit(self.supernet_phase())
+
+    def _search(self, state):
+        options, setup = self.options, self.setup
+        start = time.perf_counter()
+        inputs, outputs = self.supernet.stage_features(
+            self.split.images, options.batch_size
+        )
+        self.phase_seconds["features"] = time.perf_counter() - start
+        replicas = self.strategy.num_replicas_in_sync
+        synchronized = replicas > 1 or None
+        with batchnorm_settings(
+            self.model, synchronized=synchronized, momentum=1.0
+        ):
+            fitnesses = [
+                StageFitness(
+                    self.supernet,
+                    i,
+                    inputs[i],
+                    outputs[i],
+                    include_bn=setup.include_bn,
+                    include_fc=setup.include_fc,
+                    batch_size=options.batch_size,
+                    strategy=self.strategy,
+                )
+                for i in range(len(self.supernet.stages))
+            ]
+            self.searches = StageSearches(
+                fitnesses,
+                options.stage_settings(),
+                options.seed,
+                window=options.tolerance / self.target,
+                parallel=options.parallel,
+                replicas=replicas,
+                on_result=lambda _: self._save_search(),
+            )
+            self.searches.warm_up()
+            self.manager = BudgetManager(
+                self.searches,
+                self._stage_budget(fitnesses),
+                options.budget_units,
+                options.manager_settings(),
+                options.seed,
+            )
+            if state is not None and "manager" in state[1]:
+                self._restore(*state)
+            if self.verbose:
+                self._log_start(fitnesses, inputs, outputs, start)
+            began = time.perf_counter()
+            self._evolve()
+            self.phase_seconds["manager"] = time.perf_counter() - began
+            if not self.manager.done:
+                self.finished = False
+                return
+            began = time.perf_counter()
+            self.result = self._assemble(fitnesses)
+            self.phase_seconds["assembly"] = time.perf_counter() - began
+        self.setup.apply(self.supernet.keep_masks(self.result.keep_counts))
+        self._report_result()
+
+    def _stage_budget(self, fitnesses):
+        """The MACs the manager splits: the target, or enough for every
+        stage's smallest widths (whose joined network is cheaper still)."""
+        lowest = sum(f.cost_range()[0] for f in fitnesses)
+        units = self.options.budget_units
+        needed = lowest * units / max(1, units - len(fitnesses))
+        return max(self.setup.target_macs, needed)
+
+    def _evolve(self):
+        writer = self._summary_writer()
+        taken = 0
+        while not self.manager.done and (
+            self._max_generations is None or taken < self._max_generations
+        ):
+            start = time.perf_counter()
+            gene, loss = self.manager.step()
+            taken += 1
+            results = self.manager.stage_results(gene)
+            full = self.setup.full_macs
+            self.history.append(
+                ManagerGeneration(
+                    generation=self.manager.evolution.generation,
+                    budgets=tuple(b / full for b in self.manager.budgets(gene)),
+                    loss=loss,
+                    stage_losses=tuple(r.loss for r in results),
+                    stage_eas=len(self.searches.results),
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            self._save_search()
+            self._report_generation(writer)
+
+    # Assembling the result.
+
+    def _assemble(self, fitnesses):
+        """The best stage sub-networks joined, brought within the
+        tolerance below the target."""
+        target, tolerance = self.target, self.options.tolerance
+        best_gene = self.manager.evolution.best[0]
+        budgets = np.array(self.manager.budgets(best_gene))
+        ranges = np.array([f.cost_range() for f in fitnesses])
+        tried = [self._joined(fitnesses, budgets)]
+        scales = [1.0]
+        aim = target - tolerance / 2
+        for _ in range(self.options.repair_rounds):
+            fraction = tried[-1][1]
+            if target - tolerance <= fraction <= target:
+                break
+            scale = _next_scale(scales, [t[1] for t in tried], aim)
+            scales.append(scale)
+            scaled = np.clip(scale * budgets, ranges[:, 0], ranges[:, 1])
+            tried.append(self._joined(fitnesses, scaled))
+        inside = [t for t in tried if target - tolerance <= t[1] <= target]
+        topped = False
+        if inside:
+            chosen = min(inside, key=lambda t: t[2])
+        else:
+            below = [t for t in tried if t[1] <= target]
+            if not below:
+                below = [self._joined(fitnesses, ranges[:, 0])]
+            chosen = max(below, key=lambda t: t[1])
+            chosen = self._top_up(chosen)
+            topped = True
+        counts, fraction, _, budgets, results = chosen
+        full = self.setup.full_macs
+        return SPResult(
+            keep_counts=counts,
+            flops_fraction=fraction,
+            budgets=tuple(float(b) / full for b in budgets),
+            stage_losses=tuple(r.loss for r in results),
+            stage_curves=tuple(r.curve for r in results),
+            repairs=len(tried) - 1,
+            topped_up=topped,
+        )
+
+    def _joined(self, fitnesses, budgets):
+        """`(counts, fraction, loss, budgets, results)` of the network
+        joined from each stage's best gene under `budgets`."""
+        results = self.searches.run(list(enumerate(budgets)))
+        counts = self.supernet.full_counts()
+        for fitness, result in zip(fitnesses, results):
+            stage_counts = fitness.counts([result.gene])[0]
+            counts[fitness.groups] = stage_counts[fitness.groups]
+        fraction = self.setup.fraction(counts)
+        loss = sum(r.loss for r in results)
+        return counts, fraction, loss, tuple(budgets), results
+
+    def _top_up(self, chosen):
+        """Adds single channels (narrowest groups first) while the FLOPs
+        stay within the target."""
+        counts, _, loss, budgets, results = chosen
+        sizes = self.graph.sizes
+
+        def narrowest(group, keep):
+            return -keep[group] / sizes[group]
+
+        raised = top_up(
+            counts,
+            self.setup.levels,
+            self.setup.counter.macs,
+            self.setup.target_macs,
+            narrowest,
+        )
+        return raised, self.setup.fraction(raised), loss, budgets, results
+
+    # Checkpoints.
+
+    def _save(self, arrays, record):
+        self.checkpoint.save(arrays, record)
+
+    def _save_search(self):
+        if not self.checkpoint.enabled:
+            return
+        arrays = {}
+        for fitness in self.searches.fitnesses:
+            genes = list(fitness.losses_by_gene)
+            arrays[f"genes_{fitness.index}"] = np.array(
+                genes, dtype=np.int64
+            ).reshape(len(genes), fitness.num_genes)
+            arrays[f"losses_{fitness.index}"] = np.array(
+                [fitness.losses_by_gene[g] for g in genes]
+            )
+        record = {
+            "trained": True,
+            "manager": self.manager.evolution.state(),
+            "stages": self.searches.state(),
+            "history": [dataclasses.asdict(h) for h in self.history],
+        }
+        self._save(arrays, record)
+
+    def _restore(self, arrays, record):
+        self.manager.evolution.restore(record["manager"])
+        self.searches.restore(record["stages"])
+        for fitness in self.searches.fitnesses:
+            genes = arrays.get(f"genes_{fitness.index}")
+            if genes is None:
+                continue
+            losses = arrays[f"losses_{fitness.index}"]
+            fitness.losses_by_gene.update(
+                {
+                    tuple(int(v) for v in g): float(x)
+                    for g, x in zip(genes, losses)
+                }
+            )
+        self.history = [
+            ManagerGeneration(
+                **{
+                    **h,
+                    "budgets": tuple(h["budgets"]),
+                    "stage_losses": tuple(h["stage_losses"]),
+                }
+            )
+            for h in record["history"]
+        ]
+        if self.verbose:
+            log.info(
+                f"SP: search resumed after manager generation "
+                f"{self.manager.evolution.generation} from "
+                f"{self.checkpoint.directory}"
+            )
+
+    # Progress.
+
+    def _summary_writer(self):
+        if self.tensorboard_dir is None:
+            return None
+        return tf.summary.create_file_writer(str(self.tensorboard_dir))
+
+    def _log_start(self, fitnesses, inputs, outputs, start):
+        cached = sum(a.nbytes for a in inputs[1:]) + sum(
+            a.nbytes for a in outputs
+        )
+        log.info(
+            f"SP search: {len(fitnesses)} stage(s), stage features of "
+            f"{len(self.split)} samples cached ({cached / 2**20:.1f} MiB) in "
+            f"{time.perf_counter() - start:.1f} s; manager "
+            f"{self.options.manager_population}x"
+            f"{self.options.manager_iterations}, stage EAs "
+            f"{self.options.population}x{self.options.iterations}"
+            + (", concurrent" if self.searches.concurrent else "")
+        )
+
+    def _report_generation(self, writer):
+        entry = self.history[-1]
+        if writer is not None:
+            with writer.as_default():
+                tf.summary.scalar("manager/loss", entry.loss, entry.generation)
+                for i, (budget, loss) in enumerate(
+                    zip(entry.budgets, entry.stage_losses)
+                ):
+                    tf.summary.scalar(
+                        f"stage_{i}/budget", budget, entry.generation
+                    )
+                    tf.summary.scalar(f"stage_{i}/loss", loss, entry.generation)
+                writer.flush()
+        if self.verbose:
+            log.info(
+                f"SP manager generation {entry.generation}/"
+                f"{self.options.manager_iterations}: loss {entry.loss:.4f}, "
+                "budgets "
+                + ", ".join(f"{b:.3f}" for b in entry.budgets)
+                + f" of the FLOPs, {entry.stage_eas} stage EAs, "
+                f"{entry.seconds:.1f}s"
+            )
+
+    def _report_result(self):
+        if not self.verbose:
+            return
+        result = self.result
+        log.info(
+            f"SP result: FLOPs {result.flops_fraction:.4f} (target "
+            f"{self.target}), stage losses "
+            + ", ".join(f"{v:.4f}" for v in result.stage_losses)
+            + f", {result.repairs} budget repair(s)"
+            + (", topped up" if result.topped_up else "")
+        )
+
+
+def _next_scale(scales, fractions, aim):
+    """The next budget scale: secant through the last two tries, or
+    proportional after the first."""
+    scale, fraction = scales[-1], fractions[-1]
+    if len(scales) > 1 and fractions[-1] != fractions[-2]:
+        slope = (fractions[-1] - fractions[-2]) / (scales[-1] - scales[-2])
+        if slope > 0:
+            return scale + (aim - fraction) / slope
+    return scale * aim / max(fraction, 1e-9)
