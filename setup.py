@@ -30,7 +30,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],
         "plot": ["matplotlib"],
         # Runtimes and converters of `ekg_keras.export` beyond TensorFlow:
         # LiteRT's interpreter, ONNX (Keras converts with tf2onnx; float16

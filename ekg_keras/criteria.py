@@ -300,6 +300,8 @@ def group_weights(graph, group, prepared=None, cache=None, records=None):
     filters, scales = [], []
     for record in records:
         if record.kind == "source":
+            if not np.any(record.outputs[0].group == group.id):
+                continue  # Reading filters is slow; this one has none here.
             key = id(record.layer)
             if key not in cache:
                 cache[key] = get_handler(record.layer).filters(record.layer)

@@ -3,7 +3,10 @@
 FLOPs here are multiply-accumulates, as in every pruning paper (nobody
 doubles them). Counting never runs the model: a `FlopsCounter` turns the
 traced graph into a few arrays once, and then evaluates any per-group keep
-counts in microseconds, which is what searches need.
+counts in microseconds, which is what searches need. The count is that of
+the model `ekg_keras.slim` builds, including the extra input channel of
+ones through which it keeps removed channels that are non-zero constants
+at a zero-padded convolution (see `ekg_keras.graph.constants`).
 """
 
 import dataclasses
@@ -11,26 +14,40 @@ import dataclasses
 import numpy as np
 
 from ekg_keras.graph import trace
+from ekg_keras.graph.constants import consumer_constants
+from ekg_keras.graph.constants import follows_training
+from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.graph.registry import get_handler
 from ekg_keras.layers import is_prunable
+
+FOLDS = ("exact", "bias")
 
 
 @dataclasses.dataclass(frozen=True)
 class CostTerms:
     """A cost as an explicit function of per-group keep counts k:
 
-    `cost(k) = sum_t coef[t] * (a_weights[t] @ k + a_fixed[t])
-                             * (b_weights[t] @ k + b_fixed[t])`
+    `cost(k) = sum_t on_t(k) * coef[t] * (a_weights[t] @ k + a_fixed[t])
+                                       * (b_weights[t] @ k + b_fixed[t])`
 
     (plus `constant` for parameters outside every group). The same
     expression written with a framework's ops is differentiable in k, which
     learned methods use as a FLOPs regulariser (NPPM, LFPC).
+
+    `on_t(k)` is 1 for a term without a condition (a row of zeros in
+    `condition_groups`). A conditioned term (the extra ones channel of a
+    constant fold, see `FlopsCounter`) counts only while a group marked in
+    its row keeps fewer than all its channels: a step, with no gradient,
+    which a learned method can treat as a constant.
 
     Attributes:
         coef: (T,) coefficients.
         a_weights, b_weights: (T, groups) weights of the keep counts.
         a_fixed, b_fixed: (T,) fixed channel counts.
         constant: A cost that does not depend on k.
+        condition_groups: (T, groups) 0/1 rows of the groups whose loss of
+            a channel switches a conditioned term on (None: no conditions).
+        sizes: (groups,) group sizes, for the conditions.
     """
 
     coef: np.ndarray
@@ -39,13 +56,29 @@ class CostTerms:
     b_weights: np.ndarray
     b_fixed: np.ndarray
     constant: float = 0.0
+    condition_groups: np.ndarray = None
+    sizes: np.ndarray = None
 
     def __call__(self, keep):
         """The cost at keep counts `keep` (NumPy), as `FlopsCounter` does."""
         keep = np.asarray(keep, np.float64)
         live_a = self.a_weights @ keep + self.a_fixed
         live_b = self.b_weights @ keep + self.b_fixed
-        return float(np.sum(self.coef * live_a * live_b)) + self.constant
+        return float(np.sum(self.on(keep) * self.coef * live_a * live_b)) + (
+            self.constant
+        )
+
+    def on(self, keep):
+        """Per term, 1.0 where it counts at keep counts `keep`, else 0.0."""
+        if self.condition_groups is None or not self.condition_groups.any():
+            return np.ones(len(self.coef))
+        return _terms_on(self.condition_groups, self.sizes, keep)
+
+
+def _terms_on(condition_groups, sizes, keep):
+    conditional = condition_groups.any(axis=1)
+    lost = (np.asarray(keep, np.float64) < sizes - 0.5).astype(np.float64)
+    return (~conditional | (condition_groups @ lost > 0)).astype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +105,24 @@ class FlopsCounter:
     `live` of a side (the layer's input or output channels) is linear in the
     per-group keep counts: `fixed + sum_g multiplicity_g * keep_g / size_g`.
 
+    Where removed channels reach a zero-padded convolution as non-zero
+    constants, the slim model reads them through an extra input channel of
+    ones (`ekg_keras.slim`, `fold="exact"`); its terms count only when
+    such a channel is removed. From keep counts alone that is when its
+    group loses any channel that carries, or after training may carry, a
+    constant (batch normalization in soft mode counts as non-zero): an
+    upper bound, so a budget met here is met by the slim model. With the
+    keep masks (`count_flops`) it is exact for the current weights.
+
     Args:
         graph: A `ChannelGraph` from `ekg_keras.graph.trace`.
-        include_bn: Count batch normalization (2 MACs per element and its
-            four per-channel weights), as the EKG code does.
-        include_fc: Count `Dense` layers. The SFP/FPGM tables leave the
+        include_bn: Count batch and layer normalization (2 MACs per element
+            and their per-channel weights), as the EKG code does.
+        include_fc: Count `Dense` layers. The SFP/FLOPs tables leave the
             classifier out; EKG and SP count it.
+        fold: `"exact"` counts the extra ones channels that `slim` (by
+            default) adds; `"bias"` counts the model of
+            `slim(..., fold="bias")`, which has none.
 
     Example:
 
@@ -85,15 +130,22 @@ class FlopsCounter:
     >>> counter.macs(counter.full)  # the unpruned model
     """
 
-    def __init__(self, graph, include_bn=False, include_fc=True):
+    def __init__(self, graph, include_bn=False, include_fc=True, fold="exact"):
+        if fold not in FOLDS:
+            raise ValueError(
+                f"`fold` should be one of {FOLDS}. Received: fold={fold!r}"
+            )
         self.graph = graph
         self.include_bn = include_bn
         self.include_fc = include_fc
+        self.fold = fold
         self.sizes = graph.sizes.astype(np.float64)
         self._terms = {"macs": _Terms(), "params": _Terms()}
         self._fixed_params = 0.0
         self._fixed_param_layers = {}
         self._collect()
+        if fold == "exact":
+            self._collect_folds()
         for terms in self._terms.values():
             terms.freeze(self.sizes)
 
@@ -102,9 +154,15 @@ class FlopsCounter:
         """Keep counts of the unpruned model (every group at full size)."""
         return self.sizes.copy()
 
-    def macs(self, keep):
-        """Total MACs for per-group keep counts (array indexed by group)."""
-        return self._terms["macs"].total(np.asarray(keep, np.float64))
+    def macs(self, keep, masks=None):
+        """Total MACs for per-group keep counts (array indexed by group).
+
+        Args:
+            keep: Keep counts per group.
+            masks: Optional boolean keep mask per group, for the exact
+                count of the extra ones channels (see the class).
+        """
+        return self._terms["macs"].total(np.asarray(keep, np.float64), masks)
 
     def terms(self, quantity="macs"):
         """The cost as `CostTerms`, an explicit function of keep counts.
@@ -131,23 +189,25 @@ class FlopsCounter:
             terms.b_weights.copy(),
             terms.b_fixed.copy(),
             self._fixed_params if quantity == "params" else 0.0,
+            condition_groups=terms.condition_groups.copy(),
+            sizes=self.sizes.copy(),
         )
 
-    def params(self, keep):
-        """Total parameters for per-group keep counts."""
-        total = self._terms["params"].total(np.asarray(keep, np.float64))
-        return total + self._fixed_params
+    def params(self, keep, masks=None):
+        """Total parameters for per-group keep counts (see `macs`)."""
+        keep = np.asarray(keep, np.float64)
+        return self._terms["params"].total(keep, masks) + self._fixed_params
 
-    def report(self, keep=None):
+    def report(self, keep=None, masks=None):
         """A `FlopsReport` for keep counts (default: the unpruned model)."""
         keep = self.full if keep is None else np.asarray(keep, np.float64)
-        layer_params = self._terms["params"].per_layer(keep)
+        layer_params = self._terms["params"].per_layer(keep, masks)
         for path, count in self._fixed_param_layers.items():
             layer_params[path] = layer_params.get(path, 0.0) + count
         return FlopsReport(
-            macs=self.macs(keep),
-            params=self.params(keep),
-            layer_macs=self._terms["macs"].per_layer(keep),
+            macs=self.macs(keep, masks),
+            params=self.params(keep, masks),
+            layer_macs=self._terms["macs"].per_layer(keep, masks),
             layer_params=layer_params,
         )
 
@@ -168,24 +228,55 @@ class FlopsCounter:
             terms = get_handler(layer).cost(layer, call.node)
             if not terms and first_call and record.kind != "model":
                 self._add_fixed_params(record)
-            sides = {
-                "in": call.inputs[0] if call.inputs else None,
-                "out": call.outputs[0] if call.outputs else None,
-                None: None,
-            }
-            for category, quantity, coef, side_a, side_b in terms:
-                if quantity == "params" and not first_call:
-                    continue
-                if quantity == "macs" and not self._counts(category):
-                    continue
-                self._terms[quantity].add(
-                    record.path, coef, sides[side_a], sides[side_b]
-                )
+            self._add(record.path, terms, call, first_call)
+
+    def _collect_folds(self):
+        actual = consumer_constants(self.graph)
+        possible = actual
+        if follows_training(self.graph):
+            possible = consumer_constants(self.graph, assume_trained=True)
+        seen = set()
+        for call in self.graph.calls:
+            if id(call.layer) not in actual:
+                continue
+            record = self.graph.layers[id(call.layer)]
+            handler = record.handler
+            # Constants on channels outside every group are never removed.
+            grouped = record.inputs[0].group >= 0
+            now = nonzero_positions(actual[id(call.layer)]) & grouped
+            later = now | nonzero_positions(possible[id(call.layer)]) & grouped
+            if (
+                not later.any()
+                or handler.bias_fold_exact(call.layer)
+                or not handler.takes_ones_channel
+            ):
+                continue
+            first_call = id(call.layer) not in seen
+            seen.add(id(call.layer))
+            terms = handler.ones_fold_cost(call.layer, call.node)
+            condition = (record.inputs[0], later, now)
+            self._add(record.path, terms, call, first_call, condition)
+
+    def _add(self, path, terms, call, first_call, condition=None):
+        sides = {
+            "in": call.inputs[0] if call.inputs else None,
+            "out": call.outputs[0] if call.outputs else None,
+            None: None,
+        }
+        for category, quantity, coef, side_a, side_b in terms:
+            if quantity == "params" and not first_call:
+                continue
+            if quantity == "macs" and not self._counts(category):
+                continue
+            self._terms[quantity].add(
+                path, coef, sides[side_a], sides[side_b], condition
+            )
 
     def _add_fixed_params(self, record):
+        weights = getattr(record.layer, "weights", None) or []
         count = sum(
             int(np.prod(w.shape))
-            for w in record.layer.weights
+            for w in weights
             if not (is_prunable(record.layer) and w is record.layer.filter_mask)
         )
         if count:
@@ -194,13 +285,14 @@ class FlopsCounter:
 
 
 class _Terms:
-    """Vectorised sum of `coef * live(a) * live(b)` terms."""
+    """Vectorised sum of `coef * live(a) * live(b)` terms, some of which
+    count only while certain channels are removed."""
 
     def __init__(self):
-        self._rows = []  # (path, coef, map_a, map_b)
+        self._rows = []  # (path, coef, map_a, map_b, condition)
 
-    def add(self, path, coef, map_a, map_b):
-        self._rows.append((path, float(coef), map_a, map_b))
+    def add(self, path, coef, map_a, map_b, condition=None):
+        self._rows.append((path, float(coef), map_a, map_b, condition))
 
     def freeze(self, sizes):
         n = len(self._rows)
@@ -212,22 +304,45 @@ class _Terms:
         self.b_weights, self.b_fixed = _side(
             [row[3] for row in self._rows], sizes, n
         )
+        self.conditions = [row[4] for row in self._rows]
+        self.conditional = np.array([c is not None for c in self.conditions])
+        self.condition_groups = np.zeros((n, len(sizes)))
+        for row, condition in enumerate(self.conditions):
+            if condition is not None:
+                channel_map, possible, _ = condition
+                groups = channel_map.group[possible]
+                self.condition_groups[row, groups[groups >= 0]] = 1.0
+        self.sizes = sizes
 
-    def values(self, keep):
+    def values(self, keep, masks=None):
         live_a = self.a_weights @ keep + self.a_fixed
         live_b = self.b_weights @ keep + self.b_fixed
-        return self.coef * live_a * live_b
+        values = self.coef * live_a * live_b
+        if self.conditional.any():
+            values = values * self._active(keep, masks)
+        return values
 
-    def total(self, keep):
+    def _active(self, keep, masks):
+        if masks is None:
+            return _terms_on(self.condition_groups, self.sizes, keep)
+        removed = np.array(
+            [
+                c is not None and bool(np.any(~c[0].keep_mask(masks)[c[2]]))
+                for c in self.conditions
+            ]
+        )
+        return ~self.conditional | removed
+
+    def total(self, keep, masks=None):
         if not len(self.coef):
             return 0.0
-        return float(np.sum(self.values(keep)))
+        return float(np.sum(self.values(keep, masks)))
 
-    def per_layer(self, keep):
+    def per_layer(self, keep, masks=None):
         result = {}
         if not len(self.coef):
             return result
-        for path, value in zip(self.paths, self.values(keep)):
+        for path, value in zip(self.paths, self.values(keep, masks)):
             result[path] = result.get(path, 0.0) + float(value)
         return result
 
@@ -301,21 +416,28 @@ def check_flops_fraction(flops):
     return flops
 
 
-def count_flops(model, include_bn=False, include_fc=True, graph=None):
+def count_flops(
+    model, include_bn=False, include_fc=True, graph=None, fold="exact"
+):
     """Counts the MACs and parameters of `model`, masks included.
 
     A masked (wrapped) model counts only live channels: the result equals the
-    count of the model `ekg_keras.slim` would produce.
+    count of the model `ekg_keras.slim(model, fold=fold)` would produce,
+    extra ones channels for constant folds included.
 
     Args:
         model: A functional or Sequential Keras model.
         include_bn: Count batch normalization, see `FlopsCounter`.
         include_fc: Count `Dense` layers, see `FlopsCounter`.
         graph: Its `ChannelGraph`, if already traced.
+        fold: `"exact"` or `"bias"`, as for `ekg_keras.slim`.
 
     Returns:
         A `FlopsReport`.
     """
     graph = trace(model, warn=False) if graph is None else graph
-    counter = FlopsCounter(graph, include_bn=include_bn, include_fc=include_fc)
-    return counter.report(keep_counts(graph))
+    counter = FlopsCounter(
+        graph, include_bn=include_bn, include_fc=include_fc, fold=fold
+    )
+    masks = group_keep_masks(graph)
+    return counter.report(keep_counts(graph, masks), masks=masks)

@@ -405,7 +405,8 @@ class _Folder:
     def _set_weights(self, layer, new):
         fold = self._by_producer.get(id(layer))
         if fold is None:
-            new.set_weights(layer.get_weights())
+            if getattr(layer, "weights", None):  # keras.ops nodes have none.
+                new.set_weights(layer.get_weights())
             return
         values = _folded_weights(layer, fold.scale, fold.shift)
         for variable in new.weights:

@@ -11,16 +11,12 @@ from ekg_keras.graph import trace
 from ekg_keras.graph._keras_graph import functional_of
 from ekg_keras.graph._keras_graph import input_name
 from ekg_keras.graph._keras_graph import is_graph_model
+from ekg_keras.graph._keras_graph import is_layer
 from ekg_keras.graph._keras_graph import run_graph
-from ekg_keras.graph.registry import get_handler
+from ekg_keras.graph.constants import consumer_constants
+from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable
-
-#: Spatial size used for inputs declared with unknown height/width when
-#: probing the values of removed channels.
-PROBE_SIZE = 32
-
-_CONSTANT_TOLERANCE = 1e-5
-
+from ekg_keras.layers.wrapping import plain_copy
 
 FOLDS = ("exact", "bias")
 
@@ -37,17 +33,21 @@ def slim(model, graph=None, fold="exact"):
     same layers.
 
     A removed channel may be a non-zero constant rather than zero: an
-    activation with f(0) != 0 after a hard mask, or batch normalization
-    after a soft-zeroed filter (`beta - gamma * mean / std`, SPEC 1.1). Its
-    contribution is kept, not dropped: it is folded into the consumer's
-    bias, which is exact for dense layers, 1x1 and unpadded convolutions.
-    A zero-padded k x k convolution sees the constant only inside the
-    image, so with `fold="exact"` it gets one extra input channel of ones
-    (a fixed 1x1 convolution with zero kernel and bias 1) whose kernel is
-    the constants' weighted kernel slices: exact everywhere, at the cost of
-    `h*w*(c_in + k*k*c_out)` extra MACs for that layer. `fold="bias"`
-    folds into the bias instead (no extra cost, exact except at the
-    border) and warns.
+    activation with f(0) != 0 after a hard mask, an added constant, or
+    batch normalization after a soft-zeroed filter (`beta - gamma * mean /
+    std`, SPEC 1.1); `ekg_keras.graph.constants` finds these from the
+    weights. Their contribution is kept, not dropped: it is folded into the
+    consumer's bias, which is exact for dense layers, 1x1 and unpadded
+    convolutions. A zero-padded k x k convolution sees the constant only
+    inside the image (a transposed convolution with strides or a wider
+    kernel sees it unevenly), so with `fold="exact"` it gets one extra
+    input channel of ones (a fixed 1x1 convolution with zero kernel and
+    bias 1) whose kernel is the constants' weighted kernel slices: exact
+    everywhere, at the cost of `h*w*(c_in + k*k*c_out)` extra MACs for that
+    layer, which `count_flops` and `FlopsCounter` count as well.
+    `fold="bias"` folds into the bias instead (no extra cost, exact except
+    at the border) and warns. Operation nodes (`x + 1.0`, `keras.ops.mean`)
+    are kept with their constants.
 
     Args:
         model: A model with prunable layers (from `ekg_keras.wrap`,
@@ -69,7 +69,7 @@ def slim(model, graph=None, fold="exact"):
     graph = trace(model, warn=False) if graph is None else graph
     _check_soft_layers(graph)
     keep = group_keep_masks(graph)
-    folds = _constant_folds(model, graph, keep, fold)
+    folds = _constant_folds(graph, keep, fold)
     return _Rebuilder(graph, keep, folds).rebuild(model)
 
 
@@ -91,32 +91,28 @@ def _check_soft_layers(graph):
                 )
 
 
-def _constant_folds(model, graph, keep, fold):
+def _constant_folds(graph, keep, fold):
     """Values of removed input channels per consumer, where non-zero.
 
     Returns:
         Dict mapping `id(layer)` to `(how, removed positions, constants)`,
         `how` being "ones" (extra input channel of ones) or "bias".
     """
-    removed = {}
-    for record in graph.layers.values():
-        if record.kind == "source" and record.inputs:
-            positions = np.flatnonzero(~record.inputs[0].keep_mask(keep))
-            if len(positions):
-                removed[id(record.layer)] = (record, positions)
-    if not removed:
-        return {}
-    values = _probe_inputs(model, removed.keys())
     folds = {}
-    for key, (record, positions) in removed.items():
-        constants = _constants(record, values[key][..., positions])
-        if not np.any(np.abs(constants) > 1e-12):
+    for key, values in consumer_constants(graph).items():
+        record = graph.layers[key]
+        removed = np.flatnonzero(~record.inputs[0].keep_mask(keep))
+        if not len(removed):
             continue
+        if np.isnan(values[removed]).any():
+            _warn_not_constant(record)
+        nonzero = removed[nonzero_positions(values[removed])]
+        if not len(nonzero):
+            continue
+        handler = record.handler
         how = "bias"
-        if _zero_padded(record.layer):
-            if fold == "exact" and isinstance(
-                record.layer, keras.layers.Conv2D
-            ):
+        if not handler.bias_fold_exact(record.layer):
+            if fold == "exact" and handler.takes_ones_channel:
                 how = "ones"
             else:
                 warnings.warn(
@@ -125,71 +121,17 @@ def _constant_folds(model, graph, keep, fold):
                     "at the zero-padded image border.",
                     stacklevel=4,
                 )
-        folds[key] = (how, positions, constants)
+        folds[key] = (how, nonzero, values[nonzero])
     return folds
 
 
-def _constants(record, values):
-    """One constant per removed channel (per removed row for `Dense`)."""
-    batch_mean = values.mean(axis=0)
-    spread = np.abs(values - batch_mean).max() if values.size else 0.0
-    if values.ndim == 2:
-        if spread > _CONSTANT_TOLERANCE:
-            _warn_not_constant(record, spread)
-        return batch_mean
-    centre = tuple(size // 2 for size in values.shape[1:-1])
-    constants = values[(0,) + centre]
-    deviation = np.abs(values - constants).max()
-    if deviation > _CONSTANT_TOLERANCE * (1 + np.abs(constants).max()):
-        _warn_not_constant(record, deviation)
-    return constants
-
-
-def _zero_padded(layer):
-    """Whether some kernel taps of `layer` fall on zero padding."""
-    kernel = getattr(layer, "kernel_size", (1, 1))
-    return getattr(layer, "padding", "valid") == "same" and max(kernel) > 1
-
-
-def _warn_not_constant(record, deviation):
+def _warn_not_constant(record):
     warnings.warn(
-        f"Removed channels entering '{record.path}' vary by up to "
-        f"{deviation:.3g} over positions or samples; the slim model differs "
-        "from the masked model there.",
-        stacklevel=4,
+        f"Removed channels entering '{record.path}' are not constants (they "
+        "depend on the data, or a zero border was padded around a non-zero "
+        "constant); the slim model differs from the masked model there.",
+        stacklevel=5,
     )
-
-
-def _probe_inputs(model, layer_ids):
-    """Runs the masked model once and returns the first input of each
-    wanted layer, as numpy arrays keyed by `id(layer)`."""
-    wanted = set(layer_ids)
-    seen = {}
-
-    def call_fn(op, *args, **kwargs):
-        if id(op) in wanted and id(op) not in seen:
-            seen[id(op)] = keras.ops.convert_to_numpy(args[0])
-        return op(*args, **kwargs)
-
-    def operation_fn(op):
-        if is_graph_model(op):
-            return lambda *args, **kwargs: run_graph(
-                functional_of(op), list(args), operation_fn, call_fn
-            )
-        return op
-
-    graph = functional_of(model)
-    rng = np.random.default_rng(0)
-    inputs = [_probe_value(x, rng) for x in graph.inputs]
-    run_graph(graph, inputs, operation_fn, call_fn)
-    return seen
-
-
-def _probe_value(tensor, rng):
-    shape = [2] + [PROBE_SIZE if d is None else d for d in tensor.shape[1:]]
-    if "int" in str(tensor.dtype):
-        return np.zeros(shape, dtype=str(tensor.dtype))
-    return rng.standard_normal(shape).astype(str(tensor.dtype))
 
 
 class _Rebuilder:
@@ -202,7 +144,8 @@ class _Rebuilder:
         self._layers = {}  # id(old layer) -> new layer
         self._pending = {}  # id(new layer) -> weights to set once built
         self._models = {}  # id(old nested model) -> new nested model
-        self._with_ones = set()  # ids of new layers fed an extra ones channel
+        # id(new layer) -> [extra channels of ones, calls so far]
+        self._with_ones = {}
 
     def rebuild(self, model):
         graph = functional_of(model)
@@ -222,14 +165,20 @@ class _Rebuilder:
         if is_graph_model(op):
             return lambda *args, **kwargs: self._nested(op, args, kwargs)
         if id(op) not in self._layers:
-            layer, weights = self._slim_layer(op)
+            if is_layer(op):
+                layer, weights = self._slim_layer(op)
+                self._pending[id(layer)] = weights
+            else:
+                layer = plain_copy(op)  # An operation: no weights.
             self._layers[id(op)] = layer
-            self._pending[id(layer)] = weights
         return self._layers[id(op)]
 
     def _call(self, layer, *args, **kwargs):
         if id(layer) in self._with_ones:
-            args = (_append_ones(args[0], layer.name),) + args[1:]
+            channels, calls = self._with_ones[id(layer)]
+            self._with_ones[id(layer)][1] += 1
+            name = layer.name if not calls else f"{layer.name}_{calls}"
+            args = (_append_ones(args[0], name, channels),) + args[1:]
         outputs = layer(*args, **kwargs)
         weights = self._pending.pop(id(layer), None)
         if weights is not None:
@@ -256,42 +205,44 @@ class _Rebuilder:
 
     def _slim_layer(self, layer):
         record = self._graph.layers[id(layer)]
-        handler = get_handler(layer)
+        handler = record.handler
         config = copy.deepcopy(layer.get_config())
         layer_class = type(layer)
         if is_prunable(layer):
             layer_class = layer.base_layer_class
             config.pop("mode")
         weights = _weights_of(layer)
-        ones_kernel = None
+        extra = None
         how, positions, constants = self._folds.get(id(layer), (None,) * 3)
         if how == "bias":
             config, weights = handler.fold_constants(
                 layer, config, weights, positions, constants
             )
-        elif how == "ones":
-            # The constants seen through the conv's own zero padding.
-            ones_kernel = np.tensordot(
-                constants, weights["kernel"][:, :, positions], axes=([0], [2])
-            )[:, :, None, :]
         in_keep = [m.keep_positions(self._keep) for m in record.inputs]
         out_keep = [m.keep_positions(self._keep) for m in record.outputs]
+        if how == "ones":
+            # The constants, seen through the layer's own zero padding.
+            extra = handler.ones_kernel(
+                layer, weights, positions, constants, out_keep[0]
+            )
         config = handler.slim_config(layer, config, in_keep, out_keep)
         weights = handler.slim_weights(layer, weights, in_keep, out_keep)
         new_layer = layer_class.from_config(config)
-        if ones_kernel is not None:
-            weights["kernel"] = np.concatenate(
-                [weights["kernel"], ones_kernel[..., out_keep[0]]], axis=2
-            ).astype(weights["kernel"].dtype)
-            self._with_ones.add(id(new_layer))
+        if extra is not None:
+            weights = handler.append_input_channel(layer, weights, extra)
+            self._with_ones[id(new_layer)] = [handler.ones_channels(layer), 0]
         return new_layer, weights
 
 
-def _append_ones(inputs, name):
-    """`inputs` with one more channel of ones (zero-padded like the rest by
-    the convolution that reads it)."""
-    ones = keras.layers.Conv2D(
-        1,
+def _append_ones(inputs, name, channels):
+    """`inputs` with `channels` more channels of ones (zero-padded like the
+    rest by the convolution that reads them)."""
+    rank = len(inputs.shape) - 2
+    conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}.get(
+        rank, keras.layers.Conv3D
+    )
+    ones = conv(
+        channels,
         1,
         kernel_initializer="zeros",
         bias_initializer="ones",
@@ -320,10 +271,13 @@ def _weights_of(layer):
 
 
 def _set_weights(layer, weights):
+    """Sets weights by name, or in order where the new layer's weights are
+    named otherwise (auto-named weights get fresh names)."""
     if not layer.weights:
         return
-    if all(str(i) in weights for i in range(len(layer.weights))):
-        layer.set_weights([weights[str(i)] for i in range(len(layer.weights))])
+    names = [v.name for v in layer.weights]
+    if sorted(names) == sorted(weights):
+        for variable in layer.weights:
+            variable.assign(weights[variable.name])
         return
-    for variable in layer.weights:
-        variable.assign(weights[variable.name])
+    layer.set_weights(list(weights.values()))

@@ -66,3 +66,122 @@ def accuracy(model, x, y, training=False, batch_size=64):
         ]
     )
     return float(np.mean(logits.argmax(-1) == y))
+
+
+def kept_fraction(original, pruned):
+    """Fraction of `original`'s MACs that `pruned` (masked or slim) keeps."""
+    import ekg_keras
+
+    return (
+        ekg_keras.count_flops(pruned).macs
+        / ekg_keras.count_flops(original).macs
+    )
+
+
+def prune_masked_and_slim(model, flops, **options):
+    """`ekg_keras.prune(..., slim=False)` and its `ekg_keras.slim`."""
+    import ekg_keras
+
+    masked = ekg_keras.prune(
+        model, flops=flops, slim=False, verbose=0, **options
+    )
+    return masked, ekg_keras.slim(masked)
+
+
+def assert_same_outputs(a, b, x, tolerance=1e-4):
+    """Asserts max |a(x) - b(x)| / max |b(x)| < tolerance, outputs not all 0."""
+    ya, yb = np.asarray(a(x)), np.asarray(b(x))
+    assert ya.shape == yb.shape
+    assert np.abs(yb).max() > 0
+    assert max_relative_difference(ya, yb) < tolerance
+
+
+def group_of(channel_graph, layer_name):
+    """The group opened by a producer layer (its first output channel)."""
+    record = channel_graph.channels(layer_name)
+    return channel_graph.groups[record.outputs[0].group[0]]
+
+
+def _conv_bn_relu(x, filters, name, **kwargs):
+    x = keras.layers.Conv2D(filters, 3, padding="same", name=name, **kwargs)(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU()(x)
+
+
+def unet(input_shape=(32, 32, 3), classes=2, width=16):
+    """A small U-Net: two down steps, two up steps (a transposed
+    convolution and a bilinear upsampling), skip concatenations, zero
+    padding and cropping; random batch-norm statistics."""
+    inputs = keras.Input(input_shape)
+    e1 = _conv_bn_relu(_conv_bn_relu(inputs, width, "e1a"), width, "e1b")
+    e2 = keras.layers.MaxPooling2D()(e1)
+    e2 = _conv_bn_relu(_conv_bn_relu(e2, 2 * width, "e2a"), 2 * width, "e2b")
+    b = keras.layers.MaxPooling2D()(e2)
+    b = _conv_bn_relu(b, 4 * width, "bottom")
+    u2 = keras.layers.Conv2DTranspose(2 * width, 2, strides=2, name="up2")(b)
+    d2 = keras.layers.Concatenate()([u2, e2])
+    d2 = _conv_bn_relu(d2, 2 * width, "d2")
+    u1 = keras.layers.UpSampling2D(interpolation="bilinear")(d2)
+    u1 = keras.layers.ZeroPadding2D(1)(u1)
+    u1 = keras.layers.Conv2D(width, 3, name="up1")(u1)
+    d1 = keras.layers.Concatenate()([u1, e1])
+    d1 = _conv_bn_relu(d1, width, "d1")
+    d1 = keras.layers.Cropping2D(2)(keras.layers.ZeroPadding2D(2)(d1))
+    outputs = keras.layers.Conv2D(classes, 1, name="logits")(d1)
+    return randomize_batchnorm(keras.Model(inputs, outputs, name="unet"))
+
+
+def cnn_1d(length=64, channels=2, classes=4):
+    """A 1-D CNN: Conv1D, separable and depthwise 1-D convolutions,
+    pooling, zero padding, cropping, upsampling and a transposed Conv1D."""
+    inputs = keras.Input((length, channels))
+    x = keras.layers.Conv1D(32, 5, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("swish")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.SeparableConv1D(48, 3, padding="same", name="c2")(x)
+    x = keras.layers.DepthwiseConv1D(3, padding="same", name="dw")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.ZeroPadding1D(1)(x)
+    x = keras.layers.Conv1D(64, 3, name="c3")(x)
+    x = keras.layers.Cropping1D(1)(x)
+    x = keras.layers.UpSampling1D(2)(x)
+    x = keras.layers.Conv1DTranspose(32, 3, strides=2, name="up")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(classes, name="head")(x)
+    return randomize_batchnorm(keras.Model(inputs, outputs, name="cnn_1d"))
+
+
+def hard_swish_net(input_shape=(32, 32, 3), classes=10):
+    """A MobileNetV3-like network written with `keras.ops`: hard-swish as
+    `x * relu6(x + 3) / 6`, squeeze-excite with a hard sigmoid, residual
+    `+`, global pooling as `keras.ops.mean`."""
+    from keras import ops
+
+    def hard_swish(x):
+        return x * ops.relu6(x + 3.0) / 6.0
+
+    def conv_bn(x, filters, kernel, name, **kwargs):
+        x = keras.layers.Conv2D(
+            filters, kernel, padding="same", name=name, **kwargs
+        )(x)
+        return keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+
+    inputs = keras.Input(input_shape)
+    x = hard_swish(conv_bn(inputs, 16, 3, "stem", strides=2))
+    for i, (expand, out) in enumerate(((64, 24), (72, 24), (96, 40))):
+        y = hard_swish(conv_bn(x, expand, 1, f"b{i}_expand"))
+        y = keras.layers.DepthwiseConv2D(3, padding="same", name=f"b{i}_dw")(y)
+        y = hard_swish(keras.layers.BatchNormalization()(y))
+        se = ops.mean(y, axis=(1, 2), keepdims=True)
+        se = keras.layers.Conv2D(16, 1, activation="relu", name=f"b{i}_se1")(se)
+        se = keras.layers.Conv2D(expand, 1, name=f"b{i}_se2")(se)
+        y = y * (ops.relu6(se + 3.0) / 6.0)
+        y = conv_bn(y, out, 1, f"b{i}_project")
+        x = x + y if x.shape[-1] == out else y
+    x = hard_swish(conv_bn(x, 128, 1, "top"))
+    outputs = keras.layers.Dense(classes, name="head")(ops.mean(x, axis=(1, 2)))
+    return randomize_batchnorm(
+        keras.Model(inputs, outputs, name="hard_swish_net")
+    )

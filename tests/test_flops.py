@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from model_testing import max_relative_difference
+from model_testing import randomize_batchnorm
 
 import ekg_keras
 from ekg_keras import graph
@@ -115,3 +117,78 @@ def test_cost_terms_are_the_counter_as_an_explicit_function():
             assert terms(keep) == pytest.approx(count(keep), rel=1e-12)
     with pytest.raises(ValueError, match="quantity='flops'"):
         counter.terms("flops")
+
+
+def _squeeze_excite_model():
+    """Masked channels become sigmoid(0) = 0.5 before a padded convolution
+    (folded through an extra channel of ones), then a squeeze-excite."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(24, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("sigmoid")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", name="padded")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("swish")(x)
+    se = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    se = keras.layers.Conv2D(8, 1, activation="relu", name="se_reduce")(se)
+    se = keras.layers.Conv2D(32, 1, activation="sigmoid", name="se_expand")(se)
+    x = keras.layers.Multiply()([x, se])
+    x = keras.layers.Conv2D(32, 3, padding="same", name="head_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(5, name="head")(x)
+    return randomize_batchnorm(keras.Model(inputs, outputs))
+
+
+def test_ones_channel_folds_count_against_the_budget():
+    # Issue 13.7(b): the slim model kept 41.6% of the FLOPs for flops=0.4
+    # because the extra ones-channel convolution was not counted.
+    model = _squeeze_excite_model()
+    masked = ekg_keras.prune(model, flops=0.4, slim=False, verbose=0)
+    slim = ekg_keras.slim(masked)
+    assert slim.get_layer("padded_ones") is not None
+    full = ekg_keras.count_flops(model).macs
+    assert ekg_keras.count_flops(masked).macs == pytest.approx(
+        ekg_keras.count_flops(slim).macs
+    )
+    assert ekg_keras.count_flops(slim).params == slim.count_params()
+    assert 0.39 <= ekg_keras.count_flops(slim).macs / full <= 0.4
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4
+    # Without the ones channel (fold="bias") it is not counted either.
+    assert ekg_keras.count_flops(masked, fold="bias").macs == pytest.approx(
+        ekg_keras.count_flops(slim).macs
+        - ekg_keras.count_flops(slim).layer_macs["padded_ones"]
+        - 16 * 16 * 9 * slim.get_layer("padded").filters
+    )
+
+
+def test_counter_terms_switch_folds_on_with_removed_channels():
+    model = _squeeze_excite_model()
+    counter = FlopsCounter(graph.trace(ekg_keras.wrap(model), warn=False))
+    terms = counter.terms()
+    keep = counter.full
+    assert terms(keep) == pytest.approx(counter.macs(keep))
+    stem = next(g.id for g in counter.graph.groups if "stem" in g.producers)
+    keep[stem] -= 1
+    # One channel of the stem group less: cheaper stem and padded conv,
+    # but the fold costs 16*16*(23 + 9*32) more.
+    assert terms(keep) == pytest.approx(counter.macs(keep))
+    without = FlopsCounter(counter.graph, fold="bias")
+    assert counter.macs(keep) - without.macs(keep) == 16 * 16 * (23 + 9 * 32)
+    assert counter.macs(counter.full) == without.macs(without.full)
+
+
+def test_soft_pruning_counts_batchnorm_constants_like_slim():
+    # Issue 13.7(b): after an SFP step with non-trivial batch-norm
+    # statistics, count_flops and kept_flops_fraction said 0.529 while the
+    # slim model kept 0.560 (15 ones-channel convolutions).
+    model = randomize_batchnorm(models.resnet20(input_shape=(16, 16, 3)))
+    sfp = ekg_keras.SoftFilterPruning(model, flops=0.55)
+    sfp.prune_step()
+    slim = sfp.slim()
+    folds = [layer for layer in slim.layers if layer.name.endswith("_ones")]
+    assert folds
+    full = ekg_keras.count_flops(model).macs
+    kept = ekg_keras.count_flops(slim).macs / full
+    assert ekg_keras.count_flops(sfp.network).macs / full == pytest.approx(kept)
+    assert kept <= sfp.kept_flops_fraction() <= 0.55

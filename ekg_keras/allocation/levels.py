@@ -63,6 +63,7 @@ class KeepLevels:
                 f"round_to={round_to!r}"
             )
         check_min_channels(min_channels)
+        self.round_to = int(round_to)
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.prunable = np.asarray(prunable, dtype=bool)
         self.levels = [
@@ -98,12 +99,13 @@ def _levels(size, min_channels, round_to):
     return above if len(above) else np.array([size])
 
 
-def top_up(keep, levels, macs, target, priority):
+def top_up(keep, levels, macs, target, priority, allowed=None):
     """Raises keep counts one level at a time while MACs stay <= target.
 
     At each step the group with the highest `priority(group, keep)` among
-    those whose next level still fits is raised, so an allocation lands as
-    close below the target as single levels allow.
+    those whose next level still fits (and gives keep counts that
+    `allowed` accepts) is raised, so an allocation lands as close below
+    the target as single levels allow.
 
     Args:
         keep: Starting keep counts (not modified).
@@ -111,6 +113,8 @@ def top_up(keep, levels, macs, target, priority):
         macs: Function from keep counts to MACs.
         target: MAC budget.
         priority: Function `(group, keep) -> float`.
+        allowed: Optional function `keep -> bool`, a rule the raised keep
+            counts must follow.
 
     Returns:
         The raised keep counts.
@@ -124,7 +128,7 @@ def top_up(keep, levels, macs, target, priority):
                 continue
             trial = keep.copy()
             trial[group] = up
-            if macs(trial) <= target:
+            if (allowed is None or allowed(trial)) and macs(trial) <= target:
                 value = priority(group, keep)
                 if value > best_priority:
                     best, best_priority = (group, up), value

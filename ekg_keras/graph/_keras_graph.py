@@ -2,11 +2,138 @@
 
 Keras 3 exposes no public API to walk the nodes of a functional model, so
 tracing, probing and rebuilding go through these few helpers. Keras' own
-`clone_model` relies on the same attributes.
+`clone_model` relies on the same attributes. The classes of `keras.ops`
+operations (the nodes that `x + 1.0` or `keras.ops.mean(x)` leave in a
+functional graph) and the custom layers of `keras.applications` are only
+importable from `keras.src`, so they are looked up here too.
 """
 
 import keras
+from keras.src.applications import convnext as _convnext
+from keras.src.applications import inception_resnet_v2 as _inception_resnet
 from keras.src.models.functional import Functional
+from keras.src.ops import core as _ops_core
+from keras.src.ops import image as _ops_image
+from keras.src.ops import math as _ops_math
+from keras.src.ops import nn as _ops_nn
+from keras.src.ops import numpy as _ops_numpy
+
+# Element-wise functions of one tensor (`f(x)` entry by entry). Constant
+# arguments (`clip`'s bounds, `leaky_relu`'s slope) are scalars.
+_UNARY_OPS = {
+    _ops_numpy: (
+        "Abs Absolute Fabs Ceil Floor Round Trunc Sign Negative Square Sqrt "
+        "Cbrt Exp Exp2 Expm1 Log Log10 Log1p Log2 Reciprocal Sin Cos Tan "
+        "Sinh Cosh Tanh Arcsin Arccos Arctan Arcsinh Arccosh Arctanh Clip "
+        "NanToNum Copy Sinc Deg2rad Rad2deg"
+    ),
+    _ops_nn: (
+        "Relu Relu6 Sigmoid SparseSigmoid Softplus Softsign SoftShrink "
+        "SparsePlus Silu Squareplus LogSigmoid LeakyRelu HardSigmoid "
+        "HardSilu Elu Selu Gelu Celu TanhShrink HardTanh HardShrink Threshold"
+    ),
+    _ops_core: "Cast StopGradient",
+    _ops_math: "Rsqrt Erf Erfc",
+}
+
+# Element-wise functions of two operands (tensors or broadcast constants).
+_BINARY_OPS = {
+    _ops_numpy: (
+        "Add Subtract Multiply Divide DivideNoNan TrueDivide Power Maximum "
+        "Minimum Fmax Fmin FloorDivide Mod Fmod Arctan2 Hypot Logaddexp "
+        "Logaddexp2"
+    ),
+}
+
+# Reductions that keep the channel axis when they reduce other axes.
+_REDUCTION_OPS = {_ops_numpy: "Mean Max Min Amax Amin Sum"}
+
+# Spatial operations that treat every channel alike.
+_SPATIAL_OPS = {
+    _ops_image: "Resize",
+    _ops_nn: "MaxPool AveragePool",
+}
+
+
+def _classes(table):
+    found = []
+    for module, names in table.items():
+        for name in names.split():
+            cls = getattr(module, name, None)
+            if cls is not None:
+                found.append(cls)
+    return tuple(found)
+
+
+def unary_operation_classes():
+    """Classes of element-wise `keras.ops` functions of one tensor."""
+    return _classes(_UNARY_OPS)
+
+
+def binary_operation_classes():
+    """Classes of element-wise `keras.ops` functions of two operands."""
+    return _classes(_BINARY_OPS)
+
+
+def reduction_operation_classes():
+    """Classes of `keras.ops` reductions with an `axis` and `keepdims`."""
+    return _classes(_REDUCTION_OPS)
+
+
+def spatial_operation_classes():
+    """Classes of `keras.ops` resizing and pooling (per channel)."""
+    return _classes(_SPATIAL_OPS)
+
+
+def concatenate_operation_class():
+    """The class of `keras.ops.concatenate` nodes."""
+    return _ops_numpy.Concatenate
+
+
+def applications_layers():
+    """Custom layers of `keras.applications` models, by role.
+
+    Returns:
+        A dict: "passthrough" (stochastic depth, identity at inference),
+        "scaled_sum" (Inception-ResNet's `x + scale * r`).
+    """
+    return {
+        "passthrough": (_convnext.StochasticDepth,),
+        "scaled_sum": (_inception_resnet.CustomScaleLayer,),
+    }
+
+
+def is_layer(operation):
+    """Whether a graph node's operation is a `Layer` (else a `keras.ops`
+    operation, which has no weights and no `get_weights`)."""
+    return isinstance(operation, keras.layers.Layer)
+
+
+def node_constants(node):
+    """The arguments of a node's call that are not symbolic tensors.
+
+    Returns:
+        A list of the flattened non-tensor arguments (numbers, arrays,
+        strings, None), positional then keyword.
+    """
+    flat = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+    return [x for x in flat if not isinstance(x, keras.KerasTensor)]
+
+
+def call_node(node, operation, values):
+    """Calls `operation` with the node's arguments, tensors replaced.
+
+    Args:
+        node: A functional-graph node.
+        operation: What to call (the node's operation or a stand-in).
+        values: One value per `node.input_tensors`, in order.
+
+    Returns:
+        The operation's outputs.
+    """
+    by_id = {id(t): v for t, v in zip(node.input_tensors, values)}
+    args, kwargs = node.arguments.fill_in(by_id)
+    return operation(*args, **kwargs)
 
 
 def functional_of(model):

@@ -108,6 +108,8 @@ class LayerChannels:
             consumers without first reaching another maskable member (a
             batch normalization or depthwise convolution) through
             weightless layers; Taylor importance is read at terminal layers.
+        handler: The handler that traced the layer (the `UnknownHandler`
+            when its own could not follow the channels).
     """
 
     layer: object
@@ -116,6 +118,7 @@ class LayerChannels:
     inputs: list
     outputs: list
     terminal: bool = True
+    handler: object = None
 
 
 @dataclasses.dataclass(eq=False)

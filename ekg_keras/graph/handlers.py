@@ -1,6 +1,7 @@
 """How channels flow through each kind of layer, and how to slim it.
 
-A handler answers two questions about a layer class:
+A handler answers three questions about a layer class (or a `keras.ops`
+operation class):
 
 * `trace`: given the channel layouts of the layer's inputs (one array of
   channel ids per input tensor), what are the layouts of its outputs, and
@@ -8,24 +9,33 @@ A handler answers two questions about a layer class:
 * `slim_config` / `slim_weights`: given the kept positions of its input
   and output channels, what are the config and weights of the smaller
   layer?
+* `removed_values`: when channels are removed upstream (masked to zero),
+  what value does each of them take after this layer? Slimming folds the
+  non-zero ones into the consumer, and the FLOPs counter counts that fold.
 
 A layout is an int array with one channel id per entry of the tensor's last
 axis. `TraceContext` (see `tracer.py`) creates and joins channel ids.
-Handlers are registered per layer class in `registry.py`; users register
-their own for custom layers.
+Handlers are registered per class in `registry.py`; users register their
+own for custom layers. The convolutions are in `conv_handlers.py`, the
+`keras.ops` operations in `operation_handlers.py`, layers with per-channel
+weights in `channelwise_handlers.py`.
 """
 
+import keras
 import numpy as np
 
 #: Handler kinds. "source" layers open new channels (their outputs) and
-#: consume their inputs; "member" layers map channel i to channel i and
-#: have per-channel weights; "passthrough" layers map channel i to channel i
-#: without weights; "merge" and "reshape" layers combine or rearrange
-#: channels; "model" is a nested model; "unknown" blocks pruning.
+#: consume their inputs; "member" layers map channel i to channel i, have
+#: per-channel weights and carry a mask when wrapped; "channelwise" layers
+#: map channel i to channel i with per-channel weights that are sliced but
+#: not masked; "passthrough" layers map channel i to channel i without
+#: weights; "merge" and "reshape" layers combine or rearrange channels;
+#: "model" is a nested model; "unknown" blocks pruning.
 KINDS = (
     "input",
     "source",
     "member",
+    "channelwise",
     "passthrough",
     "merge",
     "reshape",
@@ -46,15 +56,72 @@ def channels_of(tensor):
     return int(shape[-1])
 
 
-def _channels_last(layer):
-    return getattr(layer, "data_format", "channels_last") != "channels_first"
+def describe(operation):
+    """`layer 'name' (Class)` or `operation 'name' (Class)`."""
+    what = "layer" if isinstance(operation, keras.layers.Layer) else "operation"
+    return f"{what} '{operation.name}' ({type(operation).__name__})"
 
 
-def _last_axis(layer, axis, rank):
+def unknown_values(node):
+    """Values of a call whose outputs are not known constants (NaN)."""
+    return [np.full(channels_of(t), np.nan) for t in node.outputs]
+
+
+def evaluate(function, values, shapes, elementwise=False):
+    """Calls `function` on constant tensors holding `values`.
+
+    Each value vector becomes one sample of its input's shape (unknown
+    sizes 8) holding, per channel, that value everywhere. A channel whose
+    output varies over positions (a zero-padded border, say) is not a
+    constant (NaN).
+
+    Args:
+        function: Takes the list of tensors.
+        values: One value vector per input.
+        shapes: The inputs' symbolic shapes.
+        elementwise: Whether `function` works entry by entry, so that
+            spatial sizes of 1 give the same values, faster.
+
+    Returns:
+        The outputs as flat float arrays (one value per channel), or None
+        if the call fails.
+    """
+    tensors = [
+        _filled(value, shape, elementwise)
+        for value, shape in zip(values, shapes)
+    ]
+    try:
+        outputs = function(tensors)
+    except Exception:  # noqa: BLE001 - any failure: not a known constant.
+        return None
+    return [_per_channel(y) for y in keras.tree.flatten(outputs)]
+
+
+def _filled(value, shape, tiny):
+    """One sample of `shape` (unknown sizes 8; all 1 if `tiny`) with a
+    value per channel."""
+    value = np.asarray(value, dtype="float32").reshape(-1)
+    spatial = [1 if tiny else size or 8 for size in shape[1:-1]]
+    return np.broadcast_to(value, (1, *spatial, len(value))).copy()
+
+
+def _per_channel(output):
+    """One value per channel of a constant output, NaN where it varies."""
+    output = np.asarray(keras.ops.convert_to_numpy(output), np.float64)
+    rows = output.reshape(-1, output.shape[-1] if output.ndim else 1)
+    same = np.all(np.isclose(rows, rows[:1], rtol=1e-6, atol=1e-7), axis=0)
+    return np.where(same, rows[0], np.nan)
+
+
+def _last_axis(axis, rank):
     axis = (
         axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
     )
     return isinstance(axis, int) and axis in (-1, rank - 1)
+
+
+def _shapes(node):
+    return [tuple(t.shape) for t in node.input_tensors]
 
 
 class LayerHandler:
@@ -62,10 +129,28 @@ class LayerHandler:
 
     Subclasses override `trace` and, when the layer's config or weights
     depend on the channel count, `slim_config` / `slim_weights`. They may
-    also override `cost` to count their multiply-accumulates.
+    also override `cost` to count their multiply-accumulates and
+    `removed_values` when the layer is not a function of each channel
+    alone.
     """
 
     kind = "passthrough"
+
+    #: Whether `ones_kernel` and `append_input_channel` are implemented.
+    takes_ones_channel = False
+
+    #: Whether the layer works entry by entry (activations, element-wise
+    #: merges), so that `removed_values` may evaluate it on tiny tensors.
+    elementwise = False
+
+    def specialize(self, layer):
+        """The handler for this particular layer (e.g. by its config).
+
+        The registry calls it after the class lookup; the default keeps
+        this handler.
+        """
+        del layer
+        return self
 
     def trace(self, ctx, layer, node, inputs):
         """Returns the output layouts of one call.
@@ -83,8 +168,6 @@ class LayerHandler:
             IncompatibleChannels: When the channels cannot be followed; the
                 tracer then treats the call as unknown.
         """
-        if not _channels_last(layer):
-            raise IncompatibleChannels("channels_first data format")
         if len(inputs) != 1 or len(node.outputs) != 1:
             raise IncompatibleChannels("expected one input and one output")
         if channels_of(node.outputs[0]) != len(inputs[0]):
@@ -116,6 +199,42 @@ class LayerHandler:
         """
         return weights
 
+    def removed_values(self, layer, node, values):
+        """What removed channels become after this call.
+
+        A removed channel is zero where its mask applies and then goes
+        through the layers after it; an activation with `f(0) != 0`, an
+        added constant or batch normalization in soft mode turn it into a
+        non-zero constant, which slimming must keep.
+
+        Args:
+            layer: The layer (or operation).
+            node: The Keras node of the call.
+            values: Per input tensor, a float array with, per channel, the
+                constant that channel holds when it is removed (NaN: not a
+                constant, e.g. data).
+
+        Returns:
+            One such array per output tensor. The default evaluates the
+            layer on tensors of shape (1, ..., 1, channels) holding the
+            values (NaN where that fails).
+        """
+        out = evaluate(
+            lambda xs: layer(xs[0] if len(xs) == 1 else xs),
+            values,
+            _shapes(node),
+            self.elementwise,
+        )
+        return out if out is not None else unknown_values(node)
+
+    def constants_follow_training(self, layer):
+        """Whether the constants this layer gives removed channels change
+        as training updates its weights (batch normalization after
+        soft-zeroed filters). FLOPs budgets then assume they are non-zero.
+        """
+        del layer
+        return False
+
     def fold_constants(self, layer, config, weights, removed, constants):
         """Folds removed input channels that carry constants into the bias.
 
@@ -141,6 +260,48 @@ class LayerHandler:
             f"layer '{layer.name}' cannot absorb constant input channels"
         )
 
+    def bias_fold_exact(self, layer):
+        """Whether `fold_constants` is exact at every output position.
+
+        When it is not (a zero-padded convolution sees the constant only
+        inside the image), slimming feeds the constants through extra
+        input channels of ones instead (`ones_kernel`).
+        """
+        del layer
+        return True
+
+    def ones_channels(self, layer):
+        """How many extra input channels of ones `ones_kernel` needs."""
+        del layer
+        return 1
+
+    def ones_kernel(self, layer, weights, removed, constants, out_keep):
+        """The weights of extra input channels of ones that add what the
+        removed constant channels contributed (for handlers with
+        `takes_ones_channel`).
+
+        Args:
+            layer: The original layer.
+            weights: Its weights by name (before slicing).
+            removed: Positions of the removed input channels.
+            constants: Their constant values.
+            out_keep: Kept output positions.
+
+        Returns:
+            Dict mapping weight name to the slice for the extra input
+            channels (`ones_channels` of them), output channels kept.
+        """
+        raise IncompatibleChannels(
+            f"layer '{layer.name}' cannot take an extra input channel"
+        )
+
+    def append_input_channel(self, layer, weights, extra):
+        """Appends the slices `extra` (from `ones_kernel`) as the last input
+        channels of the sliced weights."""
+        raise IncompatibleChannels(
+            f"layer '{layer.name}' cannot take an extra input channel"
+        )
+
     def filters(self, layer):
         """The layer's filters as a matrix with one row per output channel.
 
@@ -162,12 +323,42 @@ class LayerHandler:
         """
         return []
 
+    def ones_fold_cost(self, layer, node):
+        """Cost terms (as in `cost`) of the extra ones channels and of the
+        1x1 convolution that makes them, if any."""
+        return []
+
 
 class PassThrough(LayerHandler):
-    """Channel-wise layers without weights: activations, pooling, dropout."""
+    """Channel-wise layers without weights: any layer computing each output
+    channel from the same input channel."""
 
 
-class ActivationHandler(LayerHandler):
+class ElementwiseHandler(LayerHandler):
+    """Layers that work entry by entry: `ReLU`, `LeakyReLU`, `ELU`,
+    `Identity`."""
+
+    elementwise = True
+
+
+class SpatialPassThrough(LayerHandler):
+    """Pooling, resizing, cropping, dropout: each channel is moved or
+    averaged in space only, so a constant channel stays that constant."""
+
+    def removed_values(self, layer, node, values):
+        return [values[0]]
+
+
+class ZeroPaddingHandler(SpatialPassThrough):
+    """`ZeroPadding*`: a non-zero constant channel gets a zero border, so
+    it is no longer a constant."""
+
+    def removed_values(self, layer, node, values):
+        value = np.asarray(values[0], dtype=np.float64)
+        return [np.where(value == 0, 0.0, np.nan)]
+
+
+class ActivationHandler(ElementwiseHandler):
     """`Activation` layers: channel-wise unless the function mixes channels."""
 
     MIXING = ("softmax", "log_softmax")
@@ -179,7 +370,7 @@ class ActivationHandler(LayerHandler):
         return super().trace(ctx, layer, node, inputs)
 
 
-class RescalingHandler(LayerHandler):
+class RescalingHandler(ElementwiseHandler):
     """`Rescaling` with scalar scale and offset is channel-wise."""
 
     def trace(self, ctx, layer, node, inputs):
@@ -196,6 +387,9 @@ class InputHandler(LayerHandler):
     def trace(self, ctx, layer, node, inputs):
         return [ctx.fixed(channels_of(t)) for t in node.outputs]
 
+    def removed_values(self, layer, node, values):
+        return unknown_values(node)
+
 
 class UnknownHandler(LayerHandler):
     """Layers the graph does not know: their channels stay whole."""
@@ -204,102 +398,41 @@ class UnknownHandler(LayerHandler):
 
     def trace(self, ctx, layer, node, inputs):
         reason = (
-            f"it reaches layer '{layer.name}' ({type(layer).__name__}), "
-            "which the channel graph does not know"
+            f"it reaches {describe(layer)}, which the channel graph does "
+            "not know"
         )
         for layout in inputs:
             ctx.block(layout, reason)
         return [ctx.fixed(channels_of(t)) for t in node.outputs]
 
+    def removed_values(self, layer, node, values):
+        return unknown_values(node)
 
-class _Source(LayerHandler):
-    """Layers whose outputs are new channels computed from all inputs."""
+
+class DenseHandler(LayerHandler):
+    """`Dense`: kernel (in, out), applied along the last axis."""
 
     kind = "source"
 
-    def num_outputs(self, layer):
-        raise NotImplementedError
-
     def trace(self, ctx, layer, node, inputs):
-        if not _channels_last(layer):
-            raise IncompatibleChannels("channels_first data format")
-        if len(inputs) != 1:
-            raise IncompatibleChannels("expected one input")
-        name = getattr(getattr(layer, "activation", None), "__name__", "")
-        if name in ActivationHandler.MIXING:
-            # Removing an output channel would change the others, so the
-            # outputs stay whole; the inputs are still read by a kernel.
-            return [ctx.fixed(self.num_outputs(layer))]
-        return [ctx.produce(layer, self.num_outputs(layer))]
-
-
-class Conv2DHandler(_Source):
-    """`Conv2D`: kernel (kh, kw, in, out)."""
-
-    def num_outputs(self, layer):
-        return layer.filters
-
-    def trace(self, ctx, layer, node, inputs):
-        if getattr(layer, "groups", 1) != 1:
-            raise IncompatibleChannels("grouped convolution")
-        return super().trace(ctx, layer, node, inputs)
-
-    def slim_config(self, layer, config, in_keep, out_keep):
-        config["filters"] = len(out_keep[0])
-        return config
-
-    def filters(self, layer):
-        return _rows(layer.kernel)
-
-    def fold_constants(self, layer, config, weights, removed, constants):
-        # Exact away from zero-padded borders: there a tap of the kernel
-        # falls outside the image and sees a zero, not the constant.
-        taps = weights["kernel"][:, :, removed].sum(axis=(0, 1))
-        return _add_bias(config, weights, constants @ taps)
-
-    def slim_weights(self, layer, weights, in_keep, out_keep):
-        weights["kernel"] = weights["kernel"][:, :, in_keep[0]][
-            ..., out_keep[0]
-        ]
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
-
-    def cost(self, layer, node):
-        kh, kw = layer.kernel_size
-        _, h, w, _ = node.outputs[0].shape
-        terms = [
-            ("conv", "macs", h * w * kh * kw, "in", "out"),
-            ("conv", "params", kh * kw, "in", "out"),
-        ]
-        if layer.use_bias:
-            terms.append(("conv", "params", 1, "out", None))
-        return terms
-
-
-class DenseHandler(_Source):
-    """`Dense`: kernel (in, out), applied along the last axis."""
-
-    def num_outputs(self, layer):
-        return layer.units
+        return trace_source(ctx, layer, inputs, layer.units)
 
     def slim_config(self, layer, config, in_keep, out_keep):
         config["units"] = len(out_keep[0])
         return config
 
     def filters(self, layer):
-        return _rows(layer.kernel)
+        return rows(layer.kernel)
 
     def fold_constants(self, layer, config, weights, removed, constants):
-        return _add_bias(
-            config, weights, constants @ weights["kernel"][removed]
-        )
+        return add_bias(config, weights, constants @ weights["kernel"][removed])
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
         weights["kernel"] = weights["kernel"][in_keep[0]][:, out_keep[0]]
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
+        return slice_bias(weights, out_keep)
+
+    def removed_values(self, layer, node, values):
+        return source_values(layer, node)
 
     def cost(self, layer, node):
         positions = int(np.prod(node.input_tensors[0].shape[1:-1]))
@@ -312,84 +445,6 @@ class DenseHandler(_Source):
         return terms
 
 
-class SeparableConv2DHandler(_Source):
-    """`SeparableConv2D`: a depthwise part on the input channels, then a
-    pointwise part that opens new channels."""
-
-    def num_outputs(self, layer):
-        return layer.filters
-
-    def slim_config(self, layer, config, in_keep, out_keep):
-        config["filters"] = len(out_keep[0])
-        return config
-
-    def filters(self, layer):
-        return _rows(layer.pointwise_kernel)
-
-    def fold_constants(self, layer, config, weights, removed, constants):
-        # The depthwise part turns constant c into c * sum(taps) on each of
-        # its multiplier channels; the pointwise part then mixes those.
-        depthwise = weights["depthwise_kernel"][:, :, removed].sum(axis=(0, 1))
-        after_depthwise = (constants[:, None] * depthwise).ravel()
-        rows = _repeat_positions(removed, layer.depth_multiplier)
-        pointwise = weights["pointwise_kernel"][0, 0, rows]
-        return _add_bias(config, weights, after_depthwise @ pointwise)
-
-    def slim_weights(self, layer, weights, in_keep, out_keep):
-        multiplier = layer.depth_multiplier
-        depthwise_rows = _repeat_positions(in_keep[0], multiplier)
-        weights["depthwise_kernel"] = weights["depthwise_kernel"][
-            :, :, in_keep[0]
-        ]
-        pointwise = weights["pointwise_kernel"][:, :, depthwise_rows]
-        weights["pointwise_kernel"] = pointwise[..., out_keep[0]]
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
-
-    def cost(self, layer, node):
-        kh, kw = layer.kernel_size
-        multiplier = layer.depth_multiplier
-        _, h, w, _ = node.outputs[0].shape
-        terms = [
-            ("conv", "macs", h * w * kh * kw * multiplier, "in", None),
-            ("conv", "macs", h * w * multiplier, "in", "out"),
-            ("conv", "params", kh * kw * multiplier, "in", None),
-            ("conv", "params", multiplier, "in", "out"),
-        ]
-        if layer.use_bias:
-            terms.append(("conv", "params", 1, "out", None))
-        return terms
-
-
-class DepthwiseConv2DHandler(LayerHandler):
-    """`DepthwiseConv2D`: output channel c*m + k comes from input channel c."""
-
-    kind = "member"
-
-    def trace(self, ctx, layer, node, inputs):
-        if not _channels_last(layer):
-            raise IncompatibleChannels("channels_first data format")
-        return [np.repeat(inputs[0], layer.depth_multiplier)]
-
-    def slim_weights(self, layer, weights, in_keep, out_keep):
-        weights["kernel"] = weights["kernel"][:, :, in_keep[0]]
-        if "bias" in weights:
-            weights["bias"] = weights["bias"][out_keep[0]]
-        return weights
-
-    def cost(self, layer, node):
-        kh, kw = layer.kernel_size
-        _, h, w, _ = node.outputs[0].shape
-        terms = [
-            ("conv", "macs", h * w * kh * kw, "out", None),
-            ("conv", "params", kh * kw, "out", None),
-        ]
-        if layer.use_bias:
-            terms.append(("conv", "params", 1, "out", None))
-        return terms
-
-
 class BatchNormalizationHandler(LayerHandler):
     """`BatchNormalization` over the last axis: per-channel weights."""
 
@@ -397,12 +452,29 @@ class BatchNormalizationHandler(LayerHandler):
 
     def trace(self, ctx, layer, node, inputs):
         rank = len(node.input_tensors[0].shape)
-        if not _last_axis(layer, layer.axis, rank):
+        if not _last_axis(layer.axis, rank):
             raise IncompatibleChannels(f"normalizes axis {layer.axis}")
         return [inputs[0]]
 
     def slim_weights(self, layer, weights, in_keep, out_keep):
         return {name: value[in_keep[0]] for name, value in weights.items()}
+
+    def removed_values(self, layer, node, values):
+        if not is_soft(layer):
+            return [np.zeros(len(values[0]))]
+        # Soft pruning leaves batch normalization alone: a zeroed filter
+        # comes out as beta - gamma * mean / std (SPEC 1.1).
+        mean = layer.moving_mean.numpy().astype(np.float64)
+        variance = layer.moving_variance.numpy().astype(np.float64)
+        value = (values[0] - mean) / np.sqrt(variance + layer.epsilon)
+        if layer.scale:
+            value = value * layer.gamma.numpy()
+        if layer.center:
+            value = value + layer.beta.numpy()
+        return [value]
+
+    def constants_follow_training(self, layer):
+        return is_soft(layer)
 
     def cost(self, layer, node):
         positions = int(np.prod(node.input_tensors[0].shape[1:-1]))
@@ -418,21 +490,34 @@ class MergeHandler(LayerHandler):
 
     An input with a single channel that is broadcast against wider inputs
     (an attention map, say) is kept whole.
+
+    Args:
+        zero_absorbs: Whether a zero input makes the output zero whatever
+            the other inputs are (`Multiply`).
     """
 
     kind = "merge"
+    elementwise = True
+
+    def __init__(self, zero_absorbs=False):
+        self.zero_absorbs = zero_absorbs
 
     def trace(self, ctx, layer, node, inputs):
-        width = max(len(layout) for layout in inputs)
-        full = [layout for layout in inputs if len(layout) == width]
-        for layout in inputs:
-            if len(layout) == width:
-                ctx.unify(full[0], layout)
-            elif len(layout) == 1:
-                ctx.block(layout, f"it is broadcast by '{layer.name}'")
-            else:
-                raise IncompatibleChannels("inputs of different widths")
-        return [full[0]]
+        return [merge_layouts(ctx, layer, inputs)]
+
+    def removed_values(self, layer, node, values):
+        return [
+            merge_values(
+                lambda xs: layer(xs),
+                values,
+                _shapes(node),
+                self.zero_absorbs,
+            )
+        ]
+
+
+class ScaledSumHandler(MergeHandler):
+    """Inception-ResNet's `CustomScaleLayer`: `x + scale * r`, element-wise."""
 
 
 class ConcatenateHandler(LayerHandler):
@@ -442,12 +527,10 @@ class ConcatenateHandler(LayerHandler):
     kind = "merge"
 
     def trace(self, ctx, layer, node, inputs):
-        rank = len(node.outputs[0].shape)
-        if _last_axis(layer, layer.axis, rank):
-            return [np.concatenate(inputs)]
-        for layout in inputs[1:]:
-            ctx.unify(inputs[0], layout)
-        return [inputs[0]]
+        return [concatenate_layouts(ctx, layer.axis, node, inputs)]
+
+    def removed_values(self, layer, node, values):
+        return [concatenate_values(layer.axis, node, values)]
 
 
 class FlattenHandler(LayerHandler):
@@ -456,10 +539,10 @@ class FlattenHandler(LayerHandler):
     kind = "reshape"
 
     def trace(self, ctx, layer, node, inputs):
-        if not _channels_last(layer):
-            raise IncompatibleChannels("channels_first data format")
-        positions = int(np.prod(node.input_tensors[0].shape[1:-1]))
-        return [np.tile(inputs[0], positions)]
+        return [np.tile(inputs[0], _positions(node))]
+
+    def removed_values(self, layer, node, values):
+        return [np.tile(values[0], _positions(node))]
 
 
 class ReshapeHandler(LayerHandler):
@@ -468,19 +551,25 @@ class ReshapeHandler(LayerHandler):
     kind = "reshape"
 
     def trace(self, ctx, layer, node, inputs):
-        in_shape = node.input_tensors[0].shape
-        out_shape = node.outputs[0].shape
-        if in_shape[-1] == out_shape[-1]:
-            return [inputs[0]]
-        if len(out_shape) == 2 and None not in in_shape[1:]:
-            return [np.tile(inputs[0], int(np.prod(in_shape[1:-1])))]
-        raise IncompatibleChannels("the reshape moves the channel axis")
+        return [np.tile(inputs[0], self._repeats(node))]
+
+    def removed_values(self, layer, node, values):
+        return [np.tile(values[0], self._repeats(node))]
 
     def slim_config(self, layer, config, in_keep, out_keep):
         config["target_shape"] = tuple(config["target_shape"][:-1]) + (
             len(out_keep[0]),
         )
         return config
+
+    def _repeats(self, node):
+        in_shape = node.input_tensors[0].shape
+        out_shape = node.outputs[0].shape
+        if in_shape[-1] == out_shape[-1]:
+            return 1
+        if len(out_shape) == 2 and None not in in_shape[1:]:
+            return _positions(node)
+        raise IncompatibleChannels("the reshape moves the channel axis")
 
 
 class ModelHandler(LayerHandler):
@@ -492,12 +581,120 @@ class ModelHandler(LayerHandler):
         return ctx.trace_model(layer, inputs, node=node)
 
 
-def _repeat_positions(positions, multiplier):
-    """Positions c -> c*m .. c*m+m-1, for channel-multiplied axes."""
-    return (positions[:, None] * multiplier + np.arange(multiplier)).ravel()
+def trace_source(ctx, layer, inputs, num_outputs):
+    """Layouts of a layer that opens `num_outputs` new channels."""
+    if len(inputs) != 1:
+        raise IncompatibleChannels("expected one input")
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    if name in ActivationHandler.MIXING:
+        # Removing an output channel would change the others, so the
+        # outputs stay whole; the inputs are still read by a kernel.
+        return [ctx.fixed(num_outputs)]
+    return [ctx.produce(layer, num_outputs)]
 
 
-def _add_bias(config, weights, delta):
+def source_values(layer, node):
+    """Removed output channels of a source: zero under a hard mask (applied
+    after the activation), `activation(0)` for soft-zeroed filters."""
+    channels = channels_of(node.outputs[0])
+    if not is_soft(layer):
+        return [np.zeros(channels)]
+    activation = getattr(layer, "activation", None)
+    at_zero = 0.0 if activation is None else activation_at_zero(activation)
+    return [np.full(channels, at_zero)]
+
+
+def is_soft(layer):
+    """Whether `layer` is a prunable layer in soft mode (zeroed weights
+    instead of a mask in the forward pass)."""
+    return (
+        getattr(layer, "filter_mask", None) is not None
+        and getattr(layer, "mode", None) == "soft"
+    )
+
+
+def activation_at_zero(activation):
+    """Returns `activation(0.0)` for one entry of a zero vector, as a float.
+
+    A vector of two zeros keeps channel-mixing activations (softmax: 0.5)
+    meaningful.
+    """
+    value = activation(keras.ops.zeros((1, 2)))
+    return float(keras.ops.convert_to_numpy(value)[0, 0])
+
+
+def merge_layouts(ctx, operation, inputs):
+    """Joins the inputs of an element-wise merge; a one-channel input that
+    is broadcast against wider ones stays whole."""
+    width = max(len(layout) for layout in inputs)
+    full = [layout for layout in inputs if len(layout) == width]
+    for layout in inputs:
+        if len(layout) == width:
+            ctx.unify(full[0], layout)
+        elif len(layout) == 1:
+            ctx.block(layout, f"it is broadcast by '{operation.name}'")
+        else:
+            raise IncompatibleChannels("inputs of different widths")
+    return full[0]
+
+
+def merge_values(function, values, shapes, zero_absorbs):
+    """Removed values after an element-wise merge.
+
+    A broadcast one-channel input is never removed, so it counts as data
+    (NaN); with `zero_absorbs` (multiplication) a zero input still gives
+    zero.
+    """
+    width = max(len(v) for v in values)
+    values = [
+        np.asarray(v, np.float64) if len(v) == width else np.full(1, np.nan)
+        for v in values
+    ]
+    out = evaluate(function, values, shapes, elementwise=True)
+    result = out[0] if out is not None else np.full(width, np.nan)
+    if zero_absorbs:
+        zero = np.zeros(width, dtype=bool)
+        for value in values:
+            zero |= np.broadcast_to(value == 0, (width,))
+        result = np.where(zero, 0.0, result)
+    return result
+
+
+def concatenate_layouts(ctx, axis, node, inputs):
+    """Layout after concatenation along `axis`."""
+    if _last_axis(axis, len(node.outputs[0].shape)):
+        return np.concatenate(inputs)
+    for layout in inputs[1:]:
+        ctx.unify(inputs[0], layout)
+    return inputs[0]
+
+
+def concatenate_values(axis, node, values):
+    """Removed values after concatenation along `axis`: side by side on
+    the channel axis, else one value where all inputs agree."""
+    if _last_axis(axis, len(node.outputs[0].shape)):
+        return np.concatenate(values)
+    stacked = np.stack([np.asarray(v, np.float64) for v in values])
+    agree = np.all(stacked == stacked[0], axis=0)
+    return np.where(agree, stacked[0], np.nan)
+
+
+def _positions(node):
+    """Entries per channel of the input (product of its inner axes)."""
+    shape = node.input_tensors[0].shape[1:-1]
+    if None in shape:
+        raise IncompatibleChannels("unknown spatial size")
+    return int(np.prod(shape))
+
+
+def slice_bias(weights, out_keep):
+    """Keeps the bias entries (if any) of the kept output channels."""
+    if "bias" in weights:
+        weights["bias"] = weights["bias"][out_keep[0]]
+    return weights
+
+
+def add_bias(config, weights, delta):
     """Adds `delta` to the bias, creating the bias if the layer has none."""
     if "bias" not in weights:
         config["use_bias"] = True
@@ -507,7 +704,7 @@ def _add_bias(config, weights, delta):
     return config, weights
 
 
-def _rows(kernel):
+def rows(kernel):
     """A kernel whose last axis is the output channel, as (out, fan-in)."""
     value = np.asarray(kernel.numpy() if hasattr(kernel, "numpy") else kernel)
     return value.reshape(-1, value.shape[-1]).T

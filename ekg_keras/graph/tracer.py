@@ -22,13 +22,15 @@ _FIXED = -1
 def trace(model, warn=True):
     """Traces `model`'s functional graph into groups of coupled channels.
 
-    A convolution's or dense layer's output opens a group; batch
-    normalization, activations, pooling, padding, dropout and depthwise
-    convolutions pass it through; element-wise merges (`Add`, `Multiply`,
-    ...) join their inputs' groups; `Concatenate` on the channel axis lays
-    groups side by side; `Flatten` maps each channel to its rows of the next
-    `Dense`. Channels that reach a model output, a model input or a layer
-    the graph does not know stay whole. Nested models are traced inside.
+    A convolution's or dense layer's output opens a group; batch and layer
+    normalization, activations, pooling, padding, dropout, depthwise and
+    grouped convolutions and layers with per-channel weights pass it
+    through; element-wise merges (`Add`, `Multiply`, ..., and `keras.ops`
+    operations such as `x * y`) join their inputs' groups; `Concatenate`
+    on the channel axis lays groups side by side; `Flatten` maps each
+    channel to its rows of the next `Dense`. Channels that reach a model
+    output, a model input, or a layer or operation the graph does not know
+    stay whole. Nested models are traced inside.
 
     Args:
         model: A functional or built Sequential Keras model.
@@ -40,7 +42,8 @@ def trace(model, warn=True):
 
     Raises:
         ValueError: If `model` has no functional graph (a subclassed model,
-            or a Sequential model that was never built).
+            or a Sequential model that was never built), or uses the
+            channels-first data format.
     """
     graph = functional_of(model)
     if graph is None:
@@ -93,6 +96,14 @@ class _Tracer:
         self._producer.extend([_FIXED] * channels)
         return ids
 
+    def reads_fixed(self, layout):
+        """Whether some of these channels are never pruned (model inputs)."""
+        return any(self._producer[c] == _FIXED for c in np.asarray(layout))
+
+    def warn(self, message):
+        """Records a warning that `trace(..., warn=True)` emits."""
+        self.unfollowed_sources.append(message)
+
     def unify(self, a, b):
         """Joins channel a[i] with b[i] for every i."""
         if len(a) != len(b):
@@ -143,16 +154,14 @@ class _Tracer:
 
     def _trace_node(self, node, layouts):
         layer = node.operation
+        _refuse_channels_first(layer)
         inputs = [layouts[id(x)] for x in node.input_tensors]
         handler = get_handler(layer)
         try:
             outputs = handler.trace(self, layer, node, inputs)
         except H.IncompatibleChannels as error:
             if handler.kind == "source":
-                self.unfollowed_sources.append(
-                    f"layer '{layer.name}' ({type(layer).__name__}) is not "
-                    f"pruned: {error}"
-                )
+                self.warn(f"{H.describe(layer)} is not pruned: {error}")
             handler = H.UnknownHandler()
             outputs = self._trace_unknown(layer, node, inputs, str(error))
         self._share_weights(layer, inputs)
@@ -163,10 +172,7 @@ class _Tracer:
             layouts[id(tensor)] = layout
 
     def _trace_unknown(self, layer, node, inputs, why):
-        reason = (
-            f"layer '{layer.name}' ({type(layer).__name__}) cannot be "
-            f"followed: {why}"
-        )
+        reason = f"{H.describe(layer)} cannot be followed: {why}"
         for layout in inputs:
             self.block(layout, reason)
         return [self.fixed(H.channels_of(t)) for t in node.outputs]
@@ -190,7 +196,7 @@ class _Tracer:
         if id(layer) not in self._records:
             path = "/".join(self._prefix + [layer.name])
             self._records[id(layer)] = LayerChannels(
-                layer, path, handler.kind, inputs, outputs
+                layer, path, handler.kind, inputs, outputs, handler=handler
             )
         return self._records[id(layer)]
 
@@ -210,7 +216,7 @@ class _Tracer:
                 earlier.terminal = False
         if handler.kind in ("source", "member"):
             current = frozenset([record])
-        elif handler.kind in ("passthrough", "merge", "reshape"):
+        elif handler.kind in ("passthrough", "channelwise", "merge", "reshape"):
             current = upstream
         elif handler.kind == "model":
             return  # trace_model carried the sources through the model.
@@ -276,6 +282,18 @@ class _Tracer:
         return group_of, index_of, groups
 
 
+def _refuse_channels_first(layer):
+    if getattr(layer, "data_format", None) == "channels_first":
+        raise ValueError(
+            "Expected a channels-last model (channels on the last axis, the "
+            "Keras default): the channel graph follows the last axis only. "
+            f"Received: {H.describe(layer)} with "
+            "data_format='channels_first'. Build the model with "
+            "data_format='channels_last' (or "
+            "`keras.config.set_image_data_format('channels_last')`)."
+        )
+
+
 def _units(roots):
     """Maps each root to the array of channel ids in its set."""
     order = np.argsort(roots, kind="stable")
@@ -336,7 +354,7 @@ def _fill_roles(groups, records):
         if record.kind == "source":
             for group_id in _groups_in(record.inputs):
                 roles[group_id]["consumers"].append(record.path)
-        elif record.kind == "member":
+        elif record.kind in ("member", "channelwise"):
             for group_id in _groups_in(record.inputs):
                 roles[group_id]["members"].append(record.path)
     for group in groups:

@@ -58,6 +58,13 @@ class PrunableMixin:
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
 
+    @classmethod
+    def wraps(cls, layer):
+        """Whether `wrap` turns `layer` (a `base_layer_class`) into this
+        class; some settings of a base layer cannot carry a mask."""
+        del layer
+        return True
+
     def _mask_channels(self, input_shape):
         """Number of output channels the mask covers."""
         raise NotImplementedError

@@ -6,22 +6,40 @@ import keras
 import numpy as np
 
 from ekg_keras.graph._keras_graph import input_name
+from ekg_keras.graph._keras_graph import is_layer
+from ekg_keras.graph.handlers import activation_at_zero
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
+from ekg_keras.layers.conv import PrunableConv1D
 from ekg_keras.layers.conv import PrunableConv2D
+from ekg_keras.layers.conv import PrunableConv3D
+from ekg_keras.layers.conv import PrunableDepthwiseConv1D
 from ekg_keras.layers.conv import PrunableDepthwiseConv2D
+from ekg_keras.layers.conv import PrunableSeparableConv1D
 from ekg_keras.layers.conv import PrunableSeparableConv2D
+from ekg_keras.layers.conv_transpose import PrunableConv1DTranspose
+from ekg_keras.layers.conv_transpose import PrunableConv2DTranspose
+from ekg_keras.layers.conv_transpose import PrunableConv3DTranspose
 from ekg_keras.layers.dense import PrunableDense
+from ekg_keras.layers.layer_normalization import PrunableLayerNormalization
 from ekg_keras.layers.prunable import PrunableMixin
 from ekg_keras.layers.prunable import check_mode
 
 PRUNABLE_CLASSES = {
     cls.base_layer_class: cls
     for cls in (
+        PrunableConv1D,
         PrunableConv2D,
+        PrunableConv3D,
+        PrunableConv1DTranspose,
+        PrunableConv2DTranspose,
+        PrunableConv3DTranspose,
+        PrunableDepthwiseConv1D,
         PrunableDepthwiseConv2D,
+        PrunableSeparableConv1D,
         PrunableSeparableConv2D,
         PrunableDense,
         PrunableBatchNormalization,
+        PrunableLayerNormalization,
     )
 }
 
@@ -39,12 +57,14 @@ def prunable_layers(model):
 def wrap(model, mode="hard"):
     """Returns a clone of `model` whose prunable layers carry masks.
 
-    Every `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D`, `Dense` and
-    `BatchNormalization` (exactly these classes, not user subclasses) becomes
-    its prunable counterpart, with the same config, the same weights and an
-    all-ones mask, so the clone computes the same outputs. Layers that are
-    already prunable keep their masks and take the new `mode`. Nested models
-    are wrapped recursively. `model` itself is not modified.
+    Every convolution (`Conv1D/2D/3D`, their `Transpose`, `DepthwiseConv1D/2D`,
+    `SeparableConv1D/2D`), `Dense`, `BatchNormalization` and
+    `LayerNormalization` over the last axis (exactly these classes, not user
+    subclasses; `PRUNABLE_CLASSES`) becomes its prunable counterpart, with
+    the same config, the same weights and an all-ones mask, so the clone
+    computes the same outputs. Layers that are already prunable keep their
+    masks and take the new `mode`. Nested models are wrapped recursively;
+    `keras.ops` operation nodes are kept. `model` itself is not modified.
 
     Args:
         model: A functional or Sequential Keras model.
@@ -59,8 +79,8 @@ def wrap(model, mode="hard"):
         if is_prunable(layer):
             return type(layer).from_config({**layer.get_config(), "mode": mode})
         prunable_class = PRUNABLE_CLASSES.get(type(layer))
-        if prunable_class is None:
-            return _plain_copy(layer)
+        if prunable_class is None or not prunable_class.wraps(layer):
+            return plain_copy(layer)
         return prunable_class.from_config({**layer.get_config(), "mode": mode})
 
     def weights(old, new):
@@ -95,7 +115,7 @@ def strip(model):
 
     def make(layer):
         if not is_prunable(layer):
-            return _plain_copy(layer)
+            return plain_copy(layer)
         config = dict(layer.get_config())
         config.pop("mode")
         return layer.base_layer_class.from_config(config)
@@ -141,18 +161,15 @@ def _warn_if_nonzero_at_zero(layer):
         )
 
 
-def activation_at_zero(activation):
-    """Returns `activation(0.0)` for one entry of a zero vector, as a float.
-
-    A vector of two zeros keeps channel-mixing activations (softmax: 0.5)
-    meaningful.
-    """
-    value = activation(keras.ops.zeros((1, 2)))
-    return float(keras.ops.convert_to_numpy(value)[0, 0])
-
-
-def _plain_copy(layer):
-    return layer.__class__.from_config(layer.get_config())
+def plain_copy(operation):
+    """A fresh copy of a layer (no weights set) or of a `keras.ops`
+    operation (which has none)."""
+    try:
+        return operation.__class__.from_config(operation.get_config())
+    except (TypeError, ValueError):
+        if is_layer(operation):
+            raise
+        return operation  # Stateless: sharing it is harmless.
 
 
 def _clone(model, make, weights):
@@ -171,7 +188,7 @@ def _clone(model, make, weights):
         input_tensors=_named_inputs(model),
     )
     for old, new in pairs:
-        if old.weights:
+        if is_layer(old) and old.weights:
             new.set_weights(weights(old, new))
     return clone
 

@@ -1,5 +1,6 @@
 """Tests for ekg_keras.allocation: keep counts that meet a FLOPs budget."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -150,3 +151,70 @@ def test_relative_channel_floor():
 def test_unknown_allocation():
     with pytest.raises(ValueError, match="Received: allocation='greedy'"):
         allocation.get("greedy")
+
+
+def _residual_then_cheap_model():
+    """A residual group of 8 channels at 32x32, then 16 cheap channels at
+    2x2: one channel of the 8 costs as much as all 16."""
+    inputs = keras.Input((32, 32, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")(
+        keras.layers.ReLU()(a)
+    )
+    x = keras.layers.MaxPooling2D(16)(keras.layers.Add()([a, b]))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 1, name="cheap")(x))
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def _assert_within_one_step(channel_graph, keep, step=1):
+    """Some common fraction q has q * size <= keep <= q * size + step in
+    every prunable group: keep fractions within one step of each other."""
+    free = [g.id for g in channel_graph.prunable_groups]
+    sizes = channel_graph.sizes[free]
+    kept = keep[free]
+    assert ((kept - step) / sizes).max() <= (kept / sizes).min() + 1e-12, list(
+        zip(kept, sizes)
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.7])
+def test_uniform_keeps_groups_within_one_channel_of_each_other(fraction):
+    # Issue 13.8: the residual group of 8 kept 5 while the 16 cheap
+    # channels beside it kept all 16.
+    channel_graph = graph.trace(_residual_then_cheap_model())
+    counter = FlopsCounter(channel_graph)
+    full = counter.macs(counter.full)
+    keep = allocation.uniform(
+        counter, fraction * full, None, _levels(channel_graph)
+    )
+    assert counter.macs(keep) <= fraction * full
+    _assert_within_one_step(channel_graph, keep)
+    cheap = next(
+        g.id for g in channel_graph.groups if g.producers == ("cheap",)
+    )
+    assert keep[cheap] < 16
+
+
+@pytest.mark.parametrize("round_to", [1, 4])
+@pytest.mark.parametrize("fraction", [0.35, 0.5, 0.65, 0.9])
+def test_uniform_rule_on_resnet56(resnet56_setup, fraction, round_to):
+    channel_graph, counter, scores = resnet56_setup
+    keep = allocation.uniform(
+        counter,
+        fraction * counter.macs(counter.full),
+        scores,
+        _levels(channel_graph, round_to=round_to),
+    )
+    _assert_within_one_step(channel_graph, keep, step=round_to)
+
+
+def test_uniform_floors_are_the_exception():
+    channel_graph = graph.trace(_residual_then_cheap_model())
+    counter = FlopsCounter(channel_graph)
+    levels = _levels(channel_graph, min_channels=6)
+    keep = allocation.uniform(
+        counter, 0.8 * counter.macs(counter.full), None, levels
+    )
+    assert np.all(keep[[g.id for g in channel_graph.prunable_groups]] >= 6)
+    assert counter.macs(keep) <= 0.8 * counter.macs(counter.full)

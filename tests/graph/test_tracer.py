@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import ekg_keras
 from ekg_keras import graph
 from ekg_keras import models
 
@@ -216,15 +217,18 @@ def test_registered_handler_makes_a_custom_layer_prunable():
     assert _group_of(channel_graph, "before").prunable
 
 
-def test_channels_first_layers_are_not_followed():
+def test_channels_first_model_is_refused_with_a_clear_error():
     inputs = keras.Input((3, 6, 6))
     x = keras.layers.Conv2D(4, 1, data_format="channels_first", name="cf")(
         inputs
     )
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(x))
-    with pytest.warns(UserWarning, match="'cf' .*channels_first"):
-        channel_graph = graph.trace(keras.Model(inputs, outputs))
-    assert all("cf" not in g.producers for g in channel_graph.groups)
+    model = keras.Model(inputs, outputs)
+    message = "channels-last model.*'cf' \\(Conv2D\\).*channels_first"
+    with pytest.raises(ValueError, match=message):
+        graph.trace(model)
+    with pytest.raises(ValueError, match=message):
+        ekg_keras.prune(model, flops=0.5)
 
 
 def test_subclassed_model_is_rejected():

@@ -1,7 +1,6 @@
 """Tests for the prunable layers of `ekg_keras.layers`.
 
-Each of the five prunable classes is checked against its built-in base
-layer: weights and config, the hard mask (exact zeros, zero gradients), the
+Each prunable class is checked against its built-in base layer: weights and config, the hard mask (exact zeros, zero gradients), the
 soft mask (untouched forward pass, `zero_masked_weights`, regrowth),
 `.keras` saving and use under `tf.distribute.MirroredStrategy`.
 """
@@ -15,11 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ekg_keras import layers as prunable_layers
 from ekg_keras.layers import PRUNABLE_CLASSES
 from ekg_keras.layers import PrunableBatchNormalization
 from ekg_keras.layers import PrunableConv2D
 from ekg_keras.layers import PrunableDense
 from ekg_keras.layers import PrunableDepthwiseConv2D
+from ekg_keras.layers import PrunableLayerNormalization
 from ekg_keras.layers import PrunableSeparableConv2D
 from ekg_keras.layers import is_prunable
 
@@ -40,7 +41,8 @@ class Case:
     slices: Callable
 
     def __str__(self):
-        return self.cls.__name__
+        groups = self.kwargs.get("groups", 1)
+        return self.cls.__name__ + (f"-groups{groups}" if groups > 1 else "")
 
 
 ALL = slice(None)
@@ -102,8 +104,90 @@ BATCH_NORM = Case(
     slices=lambda c: {"gamma": (c,), "beta": (c,)},
 )
 
-CASES = [CONV, DEPTHWISE, SEPARABLE, DENSE, BATCH_NORM]
-WITH_ACTIVATION = [CONV, DEPTHWISE, SEPARABLE, DENSE]
+GROUPED = Case(
+    PrunableConv2D,
+    keras.layers.Conv2D,
+    {"filters": 4, "kernel_size": 3, "groups": 2},
+    (2, 5, 5, 4),
+    (2, 3, 3, 4),
+    channels=4,
+    num_trainable=2,
+    num_non_trainable=1,
+    slices=lambda c: {"kernel": (..., c), "bias": (c,)},
+)
+
+
+def _conv_case(rank, transpose=False):
+    """`Conv{rank}D` (or its transpose) with 4 filters of size 3 on 3
+    input channels; a transposed kernel is (*k, out, in)."""
+    name = f"Conv{rank}D" + ("Transpose" if transpose else "")
+    size_in, size_out = (3, 5) if transpose else (5, 3)
+    return Case(
+        getattr(prunable_layers, f"Prunable{name}"),
+        getattr(keras.layers, name),
+        {"filters": 4, "kernel_size": 3},
+        (2,) + (size_in,) * rank + (3,),
+        (2,) + (size_out,) * rank + (4,),
+        channels=4,
+        num_trainable=2,
+        num_non_trainable=1,
+        slices=(
+            (lambda c: {"kernel": (..., c, ALL), "bias": (c,)})
+            if transpose
+            else (lambda c: {"kernel": (..., c), "bias": (c,)})
+        ),
+    )
+
+
+DEPTHWISE_1D = Case(
+    prunable_layers.PrunableDepthwiseConv1D,
+    keras.layers.DepthwiseConv1D,
+    {"kernel_size": 3, "depth_multiplier": 2},
+    (2, 5, 3),
+    (2, 3, 6),
+    channels=6,
+    num_trainable=2,
+    num_non_trainable=1,
+    slices=lambda c: {"kernel": (ALL, c // 2, c % 2), "bias": (c,)},
+)
+SEPARABLE_1D = Case(
+    prunable_layers.PrunableSeparableConv1D,
+    keras.layers.SeparableConv1D,
+    {"filters": 4, "kernel_size": 3, "depth_multiplier": 2},
+    (2, 5, 3),
+    (2, 3, 4),
+    channels=4,
+    num_trainable=3,
+    num_non_trainable=1,
+    slices=lambda c: {"pointwise_kernel": (..., c), "bias": (c,)},
+)
+LAYER_NORM = Case(
+    PrunableLayerNormalization,
+    keras.layers.LayerNormalization,
+    {},
+    (4, 2, 2, 5),
+    (4, 2, 2, 5),
+    channels=5,
+    num_trainable=2,
+    num_non_trainable=1,
+    slices=lambda c: {"gamma": (c,), "beta": (c,)},
+)
+
+WITH_ACTIVATION = [
+    CONV,
+    GROUPED,
+    _conv_case(1),
+    _conv_case(3),
+    _conv_case(1, transpose=True),
+    _conv_case(2, transpose=True),
+    _conv_case(3, transpose=True),
+    DEPTHWISE,
+    DEPTHWISE_1D,
+    SEPARABLE,
+    SEPARABLE_1D,
+    DENSE,
+]
+CASES = WITH_ACTIVATION + [BATCH_NORM, LAYER_NORM]
 # Every case with the call arguments to test it under; BN in both phases.
 CALLS = [pytest.param(case, {}, id=str(case)) for case in WITH_ACTIVATION]
 CALLS += [
@@ -232,7 +316,7 @@ def test_is_instance_of_base_layer(case):
     assert not is_prunable(case.base(**case.kwargs))
 
 
-def test_prunable_classes_cover_exactly_the_five_layers():
+def test_prunable_classes_cover_exactly_the_tested_layers():
     assert PRUNABLE_CLASSES == {case.base: case.cls for case in CASES}
 
 
@@ -359,17 +443,31 @@ def test_zeroed_weights_regrow_in_soft_mode_only(case, call_kwargs):
 
 
 def _all_classes_model():
-    inputs = keras.Input((6, 6, 3), name="image")
-    x = PrunableConv2D(4, 3, activation="relu", name="conv")(inputs)
+    image = keras.Input((6, 6, 3), name="image")
+    x = PrunableConv2D(4, 3, activation="relu", name="conv")(image)
     x = PrunableBatchNormalization(name="bn")(x)
     x = PrunableDepthwiseConv2D(
         3, depth_multiplier=2, padding="same", mode="soft", name="depthwise"
     )(x)
     x = PrunableSeparableConv2D(5, 3, activation="relu", name="separable")(x)
     x = PrunableConv2D(4, 1, use_bias=False, name="conv_no_bias")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = PrunableLayerNormalization(name="layer_norm")(x)
+    x = PrunableConv2D(4, 1, groups=2, name="grouped")(x)
+    x = prunable_layers.PrunableConv2DTranspose(4, 2, name="up")(x)
+    planar = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    signal = keras.Input((8, 3), name="signal")
+    y = prunable_layers.PrunableConv1D(4, 3, name="conv1d")(signal)
+    y = prunable_layers.PrunableDepthwiseConv1D(3, name="depthwise1d")(y)
+    y = prunable_layers.PrunableSeparableConv1D(4, 3, name="separable1d")(y)
+    y = prunable_layers.PrunableConv1DTranspose(4, 3, name="up1d")(y)
+    y = keras.layers.GlobalAveragePooling1D(name="pool1d")(y)
+    volume = keras.Input((4, 4, 4, 3), name="volume")
+    z = prunable_layers.PrunableConv3D(4, 3, name="conv3d")(volume)
+    z = prunable_layers.PrunableConv3DTranspose(4, 2, name="up3d")(z)
+    z = keras.layers.GlobalAveragePooling3D(name="pool3d")(z)
+    x = keras.layers.Concatenate(name="joined")([planar, y, z])
     outputs = PrunableDense(3, mode="soft", name="dense")(x)
-    return keras.Model(inputs, outputs)
+    return keras.Model([image, signal, volume], outputs)
 
 
 def _set_random_masks(model, seed=0):
@@ -385,7 +483,10 @@ def _set_random_masks(model, seed=0):
 def test_keras_file_restores_every_prunable_class_and_mask(tmp_path):
     model = _all_classes_model()
     _set_random_masks(model)
-    x = layer_testing.random_inputs((2, 6, 6, 3))
+    x = [
+        layer_testing.random_inputs(shape)
+        for shape in ((2, 6, 6, 3), (2, 8, 3), (2, 4, 4, 4, 3))
+    ]
     expected = _np(model(x))
 
     model.save(tmp_path / "model.keras")
@@ -442,3 +543,50 @@ def test_mirrored_strategy_respects_mask_set_outside_step(mirrored):
         assert np.all(after[name][..., [0, 2]] != before[name][..., [0, 2]])
     for replica_mask in conv.filter_mask.value.values:
         np.testing.assert_array_equal(replica_mask.numpy(), [1.0, 0.0, 1.0])
+
+
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
+@pytest.mark.parametrize("rms_scaling", [False, True])
+def test_layer_norm_hard_mask_normalizes_over_kept_channels(rms_scaling):
+    case = LAYER_NORM
+    layer = _built_layer(case, "hard", rms_scaling=rms_scaling)
+    x = layer_testing.random_inputs(case.input_shape)
+    kept = _kept(case)
+    # The slim layer: a plain LayerNormalization over the kept channels.
+    slim = keras.layers.LayerNormalization(rms_scaling=rms_scaling)
+    slim.build(case.input_shape[:-1] + (len(kept),))
+    slim.set_weights([w.numpy()[kept] for w in layer.weights[:-1]])
+
+    y = _np(layer(x))
+
+    assert np.all(y[..., _masked(case)] == 0.0)
+    np.testing.assert_allclose(
+        y[..., kept], _np(slim(x[..., kept])), rtol=1e-5, atol=1e-5
+    )
+    layer.filter_mask.assign(np.ones(case.channels, "float32"))
+    base = _base_twin(case, layer)
+    np.testing.assert_allclose(_np(layer(x)), _np(base(x)), atol=1e-5)
+
+
+def test_layer_norm_gradients_and_soft_mode():
+    case = LAYER_NORM
+    x = layer_testing.random_inputs(case.input_shape)
+    weights = layer_testing.random_inputs(case.output_shape, seed=3)
+    layer = _built_layer(case, "hard")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) * weights)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    for grad in grads:
+        assert np.all(grad.numpy()[_masked(case)] == 0.0)
+        assert np.all(grad.numpy()[_kept(case)] != 0.0)
+    soft = _built_layer(case, "soft")
+    np.testing.assert_array_equal(_np(soft(x)), _np(_base_twin(case, soft)(x)))
+
+
+def test_only_layer_norm_over_the_last_axis_is_wrapped():
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.LayerNormalization(name="channels")(inputs)
+    x = keras.layers.LayerNormalization(axis=[1, 2, 3], name="all")(x)
+    wrapped = prunable_layers.wrap(keras.Model(inputs, x))
+    assert is_prunable(wrapped.get_layer("channels"))
+    assert type(wrapped.get_layer("all")) is keras.layers.LayerNormalization

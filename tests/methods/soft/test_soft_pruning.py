@@ -162,7 +162,9 @@ def test_slim_equals_the_trained_model(residual):
         / ekg_keras.count_flops(_resnet8()).macs
     )
     if residual == "coupled":
-        assert kept == pytest.approx(sfp.kept_flops_fraction(), abs=0.02)
+        # An upper bound: it counts a ones-channel fold wherever a removed
+        # channel may carry a batch-norm constant (issue 13.7b).
+        assert kept <= sfp.kept_flops_fraction()
         assert small.get_layer("stem_conv").filters == 4
     else:
         # The residual stream keeps its width; only conv1 groups shrink.
