@@ -153,12 +153,12 @@ def prune(
         return model
     latency_arguments = {}
     if budget == "latency":
-        latency_arguments = dict(
-            latency=latency,
-            latency_batch_size=latency_batch_size,
-            runtime=runtime,
-            latency_cache=latency_cache,
-        )
+        latency_arguments = {
+            "latency": latency,
+            "latency_batch_size": latency_batch_size,
+            "runtime": runtime,
+            "latency_cache": latency_cache,
+        }
     pruning = entry.create(
         model,
         flops,

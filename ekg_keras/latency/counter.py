@@ -188,7 +188,8 @@ class LatencyCounter:
             run = make_runner(model, self.runtime, self.batch_size)
             shape = (self.batch_size, *model.input_shape[1:])
             x = np.random.default_rng(0).standard_normal(shape)
-            calls.append(lambda run=run, x=x.astype("float32"): run(x))
+            x = x.astype("float32")
+            calls.append(lambda run=run, x=x: run(x))
         medians = interleaved_medians(calls, self.runs, self.warmup)
         return [1e3 * seconds for seconds in medians]
 

@@ -156,9 +156,12 @@ def timed_layers(graph):
 
 
 def _kind(layer_class, config, side_a, side_b):
-    if (side_a, side_b) == ("in", "out") and config.get("groups", 1) == 1:
-        if "units" in config or "filters" in config:
-            return "grid"
+    if (
+        (side_a, side_b) == ("in", "out")
+        and config.get("groups", 1) == 1
+        and ("units" in config or "filters" in config)
+    ):
+        return "grid"
     if (
         (side_a, side_b) == ("out", None)
         and "Depthwise" in layer_class.__name__

@@ -18,7 +18,6 @@ from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
 from ekg_keras.slim import slim
 
-
 # Masked models of latency-budgeted set-ups, by id: a method's inner model
 # (a search model, a sampler) builds its own set-up on the method's masked
 # model and must budget by the same latency cost.
