@@ -174,7 +174,10 @@ def _kind(layer_class, config, side_a, side_b):
 def measure_table(timed, grid, batch_size, runtime, runs=10, warmup=3):
     """Times `timed` at every grid point: median milliseconds.
 
-    The grid points are timed in interleaved rounds (`interleaved_medians`).
+    The grid points are timed in interleaved rounds (`interleaved_medians`),
+    and the table is made non-decreasing along both axes (more channels at
+    these grid points never take less time; a dip is timing noise, which
+    would otherwise let a search "save" time by keeping more channels).
     A "proportional" layer is timed whole; its table is 0 at no channels,
     so that interpolation scales its time by its MACs.
     """
@@ -198,4 +201,5 @@ def measure_table(timed, grid, batch_size, runtime, runs=10, warmup=3):
             calls.append(lambda run=run, x=x: run(x))
     for (i, j), seconds in zip(cells, interleaved_medians(calls, runs, warmup)):
         ms[i, j] = 1e3 * seconds
+    ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)
     return LatencyTable(a_points, b_points, ms)
