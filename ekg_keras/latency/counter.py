@@ -22,7 +22,7 @@ from ekg_keras.latency.table import TableStack
 
 #: Kept fractions of every group in the whole networks that calibrate the
 #: sum of layer times against the network's measured time.
-CALIBRATION = (1.0, 0.75, 0.5)
+CALIBRATION = (1.0, 0.75, 0.5, 0.3)
 
 
 class LatencyCounter:
@@ -32,11 +32,14 @@ class LatencyCounter:
     `LatencyTable` of its median time over a small grid of kept input and
     output channels, measured on this device in `runtime` at
     `batch_size`, interpolated between grid points. The network's time is
-    `intercept + scale * sum(layer times)`: the intercept and scale are
-    fitted by least squares to the measured time of whole networks (the
-    deployed form, `network(keep_counts)`) with every group kept at each
-    fraction of `CALIBRATION`; they absorb what the layer timings miss
-    (the call's overhead, activations and adds, layer-to-layer traffic).
+    `intercept + scale * sum(layer times) + per_element * elements`, where
+    `elements` counts the timed layers' output values per sample (what
+    activations, adds and layer-to-layer memory traffic scale with). The
+    three coefficients are fitted by least squares to the measured time of
+    whole networks (the deployed form, `network(keep_counts)`) with every
+    group kept at each fraction of `CALIBRATION`; they absorb what the
+    isolated layer timings miss (the call's overhead, the layers between
+    them, caches shared along the network).
     Tables and calibration are cached in a file keyed by what was measured
     and valid for one device and runtime (`LatencyCache`), so a model is
     measured once per device.
@@ -99,7 +102,14 @@ class LatencyCounter:
         self._a_fixed = np.array([t.a_fixed for t in self.layers])
         self._b_weights = np.stack([t.b_weights for t in self.layers])
         self._b_fixed = np.array([t.b_fixed for t in self.layers])
-        self.intercept, self.scale = 0.0, 1.0
+        positions = np.array([t.positions for t in self.layers])
+        self._element_weights = positions @ np.stack(
+            [t.out_weights for t in self.layers]
+        )
+        self._element_fixed = float(
+            positions @ np.array([t.out_fixed for t in self.layers])
+        )
+        self.intercept, self.scale, self.per_element = 0.0, 1.0, 0.0
         self.calibration = []
         if network is not None:
             self._calibrate(network)
@@ -116,9 +126,18 @@ class LatencyCounter:
         b = self._b_weights @ keep + self._b_fixed
         return self._stack.ms(a, b)
 
+    def elements(self, keep):
+        """Output values of the timed layers per sample at `keep`."""
+        keep = np.asarray(keep, np.float64)
+        return float(self._element_weights @ keep + self._element_fixed)
+
     def milliseconds(self, keep):
         """Predicted milliseconds of one call at keep counts `keep`."""
-        return self.intercept + self.scale * float(np.sum(self.layer_ms(keep)))
+        return (
+            self.intercept
+            + self.scale * float(np.sum(self.layer_ms(keep)))
+            + self.per_element * self.elements(keep)
+        )
 
     def macs(self, keep, masks=None):
         """The cost methods budget: predicted milliseconds (`masks`, for
@@ -150,7 +169,11 @@ class LatencyCounter:
                 f"quantity={quantity!r}"
             )
         n = len(self.sizes)
-        coef, a_w, a_0, b_w, b_0 = [], [], [], [], []
+        coef, a_w, a_0, b_w, b_0 = [self.per_element], [], [], [], []
+        a_w.append(self._element_weights)
+        a_0.append(self._element_fixed)
+        b_w.append(np.zeros(n))
+        b_0.append(1.0)
         constant = self.intercept
         for timed, table in zip(self.layers, self.tables):
             c0, c1, c2, c3 = table.bilinear_fit()
@@ -251,7 +274,10 @@ class LatencyCounter:
             self.cache.put(key, stored)
         measured = np.array(stored["measured_ms"])
         sums = np.array([np.sum(self.layer_ms(k)) for k in levels])
-        self.intercept, self.scale = _fit_line(sums, measured)
+        elements = np.array([self.elements(k) for k in levels])
+        self.intercept, self.scale, self.per_element = _fit(
+            sums, elements, measured
+        )
         self.calibration = [
             {
                 "fraction": f,
@@ -282,14 +308,21 @@ def _uniform_counts(sizes, graph, fraction):
     return counts
 
 
-def _fit_line(sums, measured):
-    """`(intercept, scale)` of measured ~ intercept + scale * sums; a plain
-    ratio if the points do not give a positive slope (noise)."""
-    if len(sums) > 1 and np.ptp(sums) > 0:
-        scale, intercept = np.polyfit(sums, measured, 1)
-        if scale > 0:
-            return float(intercept), float(scale)
-    return 0.0, float(np.sum(measured) / max(np.sum(sums), 1e-12))
+def _fit(sums, elements, measured):
+    """`(intercept, scale, per_element)` of measured ~ intercept + scale *
+    sums + per_element * elements by least squares, with scale > 0 and
+    per_element >= 0; fewer terms when the points (noise) do not give
+    that, down to a plain ratio."""
+    ones = np.ones(len(sums))
+    for columns in ([ones, sums, elements], [ones, sums]):
+        if len(sums) <= len(columns):
+            continue
+        design = np.stack(columns, axis=1)
+        solution, *_ = np.linalg.lstsq(design, measured, rcond=None)
+        solution = list(solution) + [0.0] * (3 - len(solution))
+        if solution[1] > 0 and solution[2] >= 0:
+            return tuple(float(v) for v in solution)
+    return 0.0, float(np.sum(measured) / max(np.sum(sums), 1e-12)), 0.0
 
 
 def check_batch_size(batch_size):

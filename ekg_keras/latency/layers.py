@@ -36,6 +36,9 @@ class TimedLayer:
         input_shape: The call's input shape without batch.
         a_weights, a_fixed, b_weights, b_fixed: The sides' live rows.
         a_full, b_full: The sides' channels in the unpruned model.
+        out_weights, out_fixed: The live row of its output channels.
+        positions: Output positions per sample (the product of the
+            output's spatial sizes; 1 for a dense layer on vectors).
     """
 
     path: str
@@ -49,6 +52,9 @@ class TimedLayer:
     b_fixed: float
     a_full: float
     b_full: float
+    out_weights: np.ndarray
+    out_fixed: float
+    positions: float
 
     def live(self, keep):
         """Live channels `(a, b)` at keep counts `keep`."""
@@ -132,8 +138,9 @@ def timed_layers(graph):
         _, _, _, side_a, side_b = terms[0]
         sides = {"in": call.inputs[0], "out": call.outputs[0], None: None}
         weights, fixed = live_channel_rows(
-            [sides[side_a], sides[side_b]], sizes, 2
+            [sides[side_a], sides[side_b], call.outputs[0]], sizes, 3
         )
+        output_shape = call.node.output_tensors[0].shape[1:-1]
         config = dict(layer.get_config())
         config.pop("mode", None)
         layer_class = getattr(layer, "base_layer_class", type(layer))
@@ -150,6 +157,9 @@ def timed_layers(graph):
                 b_fixed=float(fixed[1]),
                 a_full=float(weights[0] @ sizes + fixed[0]),
                 b_full=float(weights[1] @ sizes + fixed[1]),
+                out_weights=weights[2],
+                out_fixed=float(fixed[2]),
+                positions=float(np.prod(output_shape)),
             )
         )
     return timed

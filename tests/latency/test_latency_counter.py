@@ -97,7 +97,7 @@ def test_terms_reproduce_the_prediction_on_a_two_point_grid(measured):
 
 def test_calibration_fits_whole_network_times(measured):
     calibration = measured.counter.calibration
-    assert [c["fraction"] for c in calibration] == [1.0, 0.75, 0.5]
+    assert [c["fraction"] for c in calibration] == [1.0, 0.75, 0.5, 0.3]
     assert all(c["measured_ms"] > 0 for c in calibration)
     assert measured.counter.scale > 0
 
