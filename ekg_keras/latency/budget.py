@@ -46,8 +46,8 @@ def check_budget(flops, latency, required=True):
         return "flops", check_flops_fraction(flops)
     if required:
         raise ValueError(
-            "A budget is needed: `flops` (fraction of FLOPs to keep) or "
-            "`latency` (fraction of measured latency to keep). Received: "
-            "flops=None, latency=None"
+            "A budget is needed: `flops`, the fraction of FLOPs to keep, or "
+            "`latency`, the fraction of measured latency to keep, in (0, 1]. "
+            "Received: flops=None, latency=None"
         )
     return None, None
