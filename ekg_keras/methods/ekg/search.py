@@ -393,15 +393,18 @@ class EKGSearch(PruningMethod):
                 f"{self.history[-1].flops_fraction:.4f} > {self.target}."
             )
         knowledge = _softmax(ensemble)
-        current = self._keep(widths, ranks)
-        best = None
-        for group in np.flatnonzero(checked):
-            width = self._candidate_width(group, widths, ranks)
+        groups = np.flatnonzero(checked)
+        widths_tried, keeps = [], []
+        for group in groups:
             trial = widths.copy()
-            trial[group] = width
-            self.evaluator.set_keep(self._keep(trial, ranks), [group])
-            logits = self.evaluator.logits(group)
-            self.evaluator.set_keep(current, [group])
+            trial[group] = self._candidate_width(group, widths, ranks)
+            widths_tried.append(trial[group])
+            keeps.append(self._keep(trial, ranks))
+        # All candidates in one evaluator call (one compiled call per batch
+        # with the stacked layout); the masks end as they were.
+        candidate_logits = self.evaluator.evaluate(keeps)
+        best = None
+        for group, width, logits in zip(groups, widths_tried, candidate_logits):
             objective = float(
                 np.mean(
                     _cross_entropy(labels, logits)
