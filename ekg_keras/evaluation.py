@@ -13,6 +13,7 @@ whole network (the plain mode, as the EKG reference code does).
 """
 
 import collections
+import contextlib
 import functools
 import time
 
@@ -38,6 +39,45 @@ _KERNELS = {
 LAYOUTS = ("sequential", "stacked")
 #: The compiled pieces `jit_compile` may name.
 PIECES = ("importance", "candidates")
+#: Compute precisions of `compute_precision` (Keras dtype policy names).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def compute_precision(model, precision):
+    """Runs `model` (and its nested models) under a Keras dtype policy.
+
+    Inside the block every layer computes in `precision`'s compute dtype
+    while its variables stay float32 (`"mixed_float16"` as in
+    `keras.mixed_precision`); on exit each layer gets its own policy back.
+    Build the evaluator and trace its functions inside the block. Mask
+    gradients are then taken with a static loss scale (`importance`).
+
+    Args:
+        model: A built Keras model.
+        precision: One of `PRECISIONS`; "float32" changes nothing.
+
+    Raises:
+        ValueError: For an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"`precision` should be one of {PRECISIONS}. Received: "
+            f"precision={precision!r}"
+        )
+    if precision == "float32":
+        yield model
+        return
+    layers = [model, *_all_layers(model)]
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            if keras.backend.is_float_dtype(layer.compute_dtype):
+                layer.dtype_policy = precision
+        yield model
+    finally:
+        for layer, policy in zip(layers, saved):
+            layer.dtype_policy = policy
 
 
 def cross_entropy_objective(labels, targets, logits):
