@@ -295,7 +295,8 @@ class SubnetworkEvaluator:
             return
         start = time.perf_counter()
         self._cached = [
-            self._run(self._prefix, list(x), "concat") for x in self._x_batches
+            self._as_frontier(self._run(self._prefix, list(x), "concat"))
+            for x in self._x_batches
         ]
         self.seconds["prefix"] += time.perf_counter() - start
 
@@ -395,6 +396,15 @@ class SubnetworkEvaluator:
         stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
         return list(stacked)
 
+    def _as_frontier(self, values):
+        """Frontier activations in the dtypes of the suffixes' signatures:
+        a 16-bit compute policy produces them in 16 bits, and the suffixes'
+        layers cast them back to their compute dtype as they run."""
+        return [
+            tf.cast(value, spec.dtype)
+            for value, spec in zip(values, self._frontier_specs)
+        ]
+
     def _mask_row(self, keep):
         """The masks of every masked layer under `keep`, concatenated."""
         return np.concatenate(
@@ -438,7 +448,7 @@ class SubnetworkEvaluator:
                 ],
                 combine=("weighted_mean", "concat"),
             )
-            cached.append(list(frontier))
+            cached.append(self._as_frontier(frontier))
             # One row per terminal masked layer: its signed per-channel
             # `sum(dJ/dy * y)`; the absolute value is taken per layer and
             # batch, as the reference's gates do.
