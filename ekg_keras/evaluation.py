@@ -13,6 +13,7 @@ whole network (the plain mode, as the EKG reference code does).
 """
 
 import collections
+import contextlib
 import functools
 import time
 
@@ -32,6 +33,51 @@ _KERNELS = {
     keras.layers.DepthwiseConv2D: "kernel",
     keras.layers.SeparableConv2D: "pointwise_kernel",
 }
+
+
+#: How `evaluate` scores several keep configurations (see the class).
+LAYOUTS = ("sequential", "stacked")
+#: The compiled pieces `jit_compile` may name.
+PIECES = ("importance", "candidates")
+#: Compute precisions of `compute_precision` (Keras dtype policy names).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def compute_precision(model, precision):
+    """Runs `model` (and its nested models) under a Keras dtype policy.
+
+    Inside the block every layer computes in `precision`'s compute dtype
+    while its variables stay float32 (`"mixed_float16"` as in
+    `keras.mixed_precision`); on exit each layer gets its own policy back.
+    Build the evaluator and trace its functions inside the block. Mask
+    gradients are then taken with a static loss scale (`importance`).
+
+    Args:
+        model: A built Keras model.
+        precision: One of `PRECISIONS`; "float32" changes nothing.
+
+    Raises:
+        ValueError: For an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"`precision` should be one of {PRECISIONS}. Received: "
+            f"precision={precision!r}"
+        )
+    if precision == "float32":
+        yield model
+        return
+    layers = [model, *_all_layers(model)]
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            if keras.backend.is_float_dtype(layer.compute_dtype):
+                layer.dtype_policy = precision
+        yield model
+    finally:
+        for layer, policy in zip(layers, saved):
+            layer.dtype_policy = policy
 
 
 def cross_entropy_objective(labels, targets, logits):
@@ -65,6 +111,18 @@ class SubnetworkEvaluator:
             moving averages.
         objective: `(labels, targets, logits) -> per-sample loss` whose
             mask gradients `importance` returns; defaults to cross-entropy.
+        jit_compile: Compile with XLA: a bool for every piece, or a dict
+            with the keys "importance" (the gradient pass) and
+            "candidates" (whole-network, prefix and suffix passes). Off by
+            default: on a 2-core x86 CPU XLA made both pieces about 2x
+            slower than TensorFlow's own kernels (benchmarks/README.md).
+        layout: How `evaluate` scores several configurations: "sequential"
+            (one compiled call per configuration and batch, the masks
+            written from Python in between) or "stacked" (one compiled call
+            per batch for all of them: the masks of each configuration are
+            rows of one tensor, written inside the call, and each row is
+            run from its own frontier). "stacked" needs one replica and no
+            kernel rescale; otherwise "sequential" is used.
 
     Attributes:
         evaluations: Number of `logits` calls so far.
@@ -93,7 +151,14 @@ class SubnetworkEvaluator:
         rescale_kernels=False,
         batch_statistics=True,
         objective=None,
+        jit_compile=False,
+        layout="sequential",
     ):
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"`layout` should be one of {LAYOUTS}. Received: "
+                f"layout={layout!r}"
+            )
         self.model = model
         self.graph = graph
         multiple = isinstance(inputs, (list, tuple))
@@ -117,6 +182,12 @@ class SubnetworkEvaluator:
         )
         self.training = bool(batch_statistics)
         self.rescale_kernels = rescale_kernels
+        self.jit_compile = _jit_settings(jit_compile)
+        self.layout = (
+            layout
+            if self.strategy.num_replicas_in_sync == 1 and not rescale_kernels
+            else "sequential"
+        )
         self.batches = [
             (start, min(start + batch_size, num))
             for start in range(0, num, batch_size)
@@ -141,25 +212,34 @@ class SubnetworkEvaluator:
             for r in graph.maskable_layers()
             if r.terminal and is_prunable(r.layer)
         ]
+        self._channels = int(sum(g.size for g in graph.groups))
+        self._gate_segments = [
+            _segment_ids(r.outputs[0], graph.groups) for r in self._gates
+        ]
+        self._masked = _unique_layers(graph)
         # Fixed signatures with an unknown batch size: every compiled piece
         # is traced exactly once, whatever the size of the last batch.
         specs = _specs(model.inputs)
         self.num_classes = int(model.outputs[0].shape[-1])
-        self._full = self._compile(self._logits, specs)
+        self._full = self._compile(self._logits, specs, "candidates")
         self._gradients = self._compile(
-            self._gate_gradients,
+            self._gate_sums,
             specs
             + [
                 tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((None, self.num_classes), tf.float32),
             ],
+            "importance",
         )
         self._suffixes = {}
+        self._suffix_models = {}
+        self._frontier_specs = []
         self._prefix = None
         self._scoring = None
         self._cached = None
         if cache:
             self._build_suffixes()
+        self._stacked = None
         self._keep = None
         self.evaluations = 0
         self.seconds = collections.Counter()
@@ -215,7 +295,8 @@ class SubnetworkEvaluator:
             return
         start = time.perf_counter()
         self._cached = [
-            self._run(self._prefix, list(x), "concat") for x in self._x_batches
+            self._as_frontier(self._run(self._prefix, list(x), "concat"))
+            for x in self._x_batches
         ]
         self.seconds["prefix"] += time.perf_counter() - start
 
@@ -249,7 +330,9 @@ class SubnetworkEvaluator:
 
         Each configuration is compared with the current masks (the last
         `set_keep`): one that changes a single group is evaluated from that
-        group's cached frontier, any other from the inputs.
+        group's cached frontier, any other from the inputs. With
+        `layout="stacked"` all of them are scored in one compiled call per
+        batch.
 
         Args:
             keeps: A list of keep configurations (one boolean mask per
@@ -263,19 +346,73 @@ class SubnetworkEvaluator:
         if self._cached is None:
             self.cache_prefix()
         current = self._keep
-        results = []
+        starts = []
         for keep in keeps:
             changed = [
                 g
                 for g, (new, old) in enumerate(zip(keep, current))
                 if not np.array_equal(new, old)
             ]
+            starts.append(changed[0] if len(changed) == 1 else None)
+        if self.layout == "stacked" and keeps:
+            return self._evaluate_stacked(keeps, starts)
+        results = []
+        for keep, start in zip(keeps, starts):
+            changed = [
+                g
+                for g, (new, old) in enumerate(zip(keep, current))
+                if not np.array_equal(new, old)
+            ]
             self.set_keep(keep, changed)
-            results.append(
-                self.logits(changed[0] if len(changed) == 1 else None)
-            )
+            results.append(self.logits(start))
             self.set_keep(current, changed)
         return results
+
+    def _evaluate_stacked(self, keeps, starts):
+        """`evaluate` in one compiled call per batch (see `layout`)."""
+        self.evaluations += len(keeps)
+        begin = time.perf_counter()
+        if self._stacked is None:
+            self._stacked = self._build_stacked()
+        function, branch_of = self._stacked
+        rows = tf.constant(
+            np.stack([self._mask_row(keep) for keep in keeps]), tf.float32
+        )
+        use_cache = self._cached is not None
+        branches = tf.constant(
+            [branch_of.get(s, 0) if use_cache else 0 for s in starts],
+            tf.int32,
+        )
+        parts = [
+            function(
+                list(x),
+                list(self._cached[index]) if use_cache else [],
+                rows,
+                branches,
+            )
+            for index, x in enumerate(self._x_batches)
+        ]
+        self.seconds["evaluation"] += time.perf_counter() - begin
+        stacked = np.concatenate([np.asarray(p) for p in parts], axis=1)
+        return list(stacked)
+
+    def _as_frontier(self, values):
+        """Frontier activations in the dtypes of the suffixes' signatures:
+        a 16-bit compute policy produces them in 16 bits, and the suffixes'
+        layers cast them back to their compute dtype as they run."""
+        return [
+            tf.cast(value, spec.dtype)
+            for value, spec in zip(values, self._frontier_specs)
+        ]
+
+    def _mask_row(self, keep):
+        """The masks of every masked layer under `keep`, concatenated."""
+        return np.concatenate(
+            [
+                record.outputs[0].keep_mask(keep).astype("float32")
+                for record in self._masked
+            ]
+        )
 
     def importance(self, targets=None):
         """Per-group first-order Taylor importance with the current masks.
@@ -299,10 +436,10 @@ class SubnetworkEvaluator:
         start = time.perf_counter()
         if targets is None:
             targets = np.zeros((len(self.labels), self.num_classes))
-        scores = [np.zeros(group.size) for group in self.graph.groups]
+        flat = np.zeros(self._channels + 1)
         cached = []
         for x, (a, b) in zip(self._x_batches, self.batches):
-            gradients, frontier = self._run(
+            sums, frontier = self._run(
                 self._gradients,
                 [
                     *x,
@@ -311,19 +448,17 @@ class SubnetworkEvaluator:
                 ],
                 combine=("weighted_mean", "concat"),
             )
-            cached.append(list(frontier))
-            for record, gradient in zip(self._gates, gradients):
-                # dJ/dm * m = sum(dJ/dy * y): the reference's score, zero
-                # for masked channels (y = 0), which so stay pruned.
-                gradient = np.asarray(gradient) * (
-                    record.layer.filter_mask.numpy()
-                )
-                out = record.outputs[0]
-                for group_id in np.unique(out.group[out.group >= 0]):
-                    rows = out.group == group_id
-                    per_channel = np.zeros(self.graph.groups[group_id].size)
-                    np.add.at(per_channel, out.index[rows], gradient[rows])
-                    scores[group_id] += np.abs(per_channel)
+            cached.append(self._as_frontier(frontier))
+            # One row per terminal masked layer: its signed per-channel
+            # `sum(dJ/dy * y)`; the absolute value is taken per layer and
+            # batch, as the reference's gates do.
+            for row in np.asarray(sums):
+                flat += np.abs(row)
+        offsets = np.cumsum([0] + [g.size for g in self.graph.groups])
+        scores = [
+            flat[offsets[i] : offsets[i + 1]].copy()
+            for i in range(len(self.graph.groups))
+        ]
         for group, values in zip(self.graph.groups, scores):
             check_finite(
                 values,
@@ -345,13 +480,18 @@ class SubnetworkEvaluator:
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
         return model(inputs, training=self.training)
 
-    def _gate_gradients(self, *arguments):
-        """Mask gradients of J, and the frontier activations on the way.
+    def _gate_sums(self, *arguments):
+        """Per terminal masked layer, `m * dJ/dm` summed into the flat
+        channel positions of its groups, and the frontier activations.
 
-        `arguments` are the model's inputs, then labels and targets.
+        `arguments` are the model's inputs, then labels and targets. The
+        gate product's gradient and its reduction to channels stay inside
+        the compiled pass (in float64, as the scores are summed), so one
+        (layers x channels) array leaves it per batch.
         """
         *x, y, targets = arguments
         variables = [r.layer.filter_mask.value for r in self._gates]
+        scale = _loss_scale(self.model)
         with tf.GradientTape() as tape:
             tape.watch(variables)
             if self._scoring is None:
@@ -360,8 +500,23 @@ class SubnetworkEvaluator:
                 outputs, *frontier = self._call(self._scoring, x)
             logits = _as_logits(outputs, self._from_probabilities)
             objective = tf.reduce_mean(self.objective(y, targets, logits))
-        gradients = tape.gradient(objective, variables)
-        return gradients, [tf.convert_to_tensor(t) for t in frontier]
+            scaled = objective * scale if scale != 1 else objective
+        gradients = tape.gradient(scaled, variables)
+        rows = []
+        for variable, gradient, segments in zip(
+            variables, gradients, self._gate_segments
+        ):
+            # dJ/dm * m = sum(dJ/dy * y): the reference's score, zero for
+            # masked channels (y = 0), which so stay pruned.
+            product = tf.cast(gradient * variable, tf.float64)
+            if scale != 1:
+                product = product / scale
+            rows.append(
+                tf.math.unsorted_segment_sum(
+                    product, segments, self._channels + 1
+                )
+            )
+        return tf.stack(rows), [tf.convert_to_tensor(t) for t in frontier]
 
     def _build_suffixes(self):
         """One sub-model per group from its frontier to the outputs."""
@@ -395,20 +550,84 @@ class SubnetworkEvaluator:
                 for t in keras.tree.flatten(self._call(prefix, x))
             ],
             _specs(graph.inputs),
+            "candidates",
         )
+        self._frontier_specs = _specs(ordered)
         for group_id, frontier in frontiers.items():
             suffix = keras.Model(list(frontier), graph.outputs)
+            positions = [position[id(t)] for t in frontier]
+            self._suffix_models[group_id] = (suffix, positions)
             self._suffixes[group_id] = (
                 self._logits_function(suffix, frontier),
-                [position[id(t)] for t in frontier],
+                positions,
             )
 
     def _logits_function(self, model, inputs):
         return self._compile(
-            functools.partial(self._model_logits, model), _specs(inputs)
+            functools.partial(self._model_logits, model),
+            _specs(inputs),
+            "candidates",
         )
 
-    def _compile(self, function, signature):
+    def _build_stacked(self):
+        """The compiled function of `layout="stacked"`, and the branch of
+        each start group (branch 0 runs the whole network).
+
+        The function takes one batch's inputs, its cached frontier
+        activations, the configurations' mask rows (configurations x
+        masked channels) and each configuration's branch. For each row it
+        writes the masks, runs its branch, and stacks the logits
+        (configurations x N x classes); the masks end as they were.
+        """
+        groups = sorted(self._suffix_models)
+        branch_of = {group: i + 1 for i, group in enumerate(groups)}
+        masks = [record.layer.filter_mask for record in self._masked]
+        sizes = [int(m.shape[0]) for m in masks]
+
+        def branch(model, positions, x, frontier):
+            def run():
+                if model is None:
+                    return self._logits(*x)
+                return self._model_logits(
+                    model, *[frontier[i] for i in positions]
+                )
+
+            return run
+
+        def stacked(x, frontier, rows, branches):
+            saved = [tf.identity(m.value) for m in masks]
+            functions = [branch(None, None, x, frontier)] + [
+                branch(*self._suffix_models[g], x, frontier) for g in groups
+            ]
+
+            def body(k, results):
+                values = tf.split(rows[k], sizes)
+                for mask, value in zip(masks, values):
+                    mask.assign(value)
+                logits = tf.switch_case(branches[k], functions)
+                return k + 1, results.write(k, tf.cast(logits, tf.float32))
+
+            count = tf.shape(rows)[0]
+            results = tf.TensorArray(tf.float32, size=count)
+            _, results = tf.while_loop(
+                lambda k, _: k < count, body, (tf.constant(0), results)
+            )
+            stacked_logits = results.stack()
+            with tf.control_dependencies([stacked_logits]):
+                for mask, value in zip(masks, saved):
+                    mask.assign(value)
+            return tf.identity(stacked_logits)
+
+        inputs = _specs(self.model.inputs)
+        signature = [
+            inputs,
+            self._frontier_specs,
+            tf.TensorSpec((None, sum(sizes)), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+        ]
+        return self._compile(stacked, signature, "candidates"), branch_of
+
+    def _compile(self, function, signature, piece):
         """A `tf.function` of `function`, traced once per batch shape class.
 
         On one replica the signature leaves the batch size open, so one
@@ -421,11 +640,17 @@ class SubnetworkEvaluator:
         that is not there.
         """
         function = functools.partial(function)
+        jit_compile = self.jit_compile[piece]
         if self.strategy.num_replicas_in_sync == 1:
             return tf.function(
-                function, input_signature=signature, autograph=False
+                function,
+                input_signature=signature,
+                autograph=False,
+                jit_compile=jit_compile,
             )
-        return tf.function(function, reduce_retracing=True)
+        return tf.function(
+            function, reduce_retracing=True, jit_compile=jit_compile
+        )
 
     def _model_logits(self, model, *inputs):
         return _as_logits(self._call(model, inputs), self._from_probabilities)
@@ -482,6 +707,55 @@ class SubnetworkEvaluator:
         )
 
 
+def _jit_settings(jit_compile):
+    """`jit_compile` as a dict with one bool per compiled piece."""
+    if isinstance(jit_compile, bool):
+        return {piece: jit_compile for piece in PIECES}
+    if not isinstance(jit_compile, dict) or set(jit_compile) - set(PIECES):
+        raise ValueError(
+            f"`jit_compile` should be a bool or a dict with keys in "
+            f"{PIECES}. Received: jit_compile={jit_compile!r}"
+        )
+    return {piece: bool(jit_compile.get(piece, False)) for piece in PIECES}
+
+
+def _segment_ids(channels, groups):
+    """Flat channel position of each channel of a `ChannelMap` (groups one
+    after another); channels outside every group go to the last, extra
+    position."""
+    offsets = np.cumsum([0] + [g.size for g in groups])
+    ids = np.full(len(channels), offsets[-1], dtype=np.int32)
+    inside = channels.group >= 0
+    ids[inside] = offsets[channels.group[inside]] + channels.index[inside]
+    return tf.constant(ids)
+
+
+def _unique_layers(graph):
+    """The prunable masked layers, each once, in graph order."""
+    seen, records = set(), []
+    for record in graph.maskable_layers():
+        if is_prunable(record.layer) and id(record.layer) not in seen:
+            seen.add(id(record.layer))
+            records.append(record)
+    return records
+
+
+def _loss_scale(model):
+    """A static loss scale for float16 gradients (1 otherwise): mask
+    gradients are batch means and would underflow in half precision."""
+    dtypes = {
+        getattr(layer, "compute_dtype", None) for layer in _all_layers(model)
+    }
+    return 2.0**12 if "float16" in dtypes else 1.0
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def _specs(tensors):
     """TensorSpecs of symbolic tensors with the batch size left open."""
     return [
@@ -491,6 +765,8 @@ def _specs(tensors):
 
 def _as_logits(outputs, from_probabilities):
     outputs = keras.tree.flatten(outputs)[0]
+    if outputs.dtype != tf.float32:  # Mixed precision computes in 16 bits.
+        outputs = tf.cast(outputs, tf.float32)
     if from_probabilities:
         return tf.math.log(tf.maximum(outputs, 1e-12))
     return outputs

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def randomize_batchnorm(model, seed=0):
@@ -185,3 +186,62 @@ def hard_swish_net(input_shape=(32, 32, 3), classes=10):
     return randomize_batchnorm(
         keras.Model(inputs, outputs, name="hard_swish_net")
     )
+
+
+def reference_importance(
+    masked, graph, batches, labels, targets=None, objective=None
+):
+    """Taylor importance as `SubnetworkEvaluator.importance` computed it
+    before issue 21, in eager mode: per batch and terminal masked layer
+    the mask gradient times the mask, summed per group channel in NumPy,
+    absolute value per layer and batch, summed.
+
+    Args:
+        masked: The hard-masked model (training-mode forward).
+        graph: Its `ChannelGraph`.
+        batches: List of input arrays, one per batch.
+        labels: All labels, batches one after another.
+        targets: (N, classes) targets of `objective` (zeros if None).
+        objective: `(labels, targets, logits) -> per-sample loss`;
+            cross-entropy if None.
+    """
+    from ekg_keras.layers import is_prunable
+
+    gates = [
+        r
+        for r in graph.maskable_layers()
+        if r.terminal and is_prunable(r.layer)
+    ]
+    if objective is None:
+
+        def objective(y, t, z):
+            del t
+            return keras.losses.sparse_categorical_crossentropy(
+                y, z, from_logits=True
+            )
+
+    scores = [np.zeros(g.size) for g in graph.groups]
+    start = 0
+    for x in batches:
+        end = start + len(x)
+        y = np.asarray(labels[start:end])
+        t = (
+            np.zeros((len(x), masked.outputs[0].shape[-1]), "float32")
+            if targets is None
+            else np.asarray(targets[start:end], "float32")
+        )
+        start = end
+        variables = [r.layer.filter_mask.value for r in gates]
+        with tf.GradientTape() as tape:
+            tape.watch(variables)
+            logits = masked(x, training=True)
+            loss = tf.reduce_mean(objective(y, t, logits))
+        for record, gradient in zip(gates, tape.gradient(loss, variables)):
+            gradient = gradient.numpy() * record.layer.filter_mask.numpy()
+            out = record.outputs[0]
+            for group_id in np.unique(out.group[out.group >= 0]):
+                rows = out.group == group_id
+                per_channel = np.zeros(graph.groups[group_id].size)
+                np.add.at(per_channel, out.index[rows], gradient[rows])
+                scores[group_id] += np.abs(per_channel)
+    return scores

@@ -10,6 +10,7 @@ import tensorflow as tf
 from model_testing import accuracy
 from model_testing import layer_classes
 from model_testing import max_relative_difference
+from model_testing import reference_importance
 
 import ekg_keras
 
@@ -432,3 +433,82 @@ def test_round_to_moves_the_search_in_multiples(trained_resnet20, digits16):
     assert 0.49 <= last.flops_fraction <= 0.5
     for group, count in zip(search.graph.groups, last.keep_counts):
         assert count % 8 == 0 or count == group.size
+
+
+def test_a_whole_search_scores_as_before_in_both_layouts(monkeypatch):
+    """Issue 21: at every step of a whole tiny search on a ResNet (groups
+    spanning several layers), the importance scores equal the per-layer
+    NumPy sums of the evaluator before issue 21; the stacked layout takes
+    the same steps as the sequential one."""
+    differences = []
+    original = ekg_keras.SubnetworkEvaluator.importance
+
+    def checked_importance(evaluator, targets=None):
+        scores = original(evaluator, targets)
+        batches = [np.asarray(b) for b in evaluator.batch_inputs]
+        reference = reference_importance(
+            evaluator.model,
+            evaluator.graph,
+            batches,
+            evaluator.labels,
+            targets,
+            evaluator.objective,
+        )
+        for a, b in zip(scores, reference, strict=True):
+            differences.append(
+                np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12)
+            )
+        return scores
+
+    monkeypatch.setattr(
+        ekg_keras.SubnetworkEvaluator, "importance", checked_importance
+    )
+    data = _small_data(48)
+    runs = []
+    for layout in ("sequential", "stacked"):
+        keras.utils.set_random_seed(9)
+        model = ekg_keras.models.resnet20(input_shape=(8, 8, 3), num_classes=4)
+        search = ekg_keras.EKGSearch(
+            model,
+            0.7,
+            data,
+            val_per_class=6,
+            subset_per_class=4,
+            batch_size=16,
+            layout=layout,
+            verbose=0,
+        )
+        search.run()
+        runs.append(search)
+    sequential, stacked = runs
+    assert sequential.finished and len(sequential.history) > 3
+    assert len(differences) >= 2 * (len(sequential.history) - 1)
+    assert max(differences) < 1e-5
+    assert [h.group for h in stacked.history] == [
+        h.group for h in sequential.history
+    ]
+    for a, b in zip(stacked.history, sequential.history, strict=True):
+        np.testing.assert_array_equal(a.keep_counts, b.keep_counts)
+        np.testing.assert_allclose(a.logits, b.logits, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_search_reaches_the_target_in_float32_after():
+    keras.utils.set_random_seed(10)
+    search = ekg_keras.EKGSearch(
+        _small_model(),
+        0.5,
+        _small_data(),
+        val_per_class=8,
+        subset_per_class=8,
+        batch_size=32,
+        precision="mixed_float16",
+        verbose=0,
+    )
+    masked = search.run()
+    assert search.finished and search.history[-1].flops_fraction <= 0.5
+    assert {layer.compute_dtype for layer in masked.layers} == {"float32"}
+    assert all(np.isfinite(h.loss) for h in search.history)
+    with pytest.raises(ValueError, match="`precision` should be one of"):
+        ekg_keras.EKGSearch(_small_model(), 0.5, precision="float16")
+    with pytest.raises(ValueError, match="`layout` should be one of"):
+        ekg_keras.EKGSearch(_small_model(), 0.5, layout="grid")
