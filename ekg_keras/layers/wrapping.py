@@ -5,6 +5,8 @@ import warnings
 import keras
 import numpy as np
 
+from ekg_keras.graph._keras_graph import deferred_variables
+from ekg_keras.graph._keras_graph import initialize_deferred
 from ekg_keras.graph._keras_graph import input_name
 from ekg_keras.graph._keras_graph import is_layer
 from ekg_keras.graph.handlers import activation_at_zero
@@ -181,16 +183,30 @@ def _clone(model, make, weights):
         pairs.append((layer, new))
         return new
 
-    clone = keras.models.clone_model(
-        model,
-        clone_function=clone_function,
-        recursive=True,
-        input_tensors=_named_inputs(model),
-    )
+    with deferred_variables():
+        clone = keras.models.clone_model(
+            model,
+            clone_function=clone_function,
+            recursive=True,
+            input_tensors=_named_inputs(model),
+        )
+    values = []
     for old, new in pairs:
         if is_layer(old) and old.weights:
-            new.set_weights(weights(old, new))
+            values.extend(_paired(new, weights(old, new)))
+    initialize_deferred(values)
     return clone
+
+
+def _paired(layer, values):
+    """`(variable, value)` pairs in `layer.weights` order, as `set_weights`
+    takes them."""
+    if len(values) != len(layer.weights):
+        raise ValueError(
+            f"Layer '{layer.name}' should receive {len(layer.weights)} "
+            f"weights. Received: {len(values)}"
+        )
+    return list(zip(layer.weights, values))
 
 
 def _named_inputs(model):
