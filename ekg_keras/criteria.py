@@ -296,7 +296,7 @@ def group_weights(graph, group, prepared=None, cache=None, records=None):
             layer (e.g. one producer, to score it alone).
     """
     cache = {} if cache is None else cache
-    records = graph.layers.values() if records is None else records
+    records = graph.layers_on_group(group.id) if records is None else records
     filters, scales = [], []
     for record in records:
         if record.kind == "source":

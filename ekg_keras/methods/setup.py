@@ -1,5 +1,7 @@
 """The set-up every pruning method shares, done once for all of them."""
 
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -45,6 +47,8 @@ class PruningSetup:
         counter: Its `FlopsCounter`.
         levels: The `KeepLevels` (floors, `round_to`).
         full_macs: MACs of the unpruned model.
+        seconds: Wall time of the set-up's phases: "trace" (both traces),
+            "wrap" (the clone) and "cost" (FLOPs counter and keep levels).
 
     Raises:
         ValueError: For `flops` outside (0, 1], a model without a functional
@@ -73,13 +77,17 @@ class PruningSetup:
         self.min_channels = min_channels
         self.include_bn = include_bn
         self.include_fc = include_fc
+        lap = _Laps()
         if masked is None:
             trace(model)  # Validates the model, warns about unknown layers.
+            lap("trace")
             strategy = strategy or tf.distribute.get_strategy()
             with strategy.scope():
                 masked = wrap(model, mode=mode)
+            lap("wrap")
         self.model = masked
         self.graph = trace(masked, warn=False)
+        lap("trace")
         self.graph.freeze_layers(self.ignored_layers)
         if not self.graph.prunable_groups:
             raise ValueError(
@@ -98,6 +106,8 @@ class PruningSetup:
             round_to,
         )
         self.full_macs = self.counter.macs(self.counter.full)
+        lap("cost")
+        self.seconds = lap.seconds
         if self.flops is not None:
             self.check_reachable(self.flops)
 
@@ -147,6 +157,19 @@ class PruningSetup:
                 fixed group pruned, a group emptied).
         """
         apply_keep(self.model, self.graph, keep)
+
+
+class _Laps:
+    """Adds the wall time since the last call to a named phase."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 def apply_keep(model, graph, keep):
