@@ -280,25 +280,28 @@ def initialize_deferred(values):
     """Initializes the variables `deferred_variables` left pending.
 
     Args:
-        values: `(variable, array)` pairs: the value each variable starts
-            with. Pending variables not listed take their initializer's
-            value; listed variables that already have one are assigned.
+        values: `(variable, value)` pairs (NumPy arrays or tensors): the
+            value each variable starts with. Pending variables not listed
+            take their initializer's value; listed variables that already
+            have one are assigned.
 
     Raises:
         ValueError: If a value's shape is not its variable's.
     """
-    for variable, value in values:
-        if tuple(np.shape(value)) != tuple(variable.shape):
-            raise ValueError(
-                f"The value for variable '{variable.path}' should have shape "
-                f"{tuple(variable.shape)}. Received: shape "
-                f"{tuple(np.shape(value))}"
-            )
-        if variable._value is None:
-            variable._initializer = _constant_initializer(value)
-        else:
-            variable.assign(value)
-    initialize_all_variables()
+    try:
+        for variable, value in values:
+            shape = tuple(getattr(value, "shape", None) or np.shape(value))
+            if shape != tuple(variable.shape):
+                raise ValueError(
+                    f"The value for variable '{variable.path}' should have "
+                    f"shape {tuple(variable.shape)}. Received: shape {shape}"
+                )
+            if variable._value is None:
+                variable._initializer = _constant_initializer(value)
+            else:
+                variable.assign(value)
+    finally:
+        initialize_all_variables()  # Leaves none pending, even on errors.
 
 
 def _constant_initializer(value):
