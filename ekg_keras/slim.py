@@ -19,6 +19,7 @@ from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable
 from ekg_keras.layers.wrapping import plain_copy
+from ekg_keras.layers.wrapping import weight_pairs
 
 FOLDS = ("exact", "bias")
 
@@ -285,9 +286,4 @@ def _weight_pairs(layer, weights):
     names = [v.name for v in layer.weights]
     if sorted(names) == sorted(weights):
         return [(v, weights[v.name]) for v in layer.weights]
-    if len(weights) != len(layer.weights):
-        raise ValueError(
-            f"Layer '{layer.name}' should receive {len(layer.weights)} "
-            f"weights. Received: {len(weights)}"
-        )
-    return list(zip(layer.weights, weights.values()))
+    return weight_pairs(layer, list(weights.values()))

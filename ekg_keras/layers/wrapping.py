@@ -236,7 +236,7 @@ def _initialize(deferred, weights):
     try:
         for old, new in deferred:
             if old.weights:
-                values.extend(_paired(new, weights(old, new)))
+                values.extend(weight_pairs(new, weights(old, new)))
     finally:
         deferred.clear()
         initialize_deferred(values)
@@ -249,9 +249,13 @@ def _models_in(model):
     ]
 
 
-def _paired(layer, values):
-    """`(variable, value)` pairs in `layer.weights` order, as `set_weights`
-    takes them."""
+def weight_pairs(layer, values):
+    """`(variable, value)` pairs of `layer`'s weights and `values` (in
+    `layer.weights` order, as `set_weights` takes them).
+
+    Raises:
+        ValueError: If there are not as many values as weights.
+    """
     if len(values) != len(layer.weights):
         raise ValueError(
             f"Layer '{layer.name}' should receive {len(layer.weights)} "
