@@ -38,7 +38,7 @@ values):
     .venv/bin/python benchmarks/deploy.py --models resnet56
     .venv/bin/python benchmarks/deploy.py --quick           # smoke check
     .venv/bin/python benchmarks/deploy.py --forms keras,onnx --round-to 8
-    .venv/bin/python benchmarks/deploy.py --prune-only      # ~1 min
+    .venv/bin/python benchmarks/deploy.py --prune-only      # ~1.5 min
 """
 
 import gc
