@@ -298,10 +298,10 @@ class _Terms:
         n = len(self._rows)
         self.paths = [row[0] for row in self._rows]
         self.coef = np.array([row[1] for row in self._rows])
-        self.a_weights, self.a_fixed = _side(
+        self.a_weights, self.a_fixed = live_channel_rows(
             [row[2] for row in self._rows], sizes, n
         )
-        self.b_weights, self.b_fixed = _side(
+        self.b_weights, self.b_fixed = live_channel_rows(
             [row[3] for row in self._rows], sizes, n
         )
         self.conditions = [row[4] for row in self._rows]
@@ -347,7 +347,7 @@ class _Terms:
         return result
 
 
-def _side(channel_maps, sizes, n):
+def live_channel_rows(channel_maps, sizes, n):
     """Rows of `live = weights @ keep + fixed`, one per term.
 
     A side that holds each of group g's channels r times has weight

@@ -5,7 +5,9 @@ import inspect
 from ekg_keras import _logging as log
 from ekg_keras import methods
 from ekg_keras.batchnorm import recalibrate_batchnorm
-from ekg_keras.flops import check_flops_fraction
+from ekg_keras.latency import check_budget
+from ekg_keras.latency import check_runtime
+from ekg_keras.latency.counter import check_batch_size
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.training import finetuners
 from ekg_keras.training.fitting import Fitter
@@ -14,8 +16,12 @@ from ekg_keras.training.fitting import check_ids
 
 def prune(
     model,
-    flops,
+    flops=None,
     *,
+    latency=None,
+    latency_batch_size=1,
+    runtime="tf",
+    latency_cache=None,
     method=None,
     data=None,
     ignored_layers=None,
@@ -37,7 +43,8 @@ def prune(
     search_options=None,
     **method_options,
 ):
-    """Prunes whole filters so that `model` keeps `flops` of its FLOPs.
+    """Prunes whole filters so that `model` keeps `flops` of its FLOPs
+    (or, with `latency`, that fraction of its measured latency).
 
     `method` names a registered method (`ekg_keras.methods.names()`; see
     `ekg_keras.methods.describe()`): "oneshot" (the default without data:
@@ -57,6 +64,19 @@ def prune(
             modified.
         flops: Fraction of the original FLOPs to keep, in (0, 1]; 0.45
             keeps 45 % (removes 55 %), like EKG's `search_target_rate`.
+            Give either `flops` or `latency`.
+        latency: Fraction of the original model's measured latency to
+            keep, in (0, 1], on this device, at `latency_batch_size`, in
+            `runtime`, by a latency model of per-layer timings (measured
+            once per model and device and cached; see
+            `ekg_keras.latency.LatencyCounter`). Every method that takes a
+            budget budgets by it.
+        latency_batch_size: Batch size at which latency is measured.
+        runtime: Where latency is measured: "tf" (default: a compiled
+            `model(x)`), "litert", "onnx" or "openvino" (the model as
+            `ekg_keras.export` writes it; the package must be installed).
+        latency_cache: The latency tables' cache file (default
+            `ekg_keras.latency.default_cache_path()`).
         method: A registered method name; defaults to "oneshot" without
             `data` and "ekg" with it.
         data: Training data, `(inputs, labels)` batches (`tf.data.Dataset`
@@ -105,13 +125,18 @@ def prune(
         The pruned `keras.Model`.
 
     Raises:
-        ValueError: For `flops` outside (0, 1], a model without a functional
+        ValueError: For `flops` or `latency` outside (0, 1], both or
+            neither given, an unknown `runtime`, a model without a functional
             graph, nothing prunable, an unknown method, option, criterion or
             allocation, a target below the smallest reachable fraction,
             data without labels, empty data or labels out of range (the
             model is never modified).
+        ImportError: If `runtime`'s package is not installed.
     """
-    check_flops_fraction(flops)
+    budget, fraction = check_budget(flops, latency)
+    if budget == "latency":
+        check_runtime(runtime)
+        check_batch_size(latency_batch_size)
     if search_options is not None:
         raise ValueError(
             "`search_options` is gone: pass the method's options as keyword "
@@ -119,17 +144,26 @@ def prune(
             f"{', '.join(f'{k}={v!r}' for k, v in search_options.items())})."
         )
     entry = methods.get(method or ("oneshot" if data is None else "ekg"))
-    if flops >= 1.0:
+    if fraction >= 1.0:
         if verbose:
             log.info(
-                "ekg_keras.prune: flops=1.0 is already met by the unpruned "
-                "model; returning it unchanged."
+                f"ekg_keras.prune: {budget}=1.0 is already met by the "
+                "unpruned model; returning it unchanged."
             )
         return model
+    latency_arguments = {}
+    if budget == "latency":
+        latency_arguments = {
+            "latency": latency,
+            "latency_batch_size": latency_batch_size,
+            "runtime": runtime,
+            "latency_cache": latency_cache,
+        }
     pruning = entry.create(
         model,
         flops,
         data,
+        **latency_arguments,
         ignored_layers=ignored_layers,
         round_to=round_to,
         min_channels=min_channels,

@@ -4,11 +4,14 @@
 
 Trains ResNet-20 on scikit-learn's handwritten digits (resized to 32x32x3,
 shipped with scikit-learn, no download), prunes it to half of its FLOPs
-with the EKG search (or one-shot with `--method oneshot`), which also
-recalibrates batch normalization, fine-tunes the masked model briefly,
-slims it, and prints accuracy (inference mode, as a deployed model computes
-it), FLOPs, parameters and CPU latency before pruning, right after it, and
-after fine-tuning.
+with the EKG search (or one-shot with `--method oneshot`; or to a fraction
+of its measured latency with `--latency`) with channel counts in multiples
+of `--round_to` (fast kernels), which also recalibrates batch
+normalization, fine-tunes the masked model briefly, slims it, and prints
+accuracy (inference mode, as a deployed model computes it), FLOPs,
+parameters and CPU latency before pruning, right after it, and after
+fine-tuning. Latency is that of the deployed form: batch norm folded into
+the convolutions (`ekg_keras.fold_batchnorm`), for every row alike.
 """
 
 import argparse
@@ -22,11 +25,33 @@ import keras
 
 import ekg_keras
 
+#: The default width rounding (see README "What the demo prints").
+ROUND_TO = 8
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--flops", type=float, default=0.5, help="Fraction of FLOPs to keep."
+    )
+    parser.add_argument(
+        "--round_to",
+        type=int,
+        default=ROUND_TO,
+        help="Keep channel counts multiples of this (1: any count).",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=None,
+        help="Prune to this fraction of the measured latency (at batch "
+        "--latency_batch_size, in TensorFlow) instead of --flops.",
+    )
+    parser.add_argument(
+        "--latency_batch_size",
+        type=int,
+        default=64,
+        help="Batch size at which --latency is measured.",
     )
     parser.add_argument(
         "--epochs",
@@ -95,9 +120,10 @@ def accuracy(model, dataset):
 
 def describe(name, model, dataset, runs):
     report = ekg_keras.count_flops(model)
-    latency = ekg_keras.measure_latency(model, batch_size=1, runs=runs)
+    deployed = ekg_keras.fold_batchnorm(model)
+    latency = ekg_keras.measure_latency(deployed, batch_size=1, runs=runs)
     throughput = ekg_keras.measure_latency(
-        model, batch_size=64, runs=max(1, runs // 5)
+        deployed, batch_size=64, runs=max(1, runs // 5)
     )
     return {
         "model": name,
@@ -111,8 +137,19 @@ def describe(name, model, dataset, runs):
 
 def describe_method(args):
     if args.method == "ekg":
-        return "EKG search"
-    return f"one-shot, criterion={args.criterion}"
+        method = "EKG search"
+    else:
+        method = f"one-shot, criterion={args.criterion}"
+    return f"{method}, round_to={args.round_to}"
+
+
+def describe_budget(args):
+    if args.latency is None:
+        return f"{args.flops:.0%} of the FLOPs"
+    return (
+        f"{args.latency:.0%} of the latency (TensorFlow, batch "
+        f"{args.latency_batch_size})"
+    )
 
 
 def print_table(rows):
@@ -133,7 +170,8 @@ def print_table(rows):
         f"{last['params'] / first['params']:.1%}, measured speed-up: "
         f"{first['latency_ms'] / last['latency_ms']:.2f}x at batch 1, "
         f"{last['images_per_s'] / first['images_per_s']:.2f}x at batch 64 "
-        f"(FLOPs ratio {first['macs'] / last['macs']:.2f}x)"
+        f"(FLOPs ratio {first['macs'] / last['macs']:.2f}x); latency of "
+        "the deployed form (batch norm folded)"
     )
 
 
@@ -155,17 +193,22 @@ def main(argv=None):
     model.fit(data.train, epochs=args.epochs, verbose=2, shuffle=False)
     rows = [describe("ResNet-20", model, data.test, args.latency_runs)]
 
-    print(
-        f"\nPruning to {args.flops:.0%} of the FLOPs ({describe_method(args)})"
-        " ..."
-    )
+    print(f"\nPruning to {describe_budget(args)} ({describe_method(args)}) ...")
     if args.method == "oneshot":
         options = {"criterion": args.criterion}
     else:
         options = {"val_per_class": args.val_per_class}
+    if args.latency is None:
+        budget = {"flops": args.flops}
+    else:
+        budget = {
+            "latency": args.latency,
+            "latency_batch_size": args.latency_batch_size,
+        }
     masked = ekg_keras.prune(
         model,
-        flops=args.flops,
+        **budget,
+        round_to=args.round_to,
         method=args.method,
         data=(data.x_train, data.y_train),
         slim=False,

@@ -44,7 +44,8 @@ class PruningMethod:
 
     Args:
         model: The trained model; not modified.
-        flops: Fraction of the FLOPs to keep, in (0, 1].
+        flops: Fraction of the FLOPs to keep, in (0, 1] (None with
+            `latency`).
         data: Training data (an `(x, y)` tuple of arrays, or a
             `tf.data.Dataset` of `(inputs, labels)` batches), if the method
             uses any.
@@ -60,6 +61,10 @@ class PruningMethod:
             and resumes from.
         tensorboard_dir: Where a method writes TensorBoard scalars.
         verbose: 0 silent, 1 progress lines.
+        latency, latency_batch_size, runtime, latency_cache,
+            latency_options: A measured-latency budget instead of
+            `flops` (see `PruningSetup`); the method's cost is then
+            predicted milliseconds.
         **option_values: The method's options by name.
 
     Attributes:
@@ -96,6 +101,11 @@ class PruningMethod:
         checkpoint_dir=None,
         tensorboard_dir=None,
         verbose=1,
+        latency=None,
+        latency_batch_size=1,
+        runtime="tf",
+        latency_cache=None,
+        latency_options=None,
         **option_values,
     ):
         label = self.name or type(self).__name__
@@ -123,7 +133,13 @@ class PruningMethod:
             include_bn=include_bn,
             include_fc=include_fc,
             strategy=self.strategy,
+            latency=latency,
+            latency_batch_size=latency_batch_size,
+            runtime=runtime,
+            latency_cache=latency_cache,
+            latency_options=latency_options,
         )
+        self._flops = flops
         self.setup = PruningSetup(model, flops, **self._setup_arguments)
         self._runs = 0
 
@@ -159,7 +175,7 @@ class PruningMethod:
 
     @property
     def target(self):
-        """The fraction of FLOPs to keep."""
+        """The fraction of FLOPs (or of latency) to keep."""
         return self.setup.flops
 
     def run(self, fitter=None):
@@ -177,13 +193,14 @@ class PruningMethod:
             ValueError: For bad data or options.
             ekg_keras.numerics.NonFiniteError: If NaN or infinity appears
                 in data, losses or scores.
-            RuntimeError: If the result misses the FLOPs target.
+            RuntimeError: If the result misses the FLOPs (or latency)
+                target.
         """
         start = time.perf_counter()
         if self._runs:
             # Every run starts from the user's model again.
             self.setup = PruningSetup(
-                self.setup.source, self.target, **self._setup_arguments
+                self.setup.source, self._flops, **self._setup_arguments
             )
         self._runs += 1
         if fitter is None and self.data is not None:
@@ -195,17 +212,29 @@ class PruningMethod:
         self.seconds = time.perf_counter() - start
         counts = self.setup.keep_counts(self.setup.current_keep())
         achieved = self.setup.fraction(counts)
+        budget = self.setup.budget_name
         if self.finished and achieved > self.target + 1e-9:
             raise RuntimeError(
-                f"Method {self.name!r} kept {achieved:.4f} of the FLOPs, "
+                f"Method {self.name!r} kept {achieved:.4f} of the {budget}, "
                 f"above its target {self.target}."
             )
         if self.verbose:
-            counter = self.setup.counter
+            counter = self.setup.flops_counter
+            if self.setup.budget == "latency":
+                cost = (
+                    f"{self.setup.full_macs:.3f} -> "
+                    f"{self.setup.counter.macs(counts):.3f} ms predicted, "
+                    f"{counter.macs(counts) / counter.macs(counter.full):.1%}"
+                    " of the FLOPs"
+                )
+            else:
+                cost = (
+                    f"{self.setup.full_macs / 1e6:.2f}M -> "
+                    f"{counter.macs(counts) / 1e6:.2f}M MACs"
+                )
             log.info(
-                f"ekg_keras: {self.name} kept {achieved:.1%} of the FLOPs "
-                f"({self.setup.full_macs / 1e6:.2f}M -> "
-                f"{counter.macs(counts) / 1e6:.2f}M MACs, params "
+                f"ekg_keras: {self.name} kept {achieved:.1%} of the {budget} "
+                f"({cost}, params "
                 f"{counter.params(counter.full) / 1e6:.3f}M -> "
                 f"{counter.params(counts) / 1e6:.3f}M; target "
                 f"{self.target:.1%}) in {self.seconds:.1f} s"
@@ -213,8 +242,8 @@ class PruningMethod:
         return masked
 
     def kept_fraction(self):
-        """FLOPs of the model's current masks, as a fraction of the
-        original (what the slim model keeps)."""
+        """FLOPs (or predicted latency) of the model's current masks, as a
+        fraction of the original (what the slim model keeps)."""
         keep = self.setup.current_keep()
         return self.setup.fraction(self.setup.keep_counts(keep))
 

@@ -1,17 +1,28 @@
 """The set-up every pruning method shares, done once for all of them."""
 
 import time
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
 from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.flops import FlopsCounter
-from ekg_keras.flops import check_flops_fraction
 from ekg_keras.flops import group_keep_masks
+from ekg_keras.fold import fold_batchnorm
 from ekg_keras.graph import trace
+from ekg_keras.latency import LatencyCounter
+from ekg_keras.latency import check_budget
+from ekg_keras.latency import check_runtime
+from ekg_keras.latency.counter import check_batch_size
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
+from ekg_keras.slim import slim
+
+# Masked models of latency-budgeted set-ups, by id: a method's inner model
+# (a search model, a sampler) builds its own set-up on the method's masked
+# model and must budget by the same latency cost.
+_LATENCY_SETUPS = weakref.WeakValueDictionary()
 
 
 class PruningSetup:
@@ -19,15 +30,36 @@ class PruningSetup:
 
     Traces `model` (validating it and warning about layers the channel
     graph does not know), clones it into prunable layers (`mode`), traces
-    the clone, keeps `ignored_layers` whole, counts FLOPs under the chosen
-    convention, derives the keep counts each group may take (channel floors
-    and `round_to`) and checks that the target is reachable. The user's
-    model is never modified.
+    the clone, keeps `ignored_layers` whole, builds the cost (FLOPs under
+    the chosen convention, or with `latency` the measured-latency model),
+    derives the keep counts each group may take (channel floors and
+    `round_to`) and checks that the target is reachable. The user's model
+    is never modified.
+
+    Methods see one cost whichever budget it is: `counter.macs(keep)` (MACs
+    or predicted milliseconds), `counter.terms("macs")`, `target_macs`,
+    `fraction(keep)` and `flops` (the fraction to keep, of FLOPs or of
+    latency; `budget` says which).
 
     Args:
         model: A functional or Sequential Keras model.
         flops: Fraction of the FLOPs to keep, in (0, 1], or None for a
-            method that is not driven by a FLOPs target.
+            method that is not driven by a FLOPs target (or with
+            `latency`).
+        latency: Fraction of the original model's measured latency to
+            keep, in (0, 1], instead of `flops` (see
+            `ekg_keras.latency.LatencyCounter`).
+        latency_batch_size: Batch size at which latency is measured.
+        runtime: Where latency is measured: "tf" (default), "litert",
+            "onnx" or "openvino" (their packages must be installed).
+        latency_cache: The latency tables' cache file (default
+            `ekg_keras.latency.default_cache_path()`).
+        latency_options: Options of the `LatencyCounter` (`grid`, `runs`,
+            `warmup`, `verbose`).
+
+    A set-up built on the masked model of a latency-budgeted set-up
+    (`masked=outer.model`, as methods' inner training models do) shares
+    its latency cost, `flops` then being the fraction of latency.
         mode: "hard" or "soft" masks (see `ekg_keras.wrap`).
         ignored_layers: Names of layers to keep whole.
         round_to: Keep counts are multiples of this (or a group's full
@@ -44,16 +76,22 @@ class PruningSetup:
         source: The user's model.
         model: The wrapped clone, whose masks methods set.
         graph: Its `ChannelGraph`, ignored layers frozen.
-        counter: Its `FlopsCounter`.
+        counter: Its cost: a `FlopsCounter`, or a `LatencyCounter` with
+            `latency`.
+        flops_counter: Its `FlopsCounter` (also with `latency`).
+        budget: "flops" or "latency" (None without a target).
         levels: The `KeepLevels` (floors, `round_to`).
         full_macs: MACs of the unpruned model.
         seconds: Wall time of the set-up's phases: "trace" (both traces),
-            "wrap" (the clone) and "cost" (FLOPs counter and keep levels).
+            "wrap" (the clone) and "cost" (the FLOPs or latency counter,
+            keep levels).
 
     Raises:
-        ValueError: For `flops` outside (0, 1], a model without a functional
+        ValueError: For `flops` or `latency` outside (0, 1], both given, a
+            bad `latency_batch_size` or unknown `runtime`, a model without a functional
             graph, nothing prunable, unknown `ignored_layers`, a bad floor or
             `round_to`, or a target below the smallest reachable fraction.
+        ImportError: If `runtime`'s package is not installed.
     """
 
     def __init__(
@@ -69,8 +107,18 @@ class PruningSetup:
         include_fc=True,
         strategy=None,
         masked=None,
+        latency=None,
+        latency_batch_size=1,
+        runtime="tf",
+        latency_cache=None,
+        latency_options=None,
     ):
-        self.flops = None if flops is None else check_flops_fraction(flops)
+        self.budget, self.flops = check_budget(flops, latency, required=False)
+        if self.budget == "flops" and _LATENCY_SETUPS.get(id(masked)):
+            self.budget = None  # Decided below: the outer set-up's cost.
+        if self.budget == "latency":
+            check_runtime(runtime)
+            check_batch_size(latency_batch_size)
         self.source = model
         self.ignored_layers = list(ignored_layers or ())
         self.round_to = round_to
@@ -96,9 +144,25 @@ class PruningSetup:
                 "a layer the channel graph does not know.\n"
                 + self.graph.summary()
             )
-        self.counter = FlopsCounter(
+        self.flops_counter = FlopsCounter(
             self.graph, include_bn=include_bn, include_fc=include_fc
         )
+        self.counter = self.flops_counter
+        outer = _LATENCY_SETUPS.get(id(masked))
+        if self.budget is None and outer is not None and outer.model is masked:
+            self.counter = outer.counter  # Same model, same cost.
+            self.budget = "latency" if self.flops is not None else None
+        elif self.budget == "latency":
+            self.counter = LatencyCounter(
+                self.graph,
+                self.flops_counter,
+                self.deployed_network,
+                batch_size=latency_batch_size,
+                runtime=runtime,
+                cache=latency_cache,
+                **(latency_options or {}),
+            )
+            _LATENCY_SETUPS[id(self.model)] = self
         self.levels = KeepLevels(
             self.graph.sizes,
             [group.prunable for group in self.graph.groups],
@@ -121,8 +185,14 @@ class PruningSetup:
         """Fewest channels each group may keep (full size if fixed)."""
         return self.levels.lowest
 
+    @property
+    def budget_name(self):
+        """What the target is a fraction of, for messages."""
+        return "latency" if self.budget == "latency" else "FLOPs"
+
     def fraction(self, keep_counts):
-        """FLOPs of per-group keep counts as a fraction of the original."""
+        """Cost (FLOPs, or predicted latency) of per-group keep counts as a
+        fraction of the original's."""
         return self.counter.macs(keep_counts) / self.full_macs
 
     def smallest_fraction(self):
@@ -134,11 +204,12 @@ class PruningSetup:
         smallest = self.smallest_fraction()
         if flops < smallest:
             raise ValueError(
-                f"flops={flops} is below the smallest reachable fraction "
+                f"{self.budget}={flops} is below the smallest reachable "
+                "fraction "
                 f"{smallest:.4f}: with every prunable group at its floor of "
                 f"min_channels={self.min_channels!r} (round_to="
                 f"{self.round_to!r}) the network keeps that much. Received: "
-                f"flops={flops}"
+                f"{self.budget}={flops}"
             )
 
     def keep_counts(self, keep):
@@ -157,6 +228,21 @@ class PruningSetup:
                 fixed group pruned, a group emptied).
         """
         apply_keep(self.model, self.graph, keep)
+
+    def deployed_network(self, keep_counts):
+        """The slim model, batch norm folded, keeping the first
+        `keep_counts[g]` channels of each group (what is timed for the
+        latency model; the masks are restored afterwards)."""
+        before = self.current_keep()
+        keep = [
+            np.arange(group.size) < count
+            for group, count in zip(self.graph.groups, keep_counts)
+        ]
+        self.apply(keep)
+        try:
+            return fold_batchnorm(slim(self.model, self.graph))
+        finally:
+            self.apply(before)
 
 
 class _Laps:

@@ -55,13 +55,7 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
         dtype=model.inputs[0].dtype,
     )
     forward = inference_function(model)
-    for _ in range(warmup):
-        forward(x).numpy()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        forward(x).numpy()
-        times.append(time.perf_counter() - start)
+    times = call_times(lambda: forward(x).numpy(), runs, warmup)
     median = float(np.median(times))
     return Latency(
         batch_size=batch_size,
@@ -69,3 +63,42 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
         p90_ms=1e3 * float(np.percentile(times, 90)),
         images_per_second=batch_size / median,
     )
+
+
+def call_times(run, runs, warmup):
+    """Wall times in seconds of `runs` calls of `run()` after `warmup`."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(calls, runs, warmup, rounds=3):
+    """Median seconds per call of each of `calls`, timed in rounds.
+
+    Each call is warmed up, then every round times `runs` calls of each in
+    turn (the order rotating), so that a drift in the machine's load
+    touches all of them alike.
+
+    Args:
+        calls: Functions without arguments.
+        runs: Timed calls of each per round.
+        warmup: Untimed calls of each first.
+        rounds: Rounds.
+
+    Returns:
+        A list of medians in seconds, one per call.
+    """
+    times = [[] for _ in calls]
+    for call in calls:
+        call_times(call, 0, warmup)
+    for round_index in range(rounds):
+        order = list(range(len(calls)))
+        shift = round_index % max(1, len(calls))
+        for index in order[shift:] + order[:shift]:
+            times[index].extend(call_times(calls[index], runs, 0))
+    return [float(np.median(t)) for t in times]
