@@ -5,7 +5,9 @@ tracing, probing and rebuilding go through these few helpers. Keras' own
 `clone_model` relies on the same attributes. The classes of `keras.ops`
 operations (the nodes that `x + 1.0` or `keras.ops.mean(x)` leave in a
 functional graph) and the custom layers of `keras.applications` are only
-importable from `keras.src`, so they are looked up here too.
+importable from `keras.src`, so they are looked up here too, and so is
+the lazy initialization of variables that lets `wrap` and `slim` create
+each variable once, with its value (`deferred_variables`).
 """
 
 import contextlib
