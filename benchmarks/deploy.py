@@ -5,8 +5,16 @@ MobileNetV2 at 224x224; on request the demo's ResNet-20 at 32x32; random
 weights: speed does not depend on their values):
 
 * `pruned = ekg_keras.prune(model, flops=0.5)` (L2, uniform allocation,
-  slim); the wall time of `prune(..., slim=False)` and of `slim` is
-  reported (the data-free prune + slim time, in-process after TF start-up);
+  slim), timed in-process after TF start-up (the data-free prune + slim
+  time): `prune(..., slim=False)` followed by `slim` run as `prune` runs
+  them (the one-shot method's set-up and search, then `ekg_keras.slim`),
+  split into phases (trace, wrap, FLOPs counter, allocation, slim); the
+  first call on the model, then the median of warm calls, in interleaved
+  rounds with `prune(slim=False)` + `slim` and the one call
+  `prune(model, flops=0.5)` (which slims with the graph it already
+  traced); beside them the Keras floor: building the masked and the slim
+  model again from their configs (layers and their symbolic calls,
+  variables left uninitialized; and with variables);
 * both models are exported with `ekg_keras.export` (slim, batch norm
   folded, outputs checked in the runtime) to a SavedModel, LiteRT, ONNX
   and OpenVINO; the forms timed are
@@ -39,8 +47,10 @@ weights: speed does not depend on their values):
     .venv/bin/python benchmarks/deploy.py --forms keras,onnx --round-to 8
     .venv/bin/python benchmarks/deploy.py --models resnet56 \
         --latency resnet56 --latency-runtime onnx
+    .venv/bin/python benchmarks/deploy.py --prune-only      # ~1.5 min
 """
 
+import gc
 import os
 import statistics
 import sys
@@ -76,6 +86,8 @@ SUFFIXES = {
     "openvino": ".xml",
 }
 HAND_BUILT_GOAL = 0.03
+PRUNE_PHASES = ("trace", "wrap", "flops counter", "allocation", "slim")
+PRUNE_GOALS = {"resnet56": 1.0, "resnet50": 3.0}  # seconds, prune + slim
 
 
 def build_model(name, quick):
@@ -148,6 +160,194 @@ def hand_built_resnet_cifar(slim):
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(slim.output_shape[-1])(x)
     return keras.Model(inputs, outputs, name="hand_built")
+
+
+class GarbageCollectionTime:
+    """Seconds Python's cyclic garbage collector ran inside the block."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._start = None
+
+    def _callback(self, phase, info):
+        del info
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info):
+        gc.callbacks.remove(self._callback)
+
+
+def prune_then_slim(model, prune_options):
+    """`prune(model, flops, slim=False)` then `slim`, timed by phase.
+
+    Runs what `prune` runs for a data-free one-shot prune (the method's
+    set-up and search), then `ekg_keras.slim(masked)` as a user would.
+
+    Returns:
+        `(masked model, slim model, {phase: seconds, "other": ...,
+        "total": ..., "of which garbage collection": ...})`.
+    """
+    with GarbageCollectionTime() as collection:
+        masked, slim, phases = _prune_then_slim(model, prune_options)
+    phases["of which garbage collection"] = collection.seconds
+    return masked, slim, phases
+
+
+def _prune_then_slim(model, prune_options):
+    import ekg_keras
+
+    start = time.perf_counter()
+    pruning = ekg_keras.methods.get("oneshot").create(
+        model, FLOPS, None, verbose=0, **prune_options
+    )
+    masked = pruning.run()
+    slim_start = time.perf_counter()
+    slim = ekg_keras.slim(masked)
+    end = time.perf_counter()
+    setup = pruning.setup.seconds
+    phases = {
+        "trace": setup["trace"],
+        "wrap": setup["wrap"],
+        "flops counter": setup["cost"],
+        "allocation": pruning.seconds,
+        "slim": end - slim_start,
+    }
+    phases["other"] = end - start - sum(phases.values())
+    phases["total"] = end - start
+    return masked, slim, phases
+
+
+def prune_calls(model, prune_options):
+    """The two ways a user prunes data-free, as `{name: fn() -> slim}`."""
+    import ekg_keras
+
+    def two_calls():
+        masked = ekg_keras.prune(
+            model, flops=FLOPS, slim=False, verbose=0, **prune_options
+        )
+        return ekg_keras.slim(masked)
+
+    def one_call():
+        return ekg_keras.prune(model, flops=FLOPS, verbose=0, **prune_options)
+
+    return {"prune(slim=False) + slim": two_calls, "prune": one_call}
+
+
+def time_prune_and_slim(model, prune_options, rounds):
+    """First and warm wall times of data-free prune + slim.
+
+    The first call on `model` is the phase-timed `prune_then_slim`; then
+    `rounds` interleaved rounds (order rotating) of it, of `prune(slim=
+    False)` + `slim` and of `prune(model, flops)`.
+
+    Returns:
+        `(masked model, slim model, figures)` (the models of the first
+        call).
+    """
+    before = _timing.cpu_snapshot()
+    masked, slim, first = prune_then_slim(model, prune_options)
+    calls = prune_calls(model, prune_options)
+    names = ["phases", *calls]
+    warm = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name == "phases":
+                warm[name].append(prune_then_slim(model, prune_options)[2])
+            else:
+                warm[name].append(_timing.time_once(calls[name])[1])
+    own, others = _timing.other_load(before, _timing.cpu_snapshot())
+    figures = {
+        "first": first,
+        "warm": {
+            key: statistics.median(run[key] for run in warm["phases"])
+            for key in first
+        },
+        "warm_calls": {name: statistics.median(warm[name]) for name in calls},
+        "rounds": rounds,
+        "own_cores": own,
+        "other_cores": others,
+        "floor": {"masked": build_floor(masked), "slim": build_floor(slim)},
+    }
+    return masked, slim, figures
+
+
+def build_floor(model, repeats=3):
+    """Seconds Keras needs to build `model` again from its config.
+
+    Returns:
+        `{"structure": s, "variables": s}`, medians of `repeats`: the
+        layers and their symbolic calls with every variable left
+        uninitialized (deferred, as `wrap` and `slim` create them), and
+        `keras.Model.from_config` with variables from the initializers.
+    """
+    import copy
+
+    from ekg_keras.graph._keras_graph import deferred_variables
+    from ekg_keras.graph._keras_graph import initialize_deferred
+
+    config = model.get_config()
+    build = type(model).from_config
+    structure, variables = [], []
+    for _ in range(repeats):
+        copied = copy.deepcopy(config)
+        with deferred_variables():
+            start = time.perf_counter()
+            build(copied)
+            structure.append(time.perf_counter() - start)
+        initialize_deferred([])  # Not timed: the initializers' values.
+        copied = copy.deepcopy(config)
+        variables.append(_timing.time_once(build, copied)[1])
+    return {
+        "structure": statistics.median(structure),
+        "variables": statistics.median(variables),
+    }
+
+
+def format_prune_times(name, figures):
+    """The phase table and the floor of the data-free prune + slim."""
+    first, warm = figures["first"], figures["warm"]
+    rows = [
+        [phase, f"{first[phase]:.3f}", f"{warm[phase]:.3f}"]
+        for phase in (
+            *PRUNE_PHASES,
+            "other",
+            "total",
+            "of which garbage collection",
+        )
+    ]
+    for call, seconds in figures["warm_calls"].items():
+        rows.append([f"user calls: {call}", "", f"{seconds:.3f}"])
+    floor = figures["floor"]
+    goal = PRUNE_GOALS.get(name)
+    verdict = ""
+    if goal is not None:
+        met = first["total"] <= goal and warm["total"] <= goal
+        verdict = f"; goal <= {goal:.0f} s: {'PASS' if met else 'FAIL'}"
+    others = figures["other_cores"]
+    others = "n/a" if others is None else f"{others:.2f}"
+    title = (
+        f"\n{name}: data-free prune + slim wall time, s (cores own/others "
+        f"{figures['own_cores']:.2f}/{others}; warm = median of "
+        f"{figures['rounds']} rounds){verdict}"
+    )
+    floor_line = (
+        "Keras floor, building again from the config (structure only / "
+        f"with variables): masked model {floor['masked']['structure']:.3f} "
+        f"/ {floor['masked']['variables']:.3f} s, slim model "
+        f"{floor['slim']['structure']:.3f} / "
+        f"{floor['slim']['variables']:.3f} s"
+    )
+    table = _timing.table(["phase", "first call", "warm"], rows)
+    return f"{title}\n{table}\n{floor_line}"
 
 
 def keras_runner(model, batch_size):
@@ -408,35 +608,32 @@ def bench_model(name, forms, args):
     prune_options = {}
     if args.round_to > 1:
         prune_options = {"round_to": args.round_to}
-    masked, prune_s = _timing.time_once(
-        ekg_keras.prune,
-        model,
-        flops=FLOPS,
-        slim=False,
-        verbose=0,
-        **prune_options,
+    masked, pruned, prune_times = time_prune_and_slim(
+        model, prune_options, args.prune_rounds
     )
-    pruned, slim_s = _timing.time_once(ekg_keras.slim, masked)
     full, small = ekg_keras.count_flops(model), ekg_keras.count_flops(pruned)
-    models = {"original": model, "pruned": pruned}
-    if name == "resnet56":
-        models["hand_built"] = hand_built_resnet_cifar(pruned)
+    print(format_prune_times(name, prune_times), flush=True)
     print(
-        f"{name}: prune {prune_s:.2f} s + slim {slim_s:.2f} s; MACs "
-        f"{full.macs / 1e6:.1f}M -> {small.macs / 1e6:.1f}M",
+        f"{name}: MACs {full.macs / 1e6:.1f}M -> {small.macs / 1e6:.1f}M",
         flush=True,
     )
     result = {
         "model": name,
         "input_shape": list(model.input_shape[1:]),
-        "prune_s": prune_s,
-        "slim_s": slim_s,
+        "prune_s": prune_times["first"]["total"] - prune_times["first"]["slim"],
+        "slim_s": prune_times["first"]["slim"],
+        "prune_and_slim": prune_times,
         "macs": {"original": full.macs, "pruned": small.macs},
         "params": {"original": full.params, "pruned": small.params},
         "theoretical_speedup": full.macs / small.macs,
         "export_s": {},
         "batches": [],
     }
+    if args.prune_only:
+        return result
+    models = {"original": model, "pruned": pruned}
+    if name == "resnet56":
+        models["hand_built"] = hand_built_resnet_cifar(pruned)
     latency_models = {}
     if name in args.latency:
         result["latency_model"] = []
@@ -582,6 +779,18 @@ def main(argv=None):
         help="about how long each (model, form) runs per round",
     )
     parser.add_argument(
+        "--prune-only",
+        action="store_true",
+        help="only the data-free prune + slim wall time (no export, no "
+        "inference timing)",
+    )
+    parser.add_argument(
+        "--prune-rounds",
+        type=int,
+        default=None,
+        help="warm rounds of the prune + slim timing (default 5; 2 quick)",
+    )
+    parser.add_argument(
         "--round-to",
         type=int,
         default=1,
@@ -605,6 +814,7 @@ def main(argv=None):
     )
     args.rounds = args.rounds or (2 if args.quick else 9)
     args.round_seconds = args.round_seconds or (0.05 if args.quick else 0.3)
+    args.prune_rounds = args.prune_rounds or (2 if args.quick else 5)
     forms = tuple(args.forms.split(","))
     unknown = sorted(set(forms) - set(FORMS))
     if unknown:
@@ -625,6 +835,13 @@ def main(argv=None):
     ]
     summary = []
     for res in results:
+        times = res["prune_and_slim"]
+        summary.append(
+            f"{res['model']} prune + slim {times['first']['total']:.2f} s "
+            f"first, {times['warm']['total']:.2f} s warm"
+        )
+        if not res["batches"]:
+            continue
         first = res["batches"][0]
         best = max(first["forms"].items(), key=lambda kv: kv[1]["speedup"])
         summary.append(
@@ -643,13 +860,15 @@ def main(argv=None):
         "summary": "; ".join(summary),
     }
     warning = _timing.load_warning(
-        [b["other_cores"] for r in results for b in r["batches"]],
+        [b["other_cores"] for r in results for b in r["batches"]]
+        + [r["prune_and_slim"]["other_cores"] for r in results],
         os.cpu_count(),
         "absolute figures are low and noisy (interleaved rounds keep the "
         "ratios fairer).",
     )
     if warning:
         print(warning)
+    print(result["summary"])
     print(f"total benchmark run {result['total_s']:.1f} s", flush=True)
     _timing.write_json(args.json, result)
     return result

@@ -296,7 +296,7 @@ def group_weights(graph, group, prepared=None, cache=None, records=None):
             layer (e.g. one producer, to score it alone).
     """
     cache = {} if cache is None else cache
-    records = graph.layers.values() if records is None else records
+    records = graph.layers_on_group(group.id) if records is None else records
     filters, scales = [], []
     for record in records:
         if record.kind == "source":
@@ -367,7 +367,7 @@ def _filters(weights):
         raise ValueError(
             f"Group {weights.group.id} has no producer with filters to score."
         )
-    return [np.asarray(f, dtype=np.float64) for f in weights.filters]
+    return [np.ascontiguousarray(f, dtype=np.float64) for f in weights.filters]
 
 
 def _align(channel_map, group, rows):
@@ -378,7 +378,11 @@ def _align(channel_map, group, rows):
         return None
     order = positions[np.argsort(channel_map.index[positions], kind="stable")]
     repeats = len(order) // group.size
-    return rows[order].reshape(group.size, repeats * rows.shape[1])
+    if len(order) == len(rows) and np.array_equal(order, np.arange(len(rows))):
+        gathered = rows  # Already in group order: no copy of the filters.
+    else:
+        gathered = rows[order]
+    return gathered.reshape(group.size, repeats * rows.shape[1])
 
 
 def _prepare_taylor(model, graph, data, loss=None):

@@ -8,7 +8,9 @@ import numpy as np
 
 from ekg_keras.flops import group_keep_masks
 from ekg_keras.graph import trace
+from ekg_keras.graph._keras_graph import deferred_variables
 from ekg_keras.graph._keras_graph import functional_of
+from ekg_keras.graph._keras_graph import initialize_deferred
 from ekg_keras.graph._keras_graph import input_name
 from ekg_keras.graph._keras_graph import is_graph_model
 from ekg_keras.graph._keras_graph import is_layer
@@ -17,6 +19,7 @@ from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable
 from ekg_keras.layers.wrapping import plain_copy
+from ekg_keras.layers.wrapping import weight_pairs
 
 FOLDS = ("exact", "bias")
 
@@ -146,20 +149,26 @@ class _Rebuilder:
         self._models = {}  # id(old nested model) -> new nested model
         # id(new layer) -> [extra channels of ones, calls so far]
         self._with_ones = {}
+        self._values = []  # (new variable, its value) pairs
 
     def rebuild(self, model):
         graph = functional_of(model)
-        inputs = [
-            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=input_name(x))
-            for x in graph.inputs
-        ]
-        outputs = run_graph(graph, inputs, self._operation, self._call)
-        structure = graph.input
-        if isinstance(structure, (list, tuple, dict)):
-            inputs = keras.tree.pack_sequence_as(structure, inputs)
-        else:
-            inputs = inputs[0]
-        return keras.Model(inputs, outputs, name=model.name)
+        with deferred_variables():
+            inputs = [
+                keras.Input(
+                    batch_shape=x.shape, dtype=x.dtype, name=input_name(x)
+                )
+                for x in graph.inputs
+            ]
+            outputs = run_graph(graph, inputs, self._operation, self._call)
+            structure = graph.input
+            if isinstance(structure, (list, tuple, dict)):
+                inputs = keras.tree.pack_sequence_as(structure, inputs)
+            else:
+                inputs = inputs[0]
+            slim = keras.Model(inputs, outputs, name=model.name)
+        initialize_deferred(self._values)
+        return slim
 
     def _operation(self, op):
         if is_graph_model(op):
@@ -182,7 +191,7 @@ class _Rebuilder:
         outputs = layer(*args, **kwargs)
         weights = self._pending.pop(id(layer), None)
         if weights is not None:
-            _set_weights(layer, weights)
+            self._values.extend(_weight_pairs(layer, weights))
         return outputs
 
     def _nested(self, op, args, kwargs):
@@ -270,14 +279,11 @@ def _weights_of(layer):
     return {v.name: values[id(v)] for v in layer.weights if id(v) in values}
 
 
-def _set_weights(layer, weights):
-    """Sets weights by name, or in order where the new layer's weights are
-    named otherwise (auto-named weights get fresh names)."""
-    if not layer.weights:
-        return
+def _weight_pairs(layer, weights):
+    """`(variable, value)` pairs matched by name, or in order where the new
+    layer's weights are named otherwise (auto-named weights get fresh
+    names)."""
     names = [v.name for v in layer.weights]
     if sorted(names) == sorted(weights):
-        for variable in layer.weights:
-            variable.assign(weights[variable.name])
-        return
-    layer.set_weights(list(weights.values()))
+        return [(v, weights[v.name]) for v in layer.weights]
+    return weight_pairs(layer, list(weights.values()))

@@ -5,12 +5,18 @@ tracing, probing and rebuilding go through these few helpers. Keras' own
 `clone_model` relies on the same attributes. The classes of `keras.ops`
 operations (the nodes that `x + 1.0` or `keras.ops.mean(x)` leave in a
 functional graph) and the custom layers of `keras.applications` are only
-importable from `keras.src`, so they are looked up here too.
+importable from `keras.src`, so they are looked up here too, and so is
+the lazy initialization of variables that lets `wrap` and `slim` create
+each variable once, with its value (`deferred_variables`).
 """
 
+import contextlib
+
 import keras
+import numpy as np
 from keras.src.applications import convnext as _convnext
 from keras.src.applications import inception_resnet_v2 as _inception_resnet
+from keras.src.backend.common.variables import initialize_all_variables
 from keras.src.models.functional import Functional
 from keras.src.ops import core as _ops_core
 from keras.src.ops import image as _ops_image
@@ -250,3 +256,59 @@ def rebuild_model(model, clone_layer, call_layer):
 
     graph = functional_of(model)
     return rebuild(graph, model.name, graph.inputs)
+
+
+@contextlib.contextmanager
+def deferred_variables():
+    """Layers built inside create their variables without values.
+
+    Building a layer runs its initializers (a random kernel, say) and
+    copying weights in overwrites them: for a whole model the two cost
+    more than the rest of the build. Keras defers initialization inside
+    a `keras.StatelessScope` (its lazy-initialization mechanism); the
+    variables created here wait for `initialize_deferred`, which gives
+    them their values at creation. On an error every pending variable is
+    initialized by its own initializer, as Keras would at the next scope.
+    """
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    except BaseException:
+        initialize_all_variables()
+        raise
+
+
+def initialize_deferred(values):
+    """Initializes the variables `deferred_variables` left pending.
+
+    Args:
+        values: `(variable, value)` pairs (NumPy arrays or tensors): the
+            value each variable starts with. Pending variables not listed
+            take their initializer's value; listed variables that already
+            have one are assigned.
+
+    Raises:
+        ValueError: If a value's shape is not its variable's.
+    """
+    try:
+        for variable, value in values:
+            shape = tuple(getattr(value, "shape", None) or np.shape(value))
+            if shape != tuple(variable.shape):
+                raise ValueError(
+                    f"The value for variable '{variable.path}' should have "
+                    f"shape {tuple(variable.shape)}. Received: shape {shape}"
+                )
+            if variable._value is None:
+                variable._initializer = _constant_initializer(value)
+            else:
+                variable.assign(value)
+    finally:
+        initialize_all_variables()  # Leaves none pending, even on errors.
+
+
+def _constant_initializer(value):
+    def initializer(shape, dtype=None):
+        del shape, dtype  # The variable casts and checks them.
+        return value
+
+    return initializer

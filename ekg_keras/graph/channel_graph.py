@@ -149,6 +149,7 @@ class ChannelGraph:
         self.groups = groups
         self.layers = layers
         self.calls = calls
+        self._on_group = None
 
     @property
     def prunable_groups(self):
@@ -233,6 +234,19 @@ class ChannelGraph:
             if hits:
                 group.prunable = False
                 group.reasons += (f"layer {hits[0]!r} is in ignored_layers",)
+
+    def layers_on_group(self, group_id):
+        """`LayerChannels` of the layers whose first input or output holds
+        channels of the group, in `layers` order."""
+        if self._on_group is None:
+            self._on_group = {}
+            for record in self.layers.values():
+                found = set()
+                for channel_map in record.inputs[:1] + record.outputs[:1]:
+                    found.update(np.unique(channel_map.group).tolist())
+                for group in found - {-1}:
+                    self._on_group.setdefault(group, []).append(record)
+        return self._on_group.get(group_id, [])
 
     def maskable_layers(self):
         """`LayerChannels` of the layers that carry a mask when wrapped."""

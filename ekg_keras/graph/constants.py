@@ -17,6 +17,7 @@ import numpy as np
 
 from ekg_keras.graph._keras_graph import functional_of
 from ekg_keras.graph._keras_graph import graph_nodes
+from ekg_keras.graph._keras_graph import is_layer
 from ekg_keras.graph.handlers import channels_of
 from ekg_keras.graph.registry import get_handler
 
@@ -43,7 +44,7 @@ def consumer_constants(graph, assume_trained=False):
     """
     found = {}
     inputs = [np.full(channels_of(x), np.nan) for x in _inputs(graph.model)]
-    _walk(graph, graph.model, inputs, found, assume_trained)
+    _walk(graph, graph.model, inputs, found, assume_trained, memo={})
     return {
         key: values[0]
         for key, values in found.items()
@@ -70,7 +71,7 @@ def follows_training(graph):
     )
 
 
-def _walk(graph, model, inputs, found, assume_trained):
+def _walk(graph, model, inputs, found, assume_trained, memo):
     """Propagates removed values through `model`; returns its outputs'."""
     functional = functional_of(model)
     values = {id(x): v for x, v in zip(functional.inputs, inputs)}
@@ -80,15 +81,47 @@ def _walk(graph, model, inputs, found, assume_trained):
         found.setdefault(id(operation), arriving)
         record = graph.layers[id(operation)]
         if record.kind == "model":
-            leaving = _walk(graph, operation, arriving, found, assume_trained)
+            leaving = _walk(
+                graph, operation, arriving, found, assume_trained, memo
+            )
         else:
             handler = record.handler or get_handler(operation)
-            leaving = handler.removed_values(operation, node, arriving)
+            leaving = _removed_values(handler, operation, node, arriving, memo)
             if assume_trained and handler.constants_follow_training(operation):
                 leaving = [np.where(np.isnan(v), np.nan, 1.0) for v in leaving]
         for tensor, value in zip(node.outputs, leaving):
             values[id(tensor)] = _checked(value, tensor)
     return [values[id(x)] for x in functional.outputs]
+
+
+def _removed_values(handler, operation, node, values, memo):
+    """`handler.removed_values`, computed once per distinct call of a
+    built-in weightless layer (most calls evaluate a layer, and a ResNet
+    has dozens of equal ReLUs and adds seeing equal constants)."""
+    key = _call_key(operation, node, values)
+    if key is None:
+        return handler.removed_values(operation, node, values)
+    if key not in memo:
+        memo[key] = handler.removed_values(operation, node, values)
+    return [np.array(value, copy=True) for value in memo[key]]
+
+
+def _call_key(operation, node, values):
+    """What the result of a built-in Keras layer without weights depends
+    on: its class and config, its input shapes and the values; None for
+    other operations."""
+    if not is_layer(operation) or operation.weights:
+        return None
+    if not type(operation).__module__.startswith("keras."):
+        return None
+    config = dict(operation.get_config())
+    config.pop("name", None)
+    return (
+        type(operation),
+        repr(sorted(config.items())),
+        tuple(tuple(t.shape) for t in node.input_tensors),
+        tuple(np.asarray(v, dtype=np.float64).tobytes() for v in values),
+    )
 
 
 def _checked(value, tensor):

@@ -110,8 +110,7 @@ class _Tracer:
             raise H.IncompatibleChannels(
                 f"cannot join {len(a)} channels with {len(b)}"
             )
-        for x, y in zip(a.tolist(), b.tolist()):
-            self._sets.union(x, y)
+        self._sets.union(a, b)
 
     def block(self, layout, reason):
         """Marks the groups of these channels as not prunable."""
@@ -229,8 +228,7 @@ class _Tracer:
         """Forms the groups and converts layouts into `ChannelMap`s."""
         roots = self._sets.roots()
         producer = np.array(self._producer, dtype=np.int64)
-        units = _units(roots)
-        group_of, index_of, groups = self._form_groups(units, producer)
+        group_of, index_of, groups = self._form_groups(roots, producer)
         to_map = _Converter(roots, group_of, index_of)
         layers = {}
         for key, record in self._records.items():
@@ -250,36 +248,99 @@ class _Tracer:
         _fill_roles(groups, layers.values())
         return ChannelGraph(model, groups, layers, calls)
 
-    def _form_groups(self, units, producer):
-        """Groups units (coupled channels) by the set of layers producing
-        them; returns per-root group id and index, and the groups."""
-        by_producers = {}
-        for root, members in units.items():
-            makers = frozenset(int(p) for p in producer[members] if p >= 0)
-            if makers:
-                by_producers.setdefault(makers, []).append(root)
-        group_of, index_of, groups = {}, {}, []
+    def _form_groups(self, roots, producer):
+        """Groups units (sets of coupled channels, named by their root) by
+        the set of layers producing them.
+
+        Groups are ordered by their smallest root, units within a group by
+        root.
+
+        Returns:
+            Per root id, its group id and its index in the group (-1 for
+            ids that are no root, or whose unit no layer produces), and the
+            `ChannelGroup`s.
+        """
+        made = producer >= 0
+        group_of = np.full(len(roots), -1, dtype=np.int64)
+        index_of = np.full(len(roots), -1, dtype=np.int64)
+        if not made.any():
+            return group_of, index_of, []
+        layer_ids, makers = np.unique(producer[made], return_inverse=True)
+        # Distinct (root, producer) pairs, sorted by root then producer.
+        pairs = np.unique(roots[made] * len(layer_ids) + makers)
+        pair_roots, pair_makers = np.divmod(pairs, len(layer_ids))
+        unit_roots, starts, counts = np.unique(
+            pair_roots, return_index=True, return_counts=True
+        )
+        # One row per unit: its producers (dense indices), padded with -1.
+        table = np.full((len(unit_roots), counts.max()), -1)
+        rows = np.repeat(np.arange(len(unit_roots)), counts)
+        table[rows, np.arange(len(pairs)) - starts[rows]] = pair_makers
+        group_makers, group_of_unit, index_of_unit = _rank_units(table)
+        group_of[unit_roots] = group_of_unit
+        index_of[unit_roots] = index_of_unit
+        groups = self._groups(
+            group_makers,
+            layer_ids,
+            np.bincount(group_of_unit, minlength=len(group_makers)),
+            self._group_reasons(group_of[roots], producer),
+        )
+        return group_of, index_of, groups
+
+    def _group_reasons(self, group_of_channel, producer):
+        """Why each group is not prunable, per group id."""
+        reasons = collections.defaultdict(set)
+        for group_id in np.unique(group_of_channel[producer < 0]):
+            if group_id >= 0:
+                reasons[int(group_id)].add("it is joined with a model input")
+        for channel, why in self._blocked.items():
+            group_id = int(group_of_channel[channel])
+            if group_id >= 0:
+                reasons[group_id].update(why)
+        return reasons
+
+    def _groups(self, maker_sets, layer_ids, sizes, reasons):
         paths = {k: r.path for k, r in self._records.items()}
-        ordered = sorted(by_producers.items(), key=lambda kv: min(kv[1]))
-        for group_id, (makers, roots) in enumerate(ordered):
-            reasons = set()
-            for index, root in enumerate(sorted(roots)):
-                group_of[root], index_of[root] = group_id, index
-                members = units[root]
-                if np.any(producer[members] < 0):
-                    reasons.add("it is joined with a model input")
-                for channel in members.tolist():
-                    reasons.update(self._blocked.get(channel, ()))
+        groups = []
+        for group_id, (makers, size) in enumerate(zip(maker_sets, sizes)):
+            producers = [paths[int(layer_ids[m])] for m in makers if m >= 0]
+            why = reasons.get(group_id, ())
             groups.append(
                 ChannelGroup(
                     id=group_id,
-                    size=len(roots),
-                    producers=tuple(sorted(paths[m] for m in makers)),
-                    prunable=not reasons,
-                    reasons=tuple(sorted(reasons)),
+                    size=int(size),
+                    producers=tuple(sorted(producers)),
+                    prunable=not why,
+                    reasons=tuple(sorted(why)),
                 )
             )
-        return group_of, index_of, groups
+        return groups
+
+
+def _rank_units(table):
+    """Units with equal rows of `table` (their producers) form a group;
+    groups are numbered in the order of their first unit, and units in a
+    group in table order.
+
+    Returns:
+        The producer row of each group, and per unit its group id and its
+        index in the group.
+    """
+    units = np.arange(len(table))
+    maker_sets, set_of_unit = np.unique(table, axis=0, return_inverse=True)
+    set_of_unit = set_of_unit.reshape(-1)
+    first_unit = np.full(len(maker_sets), len(table))
+    np.minimum.at(first_unit, set_of_unit, units)
+    set_order = np.argsort(first_unit)
+    group_of_set = np.empty(len(maker_sets), dtype=np.int64)
+    group_of_set[set_order] = np.arange(len(maker_sets))
+    group_of_unit = group_of_set[set_of_unit]
+    sizes = np.bincount(group_of_unit, minlength=len(maker_sets))
+    index_of_unit = np.empty(len(table), dtype=np.int64)
+    index_of_unit[np.argsort(group_of_unit, kind="stable")] = units - np.repeat(
+        np.cumsum(sizes) - sizes, sizes
+    )
+    return maker_sets[set_order], group_of_unit, index_of_unit
 
 
 def _refuse_channels_first(layer):
@@ -294,27 +355,12 @@ def _refuse_channels_first(layer):
         )
 
 
-def _units(roots):
-    """Maps each root to the array of channel ids in its set."""
-    order = np.argsort(roots, kind="stable")
-    sorted_roots = roots[order]
-    starts = np.flatnonzero(np.r_[True, sorted_roots[1:] != sorted_roots[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    return {int(sorted_roots[s]): order[s:e] for s, e in zip(starts, ends)}
-
-
 class _Converter:
     """Turns a layout of channel ids into a `ChannelMap`."""
 
     def __init__(self, roots, group_of, index_of):
-        size = len(roots)
-        self._group = np.full(size, -1, dtype=np.int64)
-        self._index = np.full(size, -1, dtype=np.int64)
-        for channel in range(size):
-            root = int(roots[channel])
-            if root in group_of:
-                self._group[channel] = group_of[root]
-                self._index[channel] = index_of[root]
+        self._group = group_of[roots]
+        self._index = index_of[roots]
 
     def __call__(self, layout):
         layout = np.asarray(layout, dtype=np.int64)

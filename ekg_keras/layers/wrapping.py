@@ -5,6 +5,8 @@ import warnings
 import keras
 import numpy as np
 
+from ekg_keras.graph._keras_graph import deferred_variables
+from ekg_keras.graph._keras_graph import initialize_deferred
 from ekg_keras.graph._keras_graph import input_name
 from ekg_keras.graph._keras_graph import is_layer
 from ekg_keras.graph.handlers import activation_at_zero
@@ -173,24 +175,93 @@ def plain_copy(operation):
 
 
 def _clone(model, make, weights):
-    """Clones `model` with `make(layer)` and copies `weights(old, new)`."""
-    pairs = []
+    """Clones `model` with `make(layer)` and copies `weights(old, new)`.
+
+    Each new layer is built as its original was, with its variables left
+    uninitialized (`deferred_variables`), and then created once with the
+    original's values: no initializer runs and nothing is copied twice.
+    The values are given at the end, since a layer with initialized
+    variables costs more to call on the clone's symbolic inputs, unless
+    `clone_model` compiles the clone (its optimizer needs them at once).
+    """
+    deferred, built_later = [], []
+    compiled = any(m.compiled for m in _models_in(model))
 
     def clone_function(layer):
         new = make(layer)
-        pairs.append((layer, new))
+        if _build_deferred(layer, new):
+            deferred.append((layer, new))
+            if compiled:
+                _initialize(deferred, weights)
+        else:
+            built_later.append((layer, new))
         return new
 
-    clone = keras.models.clone_model(
-        model,
-        clone_function=clone_function,
-        recursive=True,
-        input_tensors=_named_inputs(model),
-    )
-    for old, new in pairs:
+    try:
+        clone = keras.models.clone_model(
+            model,
+            clone_function=clone_function,
+            recursive=True,
+            input_tensors=_named_inputs(model),
+        )
+    finally:
+        _initialize(deferred, weights)
+    for old, new in built_later:
         if is_layer(old) and old.weights:
             new.set_weights(weights(old, new))
     return clone
+
+
+def _build_deferred(old, new):
+    """Builds `new` as `old` was built, its variables left uninitialized.
+
+    Returns:
+        Whether it did: not for operations, input layers and layers without
+        a build config, which the clone builds when it calls them.
+    """
+    if not (is_layer(old) and is_layer(new)) or new.built or not old.built:
+        return False
+    config = old.get_build_config()
+    if not config or isinstance(new, keras.layers.InputLayer):
+        return False
+    with deferred_variables():
+        new.build_from_config(config)
+    return True
+
+
+def _initialize(deferred, weights):
+    """Creates the deferred variables of `(old, new)` layer pairs with the
+    values `weights(old, new)`, and empties the list."""
+    values = []
+    try:
+        for old, new in deferred:
+            if old.weights:
+                values.extend(weight_pairs(new, weights(old, new)))
+    finally:
+        deferred.clear()
+        initialize_deferred(values)
+
+
+def _models_in(model):
+    """`model` and the models nested in it."""
+    return [model] + [
+        layer for layer in _flat_layers(model) if isinstance(layer, keras.Model)
+    ]
+
+
+def weight_pairs(layer, values):
+    """`(variable, value)` pairs of `layer`'s weights and `values` (in
+    `layer.weights` order, as `set_weights` takes them).
+
+    Raises:
+        ValueError: If there are not as many values as weights.
+    """
+    if len(values) != len(layer.weights):
+        raise ValueError(
+            f"Layer '{layer.name}' should receive {len(layer.weights)} "
+            f"weights. Received: {len(values)}"
+        )
+    return list(zip(layer.weights, values))
 
 
 def _named_inputs(model):

@@ -1,5 +1,6 @@
 """The set-up every pruning method shares, done once for all of them."""
 
+import time
 import weakref
 
 import numpy as np
@@ -81,6 +82,9 @@ class PruningSetup:
         budget: "flops" or "latency" (None without a target).
         levels: The `KeepLevels` (floors, `round_to`).
         full_macs: MACs of the unpruned model.
+        seconds: Wall time of the set-up's phases: "trace" (both traces),
+            "wrap" (the clone) and "cost" (the FLOPs or latency counter,
+            keep levels).
 
     Raises:
         ValueError: For `flops` or `latency` outside (0, 1], both given, a
@@ -121,13 +125,17 @@ class PruningSetup:
         self.min_channels = min_channels
         self.include_bn = include_bn
         self.include_fc = include_fc
+        lap = _Laps()
         if masked is None:
             trace(model)  # Validates the model, warns about unknown layers.
+            lap("trace")
             strategy = strategy or tf.distribute.get_strategy()
             with strategy.scope():
                 masked = wrap(model, mode=mode)
+            lap("wrap")
         self.model = masked
         self.graph = trace(masked, warn=False)
+        lap("trace")
         self.graph.freeze_layers(self.ignored_layers)
         if not self.graph.prunable_groups:
             raise ValueError(
@@ -162,6 +170,8 @@ class PruningSetup:
             round_to,
         )
         self.full_macs = self.counter.macs(self.counter.full)
+        lap("cost")
+        self.seconds = lap.seconds
         if self.flops is not None:
             self.check_reachable(self.flops)
 
@@ -233,6 +243,19 @@ class PruningSetup:
             return fold_batchnorm(slim(self.model, self.graph))
         finally:
             self.apply(before)
+
+
+class _Laps:
+    """Adds the wall time since the last call to a named phase."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 def apply_keep(model, graph, keep):

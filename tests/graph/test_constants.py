@@ -157,3 +157,24 @@ def test_a_custom_layer_that_pads_makes_constants_vary():
     finally:
         graph.registry._REGISTRY.pop(_SamePaddedBlur)
     assert np.isnan(values).all()
+
+
+def test_equal_layers_share_a_result_but_other_configs_do_not():
+    # Built-in weightless layers are evaluated once per distinct call: the
+    # class, config, input shapes and values decide, not the layer object.
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="producer")(inputs)
+    branches = []
+    for name, slope in (("a", 0.5), ("b", 0.5), ("c", 0.25)):
+        y = keras.layers.Activation("sigmoid", name=f"sigmoid_{name}")(x)
+        y = keras.layers.LeakyReLU(negative_slope=slope, name=f"leaky_{name}")(
+            ops.subtract(y, 1.0)
+        )
+        branches.append(keras.layers.Conv2D(2, 1, name=f"consumer_{name}")(y))
+    outputs = keras.layers.Concatenate()(branches)
+    model = layers.wrap(keras.Model(inputs, outputs))
+
+    # sigmoid(0) - 1 = -0.5, then the slope.
+    np.testing.assert_allclose(_constants_at(model, "consumer_a"), [-0.25] * 4)
+    np.testing.assert_allclose(_constants_at(model, "consumer_b"), [-0.25] * 4)
+    np.testing.assert_allclose(_constants_at(model, "consumer_c"), [-0.125] * 4)

@@ -275,3 +275,20 @@ def test_softmax_producer_keeps_its_outputs_but_not_its_inputs():
     channel_graph = graph.trace(keras.Model(inputs, outputs))
     assert _group_of(channel_graph, "hidden").prunable
     assert channel_graph.channels("soft").outputs[0].group.tolist() == [-1] * 5
+
+
+def test_layers_on_group_are_the_layers_whose_channels_it_holds():
+    model = models.resnet20()
+    channel_graph = graph.trace(model)
+
+    for group in channel_graph.groups:
+        expected = [
+            record
+            for record in channel_graph.layers.values()
+            if any(
+                np.any(channel_map.group == group.id)
+                for channel_map in record.inputs[:1] + record.outputs[:1]
+            )
+        ]
+        assert channel_graph.layers_on_group(group.id) == expected
+    assert channel_graph.layers_on_group(len(channel_graph.groups)) == []

@@ -170,6 +170,27 @@ def test_wrap_converts_exactly_the_wrappable_layers():
     assert type(wrapped.get_layer("head")) is keras.Sequential
 
 
+def test_wrap_of_a_compiled_model_is_compiled_with_the_same_weights():
+    # The clone is compiled inside `clone_model`, whose optimizer needs the
+    # new variables created (with their values) as each layer is built.
+    model = _model()
+    _randomize_batch_norms(model)
+    model.compile(optimizer="sgd", loss="mse")
+    x = _images()
+    weights = _weights(model)
+
+    wrapped = wrap(model)
+
+    assert wrapped.compiled
+    np.testing.assert_allclose(
+        _np(wrapped(x)), _np(model(x)), rtol=0, atol=1e-6
+    )
+    wrapped.fit(x, np.zeros_like(_np(model(x))), epochs=1, verbose=0)
+    assert not np.allclose(_np(wrapped(x)), _np(model(x)), atol=1e-6)
+    for before, after in zip(weights, _weights(model)):
+        np.testing.assert_array_equal(after, before)
+
+
 def test_wrap_leaves_original_untouched():
     model = _model()
     x = _images()
