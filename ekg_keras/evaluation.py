@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import graph_nodes
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import graph_nodes
 from ekg_keras.layers import is_prunable
 from ekg_keras.numerics import check_finite
 from ekg_keras.taylor import ends_in_softmax

@@ -16,13 +16,13 @@ import warnings
 import keras
 import numpy as np
 
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import graph_nodes
-from ekg_keras.graph._keras_graph import is_graph_model
-from ekg_keras.graph._keras_graph import node_call_kwargs
-from ekg_keras.graph._keras_graph import node_inputs
-from ekg_keras.graph._keras_graph import node_outputs
-from ekg_keras.graph._keras_graph import rebuild_model
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import graph_nodes
+from ekg_keras._keras_private import is_graph_model
+from ekg_keras._keras_private import node_call_kwargs
+from ekg_keras._keras_private import node_inputs
+from ekg_keras._keras_private import node_outputs
+from ekg_keras._keras_private import rebuild_model
 from ekg_keras.layers import prunable_layers
 from ekg_keras.slim import slim
 

@@ -6,15 +6,15 @@ import warnings
 import keras
 import numpy as np
 
+from ekg_keras._keras_private import deferred_variables
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import initialize_deferred
+from ekg_keras._keras_private import input_name
+from ekg_keras._keras_private import is_graph_model
+from ekg_keras._keras_private import is_layer
+from ekg_keras._keras_private import run_graph
 from ekg_keras.flops import group_keep_masks
 from ekg_keras.graph import trace
-from ekg_keras.graph._keras_graph import deferred_variables
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import initialize_deferred
-from ekg_keras.graph._keras_graph import input_name
-from ekg_keras.graph._keras_graph import is_graph_model
-from ekg_keras.graph._keras_graph import is_layer
-from ekg_keras.graph._keras_graph import run_graph
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ekg_keras._inputs import as_dataset
 from ekg_keras._inputs import check_labels
-from ekg_keras.graph._keras_graph import output_layer
+from ekg_keras._keras_private import output_layer
 from ekg_keras.layers import is_prunable
 
 

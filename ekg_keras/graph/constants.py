@@ -15,9 +15,9 @@ so that `slim` and the FLOPs counter agree on every fold.
 
 import numpy as np
 
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import graph_nodes
-from ekg_keras.graph._keras_graph import is_layer
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import graph_nodes
+from ekg_keras._keras_private import is_layer
 from ekg_keras.graph.handlers import channels_of
 from ekg_keras.graph.registry import get_handler
 

@@ -19,8 +19,8 @@ Slimming keeps the operation nodes with their constants.
 
 import numpy as np
 
-from ekg_keras.graph._keras_graph import call_node
-from ekg_keras.graph._keras_graph import node_constants
+from ekg_keras._keras_private import call_node
+from ekg_keras._keras_private import node_constants
 from ekg_keras.graph.handlers import IncompatibleChannels
 from ekg_keras.graph.handlers import LayerHandler
 from ekg_keras.graph.handlers import channels_of

@@ -2,7 +2,7 @@
 
 import keras
 
-from ekg_keras.graph import _keras_graph as K
+from ekg_keras import _keras_private as K
 from ekg_keras.graph import channelwise_handlers as CH
 from ekg_keras.graph import conv_handlers as C
 from ekg_keras.graph import handlers as H

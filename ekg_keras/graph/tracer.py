@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import graph_nodes
 from ekg_keras.graph import handlers as H
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import graph_nodes
 from ekg_keras.graph.channel_graph import CallRecord
 from ekg_keras.graph.channel_graph import ChannelGraph
 from ekg_keras.graph.channel_graph import ChannelGroup

@@ -4,6 +4,7 @@
 import keras
 
 from ekg_keras._api import ekg_export
+from ekg_keras._keras_private import kernel_variable
 from ekg_keras.layers.prunable import PrunableMixin
 
 
@@ -17,7 +18,8 @@ class _FilterMask(PrunableMixin):
         return self._apply_mask(super().call(inputs))
 
     def _output_weights(self):
-        yield self._kernel, (len(self._kernel.shape) - 1,)
+        kernel = kernel_variable(self)
+        yield kernel, (len(kernel.shape) - 1,)
         if self.use_bias:
             yield self.bias, (0,)
 

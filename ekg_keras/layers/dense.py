@@ -3,6 +3,7 @@
 import keras
 
 from ekg_keras._api import ekg_export
+from ekg_keras._keras_private import kernel_variable
 from ekg_keras.layers.prunable import PrunableMixin
 
 
@@ -26,6 +27,6 @@ class PrunableDense(PrunableMixin, keras.layers.Dense):
         return self._apply_mask(super().call(inputs, training=training))
 
     def _output_weights(self):
-        yield self._kernel, (1,)
+        yield kernel_variable(self), (1,)
         if self.use_bias:
             yield self.bias, (0,)

@@ -5,10 +5,10 @@ import warnings
 import keras
 import numpy as np
 
-from ekg_keras.graph._keras_graph import deferred_variables
-from ekg_keras.graph._keras_graph import initialize_deferred
-from ekg_keras.graph._keras_graph import input_name
-from ekg_keras.graph._keras_graph import is_layer
+from ekg_keras._keras_private import deferred_variables
+from ekg_keras._keras_private import initialize_deferred
+from ekg_keras._keras_private import input_name
+from ekg_keras._keras_private import is_layer
 from ekg_keras.graph.handlers import activation_at_zero
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv1D

@@ -13,9 +13,9 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import is_graph_model
-from ekg_keras.graph._keras_graph import run_graph
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import is_graph_model
+from ekg_keras._keras_private import run_graph
 from ekg_keras.layers import is_prunable
 
 

@@ -27,8 +27,8 @@ import itertools
 import keras
 import numpy as np
 
-from ekg_keras.graph._keras_graph import functional_of
-from ekg_keras.graph._keras_graph import graph_nodes
+from ekg_keras._keras_private import functional_of
+from ekg_keras._keras_private import graph_nodes
 
 #: Fewest prunable groups a stage holds before it joins a neighbour.
 MIN_GROUPS = 2

@@ -1,11 +1,11 @@
-"""Tests for the deferred variables of ekg_keras.graph._keras_graph."""
+"""Tests for the deferred variables of ekg_keras._keras_private."""
 
 import keras
 import numpy as np
 import pytest
 
-from ekg_keras.graph._keras_graph import deferred_variables
-from ekg_keras.graph._keras_graph import initialize_deferred
+from ekg_keras._keras_private import deferred_variables
+from ekg_keras._keras_private import initialize_deferred
 
 
 def _dense_built_deferred():
