@@ -40,15 +40,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # Silences TF logging before TF is imported.
 from ekg_search import train
 
+from ekg_keras.methods.sp import StagewisePruning  # noqa: E402
+
 METHODS = ("sp", "ekg", "fpgm", "l1", "nppm", "lfpc")
+# SP's CPU setting (the super-net epochs come from --supernet_epochs).
 SP_OPTIONS = {
-    "val_per_class": 30,
-    "population": 16,
-    "iterations": 4,
-    "manager_population": 8,
-    "manager_iterations": 3,
-    "budget_units": 20,
-    "batch_size": 150,
+    k: v
+    for k, v in StagewisePruning.compare_options.items()
+    if k != "supernet_epochs"
 }
 SP_QUICK = {
     "val_per_class": 10,

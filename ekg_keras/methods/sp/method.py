@@ -269,6 +269,20 @@ class StagewisePruning(PruningMethod):
         "batch_size": 32,
     }
 
+    # CPU-sized settings for benchmarks/compare.py and benchmarks/sp.py
+    # (a 2-core machine, digits at 16x16): a short super-net training and
+    # small EAs.
+    compare_options: typing.ClassVar[dict] = {
+        "supernet_epochs": 5,
+        "val_per_class": 30,
+        "population": 16,
+        "iterations": 4,
+        "manager_population": 8,
+        "manager_iterations": 3,
+        "budget_units": 20,
+        "batch_size": 150,
+    }
+
     def __init__(self, model, flops, data=None, **kwargs):
         super().__init__(model, flops, data, **kwargs)
         self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
