@@ -5,22 +5,21 @@
     .venv/bin/python benchmarks/compare.py --methods ekg,l1 --budgets 0.3
 
 For each baseline (ResNet-20, and with `--baselines` a half-width ResNet-20,
-trained once on the embedded digits at 16x16 and cached), every method of the registry (the
-registry is the list: a method added later appears here unedited; presets
-equal to another entry are run once) prunes to each FLOPs budget with each
-seed, with its `compare_options` (CPU-sized settings). Then, from the same
-pruned model: batch normalization recalibrated on the training data
-("pruned"), the same fine-tuning budget for everyone ("plain": the
-`Fitter`'s SGD schedule; methods that train while they prune spend that
+trained once on the embedded digits at 16x16 and cached), every method of
+the registry (the registry is the list: a method added later appears here
+unedited; presets equal to another entry are run once) prunes to each FLOPs
+budget with each seed, with its `compare_options` (CPU-sized settings).
+Then, from the same pruned model: batch normalization recalibrated on the
+training data ("pruned"), the same fine-tuning budget for everyone ("plain":
+the `Fitter`'s SGD schedule; methods that train while they prune spend that
 budget on their own training instead), and EKG's memory-bank distillation
 for methods that leave a trajectory ("ekg"). Recorded: test accuracy in
 inference mode, FLOPs by the counter, parameters, the slim model's CPU
 latency (batch 1) and throughput (batch 64), also with batch norm folded
-(the deployed form), wall time per stage, the search trajectory and the
-kept widths. Each run is cached as JSON, so an interrupted comparison
-resumes; the results go to `results/compare.json`, `results/compare.md`
-and PNG plots in `results/`.
-"""
+(the deployed form), wall time per stage, the search trajectory and the kept
+widths. Each run is cached as JSON, so an interrupted comparison resumes;
+the results go to `results/compare.json`, `results/compare.md` and PNG plots
+in `results/`. """
 
 import argparse
 import dataclasses
@@ -114,9 +113,7 @@ def settings_from(args):
         )
     quick, tiny = args.quick or args.tiny, args.tiny
     return Settings(
-        baselines=listed(
-            args.baselines, DEFAULT_BASELINES
-        ),
+        baselines=listed(args.baselines, DEFAULT_BASELINES),
         methods=methods,
         budgets=listed(args.budgets, (0.5,) if quick else BUDGETS, float),
         seeds=listed(args.seeds, (0,) if quick else SEEDS, int),
@@ -448,9 +445,18 @@ def summarize(records, settings):
     return rows, paired_tests(keyed)
 
 
+#: What the paired tests compare: accuracy right after pruning (batch norm
+#: recalibrated, where the pruning choices differ most) and after the
+#: fine-tuning budget.
+MEASURES = {
+    "pruned": lambda record: record["pruned"],
+    "final": lambda record: final_accuracy(record),
+}
+
+
 def paired_tests(keyed):
-    """Per baseline and budget: each method against EKG, paired by seed
-    (t-test on the per-seed differences of the final accuracy)."""
+    """Per baseline, budget and measure: each method against EKG, paired
+    by seed (t-test on the per-seed differences)."""
     from scipy import stats as scipy_stats
 
     tests = []
@@ -458,27 +464,32 @@ def paired_tests(keyed):
         reference = keyed.get((base, "ekg", budget))
         if name == "ekg" or not reference:
             continue
-        mine = {r["seed"]: final_accuracy(r) for r in group}
-        theirs = {r["seed"]: final_accuracy(r) for r in reference}
-        seeds = sorted(set(mine) & set(theirs))
-        differences = [mine[s] - theirs[s] for s in seeds]
-        if len(seeds) < 2:
-            p_value = None
-        elif max(differences) == min(differences):
-            p_value = 0.0 if differences[0] != 0 else 1.0
-        else:
-            p_value = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
-        tests.append(
-            {
-                "baseline": base,
-                "budget": budget,
-                "method": name,
-                "mean_difference_vs_ekg": sum(differences) / len(differences),
-                "seeds": seeds,
-                "p_value": p_value,
-                "significant": p_value is not None and p_value < 0.05,
-            }
-        )
+        for measure, value in MEASURES.items():
+            mine = {r["seed"]: value(r) for r in group}
+            theirs = {r["seed"]: value(r) for r in reference}
+            seeds = sorted(set(mine) & set(theirs))
+            differences = [mine[s] - theirs[s] for s in seeds]
+            if len(seeds) < 2:
+                p_value = None
+            elif max(differences) == min(differences):
+                p_value = 0.0 if differences[0] != 0 else 1.0
+            else:
+                p_value = float(
+                    scipy_stats.ttest_1samp(differences, 0.0).pvalue
+                )
+            tests.append(
+                {
+                    "baseline": base,
+                    "budget": budget,
+                    "method": name,
+                    "measure": measure,
+                    "mean_difference_vs_ekg": sum(differences)
+                    / len(differences),
+                    "seeds": seeds,
+                    "p_value": p_value,
+                    "significant": p_value is not None and p_value < 0.05,
+                }
+            )
     return tests
 
 
@@ -516,20 +527,33 @@ def markdown(rows, tests, unpruned):
         )
     lines += [
         "",
-        "Final accuracy against EKG, paired over seeds "
-        "(t-test on the differences; significant at p < 0.05):",
+        "Against EKG, paired over seeds (t-test on the per-seed "
+        "differences; significant at p < 0.05), right after pruning and "
+        "after fine-tuning (the best fine-tuner):",
         "",
-        "| baseline | flops | method | mean difference | p | significant |",
-        "|---|---|---|---|---|---|",
+        "| baseline | flops | method | after pruning: difference | p | "
+        "significant | final: difference | p | significant |",
+        "|" + "---|" * 9,
     ]
-    for t in sorted(
-        tests, key=lambda t: (t["baseline"], -t["budget"], t["method"])
+    by_key = {
+        (t["baseline"], t["budget"], t["method"], t["measure"]): t
+        for t in tests
+    }
+    for base, budget, name in sorted(
+        {(t["baseline"], t["budget"], t["method"]) for t in tests},
+        key=lambda k: (k[0], -k[1], k[2]),
     ):
-        p = "-" if t["p_value"] is None else f"{t['p_value']:.3f}"
+        cells = []
+        for measure in MEASURES:
+            t = by_key[(base, budget, name, measure)]
+            p = "-" if t["p_value"] is None else f"{t['p_value']:.3f}"
+            cells += [
+                f"{t['mean_difference_vs_ekg'] * 100:+.2f} pts",
+                p,
+                "yes" if t["significant"] else "no",
+            ]
         lines.append(
-            f"| {t['baseline']} | {t['budget']} | {t['method']} | "
-            f"{t['mean_difference_vs_ekg'] * 100:+.2f} pts | {p} | "
-            f"{'yes' if t['significant'] else 'no'} |"
+            f"| {base} | {budget} | {name} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 
