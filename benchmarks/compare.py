@@ -19,7 +19,7 @@ latency (batch 1) and throughput (batch 64), also with batch norm folded
 (the deployed form), wall time per stage, the search trajectory and the kept
 widths. Each run is cached as JSON, so an interrupted comparison resumes;
 the results go to `results/compare.json`, `results/compare.md` and PNG plots
-in `results/`. """
+in `results/`."""
 
 import argparse
 import dataclasses
@@ -571,29 +571,33 @@ def plots(records, rows, directory):
     written = []
     bases = sorted({r["baseline"] for r in rows})
     methods = sorted({r["method"] for r in rows})
+    # One row per baseline: right after pruning (where the methods differ)
+    # and after fine-tuning (where most of them meet again).
+    panels = (("pruned", "right after pruning"), ("final", "after fine-tuning"))
     figure, axes = plt.subplots(
-        1, len(bases), figsize=(6 * len(bases), 4.5), squeeze=False
+        len(bases), 2, figsize=(12, 4.5 * len(bases)), squeeze=False
     )
-    for axis, base in zip(axes[0], bases):
-        for name in methods:
-            mine = [
-                r
-                for r in rows
-                if r["baseline"] == base and r["method"] == name and r["final"]
-            ]
-            if not mine:
-                continue
-            axis.errorbar(
-                [r["flops_fraction"][0] for r in mine],
-                [r["final"][0] * 100 for r in mine],
-                yerr=[r["final"][1] * 100 for r in mine],
-                marker="o",
-                capsize=3,
-                label=name,
-            )
-        axis.set_title(f"{base}: accuracy after fine-tuning")
-        axis.set_xlabel("FLOPs kept")
-        axis.set_ylabel("test accuracy (%)")
+    for row, base in zip(axes, bases):
+        for axis, (key, title) in zip(row, panels):
+            for name in methods:
+                mine = [
+                    r
+                    for r in rows
+                    if r["baseline"] == base and r["method"] == name and r[key]
+                ]
+                if not mine:
+                    continue
+                axis.errorbar(
+                    [r["flops_fraction"][0] for r in mine],
+                    [r[key][0] * 100 for r in mine],
+                    yerr=[r[key][1] * 100 for r in mine],
+                    marker="o",
+                    capsize=3,
+                    label=name,
+                )
+            axis.set_title(f"{base}: accuracy {title}")
+            axis.set_xlabel("FLOPs kept")
+            axis.set_ylabel("test accuracy (%)")
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     written.append(save(figure, directory / "compare_accuracy_flops.png"))
