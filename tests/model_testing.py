@@ -188,6 +188,28 @@ def hard_swish_net(input_shape=(32, 32, 3), classes=10):
     )
 
 
+def two_conv_net(size=8, classes=4):
+    """Conv(8)-BN-ReLU, Conv(16)-BN-ReLU, pooling and a Dense head on
+    `size` x `size` x 3 inputs: the smallest model every method prunes."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="b")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="fc")(x))
+
+
+def random_classification(n=64, size=8, classes=4):
+    """`n` random `size` x `size` x 3 images with labels cycling over
+    `classes` (fixed seed)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, size, size, 3)).astype("float32")
+    return x, (np.arange(n) % classes).astype("int32")
+
+
 def reference_importance(
     masked, graph, batches, labels, targets=None, objective=None
 ):

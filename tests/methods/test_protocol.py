@@ -4,27 +4,19 @@ budget, determinism, the user's model untouched."""
 import keras
 import numpy as np
 import pytest
+from model_testing import random_classification
+from model_testing import two_conv_net
 
 import ekg_keras
 from ekg_keras import methods
 
 
 def _model():
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", name="b")(x)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+    return two_conv_net(size=8)
 
 
 def _data(n=64):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, 8, 8, 3)).astype("float32")
-    return x, (np.arange(n) % 4).astype("int32")
+    return random_classification(n, size=8)
 
 
 def _run(name, seed=3, flops=0.5, **kwargs):
