@@ -30,6 +30,7 @@ import sys
 import time
 
 import _timing  # noqa: F401  (silences TensorFlow; puts the repo on the path)
+from ekg_search import fit_digits
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 SEEDS = (0, 1, 2)
@@ -170,18 +171,7 @@ def baseline(name, settings, data):
     model = ekg_keras.models.resnet_cifar(
         20, input_shape=data.input_shape, width=width
     )
-    steps = epochs * len(data.train)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras.optimizers.schedules.CosineDecay(0.1, steps),
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(data.train, epochs=epochs, verbose=0)
+    fit_digits(model, data, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
