@@ -5,8 +5,8 @@
   whose weights are all vectors of the channel axis (or scalars), such as a
   layer-scale layer (`x * gamma`), a learned per-channel bias or `PReLU`
   shared over space. `keras.layers.Normalization` uses it too, whether its
-  mean and variance are weights (adapted) or config lists. The first trace checks
-  on random data that the layer really treats each channel alone and that
+  mean and variance are weights (adapted) or config lists. The first trace
+  checks on random data that the layer really treats each channel alone and that
   a copy built for fewer channels (config entries equal to the channel
   count lowered, per-channel lists and weights sliced) computes the same
   on the channels it keeps; otherwise the layer is unknown.

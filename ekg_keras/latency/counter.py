@@ -63,6 +63,12 @@ class LatencyCounter:
         runs: Timed calls per measurement and round (3 interleaved
             rounds; the median is kept).
         warmup: Untimed calls before them.
+        attempts: How often a method under this budget may prune: after
+            each pruning the pruned network and the original are timed
+            (`measured_fraction`), and while the measured fraction is
+            above the budget, a method that needs no data prunes again
+            to a predicted budget lowered by that error. 1 measures once
+            and only reports; 0 never measures.
         verbose: 1 for progress lines.
     """
 
@@ -78,8 +84,19 @@ class LatencyCounter:
         grid=GRID,
         runs=10,
         warmup=3,
+        attempts=3,
         verbose=1,
     ):
+        if (
+            isinstance(attempts, bool)
+            or not isinstance(attempts, (int, np.integer))
+            or attempts < 0
+        ):
+            raise ValueError(
+                "`attempts` should be a non-negative integer (0 never "
+                "measures the pruned network). Received: "
+                f"attempts={attempts!r}"
+            )
         self.graph = graph
         self.flops_counter = flops_counter
         self.sizes = graph.sizes.astype(np.float64)
@@ -87,6 +104,8 @@ class LatencyCounter:
         self.runtime = runtime
         self.runs = runs
         self.warmup = warmup
+        self.attempts = int(attempts) if network is not None else 0
+        self.network = network
         self.verbose = verbose
         if not isinstance(cache, LatencyCache):
             path = default_cache_path() if cache is None else cache
@@ -215,6 +234,20 @@ class LatencyCounter:
             calls.append(lambda run=run, x=x: run(x))
         medians = interleaved_medians(calls, self.runs, self.warmup)
         return [1e3 * seconds for seconds in medians]
+
+    def measured_fraction(self, keep_counts):
+        """Measured time of the deployed network at `keep_counts` over the
+        unpruned one's (both built by `network` and timed in interleaved
+        rounds), the figure a latency budget promises."""
+        if self.network is None:
+            raise ValueError(
+                "Measuring a pruned network needs the `network` function "
+                "(keep counts -> deployed model). Received: network=None"
+            )
+        pruned, full = self.measure(
+            [self.network(keep_counts), self.network(self.full)]
+        )
+        return pruned / full
 
     def _measure_tables(self, fractions):
         tables, todo = [], []

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras.methods.measured_latency import meet_measured_latency
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
@@ -74,6 +75,9 @@ class PruningMethod:
         finished: Whether the last `run` reached its target (a method may
             stop early when asked to, e.g. EKG's `max_steps`).
         seconds: Wall time of the last `run`.
+        measured_latency: Under a latency budget, the measured time of
+            the pruned network over the original's (None otherwise, or
+            with `latency_options={"attempts": 0}`).
     """
 
     name = None
@@ -124,6 +128,7 @@ class PruningMethod:
         self.verbose = verbose
         self.history = []
         self.seconds = None
+        self.measured_latency = None
         self.finished = False
         self._setup_arguments = dict(
             mode=self.mode,
@@ -208,7 +213,10 @@ class PruningMethod:
                 self.data, strategy=self.strategy, verbose=self.verbose
             )
         self.finished = True
+        self.measured_latency = None
         masked = self.search(fitter)
+        if self.setup.budget == "latency" and self.setup.counter.attempts:
+            masked = meet_measured_latency(self, masked, fitter)
         self.seconds = time.perf_counter() - start
         counts = self.setup.keep_counts(self.setup.current_keep())
         achieved = self.setup.fraction(counts)

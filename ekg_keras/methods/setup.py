@@ -88,9 +88,10 @@ class PruningSetup:
 
     Raises:
         ValueError: For `flops` or `latency` outside (0, 1], both given, a
-            bad `latency_batch_size` or unknown `runtime`, a model without a functional
-            graph, nothing prunable, unknown `ignored_layers`, a bad floor or
-            `round_to`, or a target below the smallest reachable fraction.
+            bad `latency_batch_size` or unknown `runtime`, a model without
+            a functional graph, nothing prunable, unknown `ignored_layers`,
+            a bad floor or `round_to`, or a target below the smallest
+            reachable fraction.
         ImportError: If `runtime`'s package is not installed.
     """
 

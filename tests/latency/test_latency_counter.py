@@ -13,9 +13,18 @@ import ekg_keras
 from ekg_keras import methods
 from ekg_keras import runtimes
 from ekg_keras.latency import counter as counter_module
+from ekg_keras.methods import measured_latency
 from ekg_keras.methods.setup import PruningSetup
 
-TINY = {"grid": (0.5, 1.0), "runs": 2, "warmup": 1, "verbose": 0}
+# `attempts: 0`: no timing of the pruned network, so a method's result is
+# decided by the prediction alone (the measured loop has its own tests).
+TINY = {
+    "grid": (0.5, 1.0),
+    "runs": 2,
+    "warmup": 1,
+    "verbose": 0,
+    "attempts": 0,
+}
 BATCH = 4
 
 
@@ -196,3 +205,112 @@ def test_inner_set_up_on_a_methods_model_shares_its_latency_cost(measured):
     plain = PruningSetup(measured.source, 0.5)
     assert plain.budget == "flops"
     assert plain.counter is plain.flops_counter
+
+
+def _oneshot(cache, target, attempts):
+    keras.utils.set_random_seed(0)
+    return methods.get("oneshot").create(
+        _model(),
+        None,
+        verbose=0,
+        latency=target,
+        latency_batch_size=BATCH,
+        latency_cache=cache,
+        latency_options={**TINY, "attempts": attempts},
+    )
+
+
+def test_measured_fraction_times_the_pruned_network_against_the_original(
+    measured,
+):
+    counter = measured.counter
+    full = counter.measured_fraction(counter.full)
+    assert full == pytest.approx(1, rel=0.5)
+    smallest = counter.measured_fraction(measured.levels.lowest)
+    assert 0 < smallest < 2  # Timing noise on a tiny model: only the sign.
+
+
+def _fake_device(monkeypatch, errors):
+    """Replaces timing: each measurement is the prediction times the next
+    of `errors` (measured / predicted); returns the list of (predicted,
+    measured) pairs seen."""
+    errors = iter(errors)
+    seen = []
+
+    def fake_measured_fraction(self, keep_counts):
+        predicted = self.macs(keep_counts) / self.macs(self.full)
+        seen.append((predicted, predicted * next(errors)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(
+        counter_module.LatencyCounter,
+        "measured_fraction",
+        fake_measured_fraction,
+    )
+    return seen
+
+
+def _miss_then_hit(cache):
+    """A target and a measured error that lowers it to halfway between the
+    smallest reachable fraction and the target."""
+    smallest = _setup(cache).smallest_fraction()
+    target = round((1.0 + smallest) / 2, 3)
+    return target, target / ((target + smallest) / 2)
+
+
+def test_a_measured_miss_prunes_again_to_a_lowered_budget(cache, monkeypatch):
+    target, error = _miss_then_hit(cache)
+    seen = _fake_device(monkeypatch, [error, 1.0])
+    method = _oneshot(cache, target, attempts=2)
+    method.run()
+    assert len(seen) == 2
+    # The budget is lowered by the measured error: budget = goal / error.
+    assert method.setup.flops == pytest.approx(target / error)
+    assert seen[1][0] <= method.setup.flops + 1e-9
+    assert method.measured_latency == pytest.approx(seen[1][1])
+    assert method.measured_latency <= target
+
+
+def test_a_last_miss_goes_back_to_the_best_pruning_within(cache, monkeypatch):
+    target, error = _miss_then_hit(cache)
+    # A miss, a hit, then (if the secant step is large enough to try) a
+    # miss again: the result is the hit.
+    seen = _fake_device(monkeypatch, [error, 1.0, error])
+    method = _oneshot(cache, target, attempts=3)
+    method.run()
+    assert len(seen) in (2, 3)
+    assert method.setup.flops == pytest.approx(target / error)
+    assert method.kept_fraction() == pytest.approx(seen[1][0])
+    assert method.measured_latency == pytest.approx(seen[1][1])
+
+
+def test_the_next_budget_scales_then_follows_the_secant():
+    # (budget, predicted, measured); goal 0.5.
+    above = (0.5, 0.5, 0.625)
+    assert measured_latency._next_budget(0.5, None, above) == 0.4
+    within = (0.4, 0.4, 0.425)
+    # Secant through (0.4, 0.425) and (0.5, 0.625) meets 0.5 at 0.4375.
+    step = measured_latency._next_budget(0.5, within, above)
+    assert step == pytest.approx(0.4375)
+    close = (0.497, 0.497, 0.49)
+    assert measured_latency._next_budget(0.5, close, above) is None
+    noisy = (0.4, 0.4, 0.7)  # Measured slower than the larger one: noise.
+    assert measured_latency._next_budget(0.5, noisy, above) is None
+
+
+def test_a_measured_miss_after_the_last_attempt_warns(cache, monkeypatch):
+    target = round((1.0 + _setup(cache).smallest_fraction()) / 2, 3)
+    monkeypatch.setattr(
+        counter_module.LatencyCounter,
+        "measured_fraction",
+        lambda self, keep_counts: 0.999,
+    )
+    method = _oneshot(cache, target, attempts=1)
+    with pytest.warns(
+        UserWarning, match="above the budget .*after 1 measured attempt"
+    ):
+        method.run()
+    assert method.measured_latency == 0.999
+    assert method.setup.flops == target  # Not pruned again.
+    with pytest.raises(ValueError, match="`attempts` should be"):
+        _oneshot(cache, target, attempts=-1)
