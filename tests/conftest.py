@@ -83,3 +83,17 @@ def trained_resnet20():
     )
     model.fit(train, epochs=6, verbose=0)
     return model
+
+
+# Fixtures whose set-up trains or searches a network: a test that uses one
+# is an end-to-end run, left out of `python3 dev.py test --quick`.
+END_TO_END_FIXTURES = ("trained_resnet20",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests on a trained network `slow`, so the quick subset
+    never pays for training one (the full suite runs them all)."""
+    del config
+    for item in items:
+        if any(f in END_TO_END_FIXTURES for f in item.fixturenames):
+            item.add_marker(pytest.mark.slow)

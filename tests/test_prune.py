@@ -215,7 +215,14 @@ APPLICATIONS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+# DenseNet121 alone takes as long as the other four: a full-suite check.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "densenet121" else n
+        for n in sorted(APPLICATIONS)
+    ],
+)
 def test_keras_applications_prune_and_slim_exactly(name):
     model = APPLICATIONS[name](
         weights=None,

@@ -17,7 +17,8 @@ a random criterion and allocation. Every example must:
 Examples are few and derandomized (the "ci" profile) so that the suite
 stays fast and reproducible; for a long local run:
 
-    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_prune_properties.py
+    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest \
+        tests/test_prune_properties.py
 """
 
 import dataclasses
@@ -223,6 +224,7 @@ def _assert_same(a, b, x, tolerance=1e-4):
 
 @given(recipes())
 @settings(max_examples=settings().max_examples)
+@pytest.mark.slow
 def test_prune_slim_save_and_export_random_cnns(recipe):
     keras.backend.clear_session(free_memory=False)
     model = build(recipe)

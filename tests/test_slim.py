@@ -158,6 +158,7 @@ def test_sequential_and_untouched_input():
         np.testing.assert_array_equal(layer.filter_mask.numpy(), before)
 
 
+@pytest.mark.slow
 def test_slim_keras_file_loads_without_ekg_keras(tmp_path):
     model = randomize_batchnorm(ekg_keras.models.resnet20())
     slim = ekg_keras.prune(model, flops=0.5, verbose=0)

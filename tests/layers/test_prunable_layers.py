@@ -1,6 +1,7 @@
 """Tests for the prunable layers of `ekg_keras.layers`.
 
-Each prunable class is checked against its built-in base layer: weights and config, the hard mask (exact zeros, zero gradients), the
+Each prunable class is checked against its built-in base layer: weights
+and config, the hard mask (exact zeros, zero gradients), the
 soft mask (untouched forward pass, `zero_masked_weights`, regrowth),
 `.keras` saving and use under `tf.distribute.MirroredStrategy`.
 """

@@ -400,6 +400,7 @@ _LOAD_WITHOUT_EKG_KERAS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_stripped_model_loads_without_ekg_keras(tmp_path):
     x = _images()
     wrapped = wrap(_model(with_subclass=False))

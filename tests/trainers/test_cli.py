@@ -198,6 +198,7 @@ def test_model_dir_of_another_run_is_refused(capsys, tmp_path):
     assert sorted(p.name for p in model_dir.iterdir()) == ["state.json"]
 
 
+@pytest.mark.slow
 def test_a_fresh_process_prints_one_line_before_tensorflow_noise():
     """TensorFlow's C++ start-up lines do not precede the error."""
     result = subprocess.run(
@@ -219,6 +220,7 @@ def test_a_fresh_process_prints_one_line_before_tensorflow_noise():
     ]
 
 
+@pytest.mark.slow
 def test_a_synthetic_data_run_goes_through_every_stage(tmp_path):
     model_dir = tmp_path / "run"
     summary = cifar.main(

@@ -284,6 +284,7 @@ def test_prune_runs_search_bank_and_finetuning(trained_resnet20, digits16):
         )
 
 
+@pytest.mark.slow
 def test_backup_and_restore_resumes_to_the_same_weights(tmp_path):
     x, y, bank = _learnable(32)
     data = with_ids(x, y, 16)

@@ -435,6 +435,7 @@ def test_round_to_moves_the_search_in_multiples(trained_resnet20, digits16):
         assert count % 8 == 0 or count == group.size
 
 
+@pytest.mark.slow
 def test_a_whole_search_scores_as_before_in_both_layouts(monkeypatch):
     """Issue 21: at every step of a whole tiny search on a ResNet (groups
     spanning several layers), the importance scores equal the per-layer

@@ -201,6 +201,7 @@ def test_trajectory_feeds_ekg_distillation(finished):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_the_trainer_runs_lfpc_end_to_end(tmp_path):
     keras.utils.set_random_seed(0)
     pretrained = tmp_path / "pretrained.keras"

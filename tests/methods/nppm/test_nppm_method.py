@@ -174,6 +174,7 @@ def _tiny_run(strategy):
     return method
 
 
+@pytest.mark.slow
 def test_the_method_runs_under_mirrored_strategy(mirrored):
     # Equality with one device is tested on identical batches in
     # test_nppm_search.py; here the subset is shuffled by tf.data, whose

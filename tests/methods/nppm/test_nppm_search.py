@@ -120,6 +120,7 @@ def test_steps_train_gates_and_predictor_and_freeze_the_network(straight):
     assert 0 < history.history["flops_fraction"][-1] <= 1
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_gives_the_same_search_as_one_device(
     mirrored, straight
 ):
@@ -128,6 +129,7 @@ def test_mirrored_strategy_gives_the_same_search_as_one_device(
     _assert_same_state(straight[0], two)
 
 
+@pytest.mark.slow
 def test_backup_and_restore_resumes_with_the_same_memory_and_gates(
     straight, interrupted
 ):
@@ -159,6 +161,7 @@ def test_config_and_keras_file_round_trip(tmp_path, straight, interrupted):
     _assert_same_state(straight[0], loaded)
 
 
+@pytest.mark.slow
 def test_xla_compiles_on_one_replica_and_is_refused_on_several(mirrored):
     search = _search()
     search.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile=True)

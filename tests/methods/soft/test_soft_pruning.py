@@ -313,6 +313,7 @@ def _resume_run(tmp_path, interrupt):
     return sfp
 
 
+@pytest.mark.slow
 def test_backup_and_restore_resumes_the_schedule(tmp_path):
     straight = _resume_run(tmp_path / "a", interrupt=False)
     resumed = _resume_run(tmp_path / "b", interrupt=True)

@@ -173,6 +173,7 @@ def test_bad_input_is_refused_before_training(trained_resnet20, digits16):
         sp.create(trained_resnet20, 0.5, (x, np.arange(10))).run()
 
 
+@pytest.mark.slow
 def test_the_trainer_runs_sp_end_to_end(tmp_path):
     keras.utils.set_random_seed(0)
     pretrained = tmp_path / "pretrained.keras"

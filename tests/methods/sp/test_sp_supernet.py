@@ -187,6 +187,7 @@ def straight():
     return _fit()
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_equals_one_device(mirrored, straight, tmp_path):
     board = keras.callbacks.TensorBoard(str(tmp_path / "logs"))
     two = _fit(mirrored, callbacks=[board])
@@ -227,6 +228,7 @@ class _Crash(keras.callbacks.Callback):
             raise RuntimeError("crash")
 
 
+@pytest.mark.slow
 def test_a_crashed_and_resumed_training_ends_where_a_straight_one_does(
     tmp_path, straight
 ):
