@@ -218,6 +218,7 @@ def test_keras_save_load_round_trip(shortcut, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_one_step_fit():
     model = models.resnet20()
     model.compile(

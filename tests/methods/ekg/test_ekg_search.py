@@ -248,6 +248,7 @@ def _small_data(n=64):
     return x, (np.arange(n) % 4).astype("int32")
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_chooses_the_same_groups(mirrored):
     data = _small_data()
 

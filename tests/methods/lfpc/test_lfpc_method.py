@@ -147,6 +147,7 @@ class _KillAfter(keras.callbacks.Callback):
             raise _Killed(f"killed after epoch {epoch + 1}")
 
 
+@pytest.mark.slow
 def test_resumes_after_a_kill(finished, tmp_path):
     whole = finished
     killed = _small_method(checkpoint_dir=str(tmp_path))
@@ -168,6 +169,7 @@ def test_resumes_after_a_kill(finished, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(finished, mirrored):
     one = finished
     two = _small_method(strategy=mirrored)

@@ -219,6 +219,7 @@ def test_pruned_count_is_floor():
     assert pruned_count(4, 0.99) == 3  # one filter always survives
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(two_cpus, mirrored):
     """With batch normalization synchronised (as the trainers run it), two
     replicas end with the masks and every weight of one device."""
