@@ -36,7 +36,11 @@ def wait_for(path, process, timeout):
 
 
 def run_to_the_end(args, log_path):
-    process = start_cifar(args, log_path)
+    return finish(start_cifar(args, log_path), log_path)
+
+
+def finish(process, log_path):
+    """Waits for a started run to end successfully; returns its log."""
     try:
         code = process.wait(timeout=RUN_TIMEOUT)
     finally:
@@ -65,7 +69,7 @@ def summary_tags(log_dir):
     return tags
 
 
-def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
+def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, request):
     pretrained = tmp_path / "pretrained.keras"
     ekg_keras.models.resnet20(input_shape=(8, 8, 3)).save(pretrained)
     common = [
@@ -80,9 +84,12 @@ def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
         f"--pretrained={pretrained}",
     ]
     straight_dir = tmp_path / "straight"
-    run_to_the_end(
+    # The uninterrupted reference runs beside the interrupted one: two
+    # processes on the two cores shorten the test, not its checks.
+    straight = start_cifar(
         [*common, f"--model_dir={straight_dir}"], tmp_path / "straight.log"
     )
+    request.addfinalizer(straight.kill)  # Also when a check below fails.
 
     model_dir = tmp_path / "run"
     args = [*common, f"--model_dir={model_dir}"]
@@ -106,6 +113,7 @@ def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path):
     # 3. Resumed to the end.
     log = run_to_the_end(args, tmp_path / "third.log")
     assert "prune: done in an earlier run, skipped" in log
+    finish(straight, tmp_path / "straight.log")
 
     stages = json.loads((model_dir / "state.json").read_text())["stages"]
     assert all(stages[s]["completed"] for s in stages)
