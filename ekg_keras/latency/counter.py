@@ -87,16 +87,12 @@ class LatencyCounter:
         attempts=3,
         verbose=1,
     ):
-        if (
-            isinstance(attempts, bool)
-            or not isinstance(attempts, (int, np.integer))
-            or attempts < 0
-        ):
-            raise ValueError(
-                "`attempts` should be a non-negative integer (0 never "
-                "measures the pruned network). Received: "
-                f"attempts={attempts!r}"
-            )
+        attempts = _integer_at_least(
+            attempts,
+            0,
+            "attempts",
+            "a non-negative integer (0 never measures the pruned network)",
+        )
         self.graph = graph
         self.flops_counter = flops_counter
         self.sizes = graph.sizes.astype(np.float64)
@@ -104,7 +100,7 @@ class LatencyCounter:
         self.runtime = runtime
         self.runs = runs
         self.warmup = warmup
-        self.attempts = int(attempts) if network is not None else 0
+        self.attempts = attempts if network is not None else 0
         self.network = network
         self.verbose = verbose
         if not isinstance(cache, LatencyCache):
@@ -360,13 +356,20 @@ def _fit(sums, elements, measured):
 
 def check_batch_size(batch_size):
     """Returns `batch_size` if it is a positive integer, else raises."""
+    return _integer_at_least(
+        batch_size, 1, "latency_batch_size", "a positive integer"
+    )
+
+
+def _integer_at_least(value, minimum, name, expected):
+    """`value` as an int if it is an integer >= `minimum` (not a bool);
+    else a ValueError saying `expected` and what was received."""
     if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
     ):
         raise ValueError(
-            "`latency_batch_size` should be a positive integer. Received: "
-            f"latency_batch_size={batch_size!r}"
+            f"`{name}` should be {expected}. Received: {name}={value!r}"
         )
-    return int(batch_size)
+    return int(value)
