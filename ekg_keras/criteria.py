@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from ekg_keras import ties
 from ekg_keras.graph.registry import get_handler
 
 
@@ -92,7 +93,7 @@ class Criterion:
             chosen = np.asarray(self.select(weights, count), dtype=np.int64)
             return np.sort(chosen)
         scores = checked_scores(self, weights)
-        return np.sort(np.argsort(scores, kind="stable")[:count])
+        return np.sort(ties.order(scores)[:count])
 
 
 def l1_norm(weights):
@@ -181,14 +182,14 @@ def fpgm_mix(share=FPGM_SHARE):
 
     def select(weights, count):
         by_median = int(np.floor(count * share + 1e-9))
-        order = np.argsort(l2_norm(weights), kind="stable")
+        order = ties.order(l2_norm(weights))
         pruned = list(order[: count - by_median])
         survivors = order[count - by_median :]
         if by_median:
             matrix = np.concatenate(_filters(weights), axis=1)[survivors]
             sums = pairwise_distances(matrix).sum(axis=1)
             pruned += list(
-                survivors[np.argsort(sums, kind="stable")[:by_median]]
+                survivors[ties.order(sums)[:by_median]]
             )
         return np.asarray(pruned, dtype=np.int64)
 

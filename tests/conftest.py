@@ -18,9 +18,14 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration()] * 2,
 )
 
+import sys  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The shared trained network's recipe and weights (tests/fixtures).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
 
 
 @pytest.fixture(autouse=True)
@@ -63,26 +68,18 @@ def digits16():
 
 @pytest.fixture(scope="session")
 def trained_resnet20():
-    """A ResNet-20 trained briefly on `digits16`; tests must not modify it."""
-    import ekg_keras
+    """A ResNet-20 trained briefly on `digits16`; tests must not modify it.
 
-    keras.utils.set_random_seed(0)
-    # A fresh pipeline: the shuffle order of `digits16.train` depends on how
-    # often earlier tests iterated it, and this model must not.
-    train = ekg_keras.data.digits(batch_size=64, image_size=16).train
-    model = ekg_keras.models.resnet20(input_shape=(16, 16, 3))
-    steps = 6 * len(train)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras.optimizers.schedules.CosineDecay(0.1, steps),
-            momentum=0.9,
-            nesterov=True,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(train, epochs=6, verbose=0)
-    return model
+    Loaded from the weights that tests/fixtures/train_resnet20.py wrote,
+    not trained here: the same bits on every CPU, so a search on it takes
+    the same path on any machine (training would amplify the kernels'
+    last-bit differences into another network), and ~30 s saved per run.
+    """
+    import train_resnet20
+
+    model = train_resnet20.build()
+    model.load_weights(train_resnet20.WEIGHTS)
+    return train_resnet20.compile_like_training(model)
 
 
 # Fixtures whose set-up trains or searches a network: a test that uses one

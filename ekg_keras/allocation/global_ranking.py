@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ekg_keras import ties
 from ekg_keras.allocation.levels import top_up
 
 
@@ -33,7 +34,7 @@ def global_ranking(counter, target, scores, levels):
         ranked[group] = np.sort(values)
         normalised.append(values)
         owners.append(np.full(len(values), group))
-    order = np.argsort(np.concatenate(normalised), kind="stable")
+    order = ties.order(np.concatenate(normalised))
     owner_sorted = np.concatenate(owners)[order]
 
     def keep_after(removed):

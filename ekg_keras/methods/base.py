@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras import ties
 from ekg_keras.methods.measured_latency import meet_measured_latency
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import make_options
@@ -269,7 +270,7 @@ def keep_top(scores, keep_counts, sizes):
     for values, count, size in zip(scores, keep_counts, sizes):
         mask = np.ones(size, dtype=bool)
         if values is not None and count < size:
-            order = np.argsort(-np.asarray(values), kind="stable")
+            order = ties.order(values, descending=True)
             mask[:] = False
             mask[order[: int(count)]] = True
         keep.append(mask)

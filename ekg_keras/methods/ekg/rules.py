@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from ekg_keras import ties
+
 #: Fraction cut from each end of the candidate costs before Otsu's split.
 OTSU_TRIM = 0.2
 #: Cost given to groups that cannot shrink further, so they are never picked.
@@ -46,17 +48,14 @@ def kept_count(size, width):
 def ranks(scores, alive=None):
     """Rank of each channel by descending score (0 = most important).
 
-    Ties rank live channels first (`alive`, e.g. the current keep mask), so
-    a masked channel (score 0) never overtakes a live channel that also
-    scores 0 and the masks stay nested; remaining ties keep their channel
-    order (stable).
+    Scores within `ties.SCORE_RTOL` of each other count as tied, so that
+    the rounding of another CPU's kernels cannot reorder them. Ties rank
+    live channels first (`alive`, e.g. the current keep mask), so a masked
+    channel (score 0) never overtakes a live channel that also scores 0
+    and the masks stay nested; remaining ties keep their channel order.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    alive = np.ones(len(scores), bool) if alive is None else np.asarray(alive)
-    order = np.lexsort((np.arange(len(scores)), ~alive, -scores))
-    result = np.empty(len(order), dtype=np.int64)
-    result[order] = np.arange(len(order))
-    return result
+    alive = np.ones(len(scores), bool) if alive is None else alive
+    return ties.ranks(scores, first=alive)
 
 
 def keep_mask(rank, width):
@@ -83,7 +82,8 @@ def trimmed_otsu(values, cut=OTSU_TRIM):
 
     Returns the midpoint between the last value of the lower class and the
     first of the upper class at the split that maximises the (unnormalised)
-    between-class variance, as the reference code does.
+    between-class variance, as the reference code does; splits within
+    `ties.SCORE_RTOL` of the best count as tied and the lowest wins.
 
     Raises:
         ValueError: When fewer than 3 values remain after trimming (the
@@ -103,7 +103,7 @@ def trimmed_otsu(values, cut=OTSU_TRIM):
         between.append(
             split * (len(values) - split) * (low.mean() - high.mean()) ** 2
         )
-    best = int(np.argmax(between))
+    best = ties.argmax(between, ties.SCORE_RTOL)
     return (values[best] + values[best + 1]) / 2
 
 
@@ -111,9 +111,11 @@ def groups_to_check(costs):
     """Which groups to evaluate this step (SPEC 8.2.4 (2) and 8.2.6).
 
     Groups whose cost is at or below the trimmed Otsu threshold of the
-    available costs are checked. When too few costs remain for the
-    threshold, or the threshold leaves none, every available group is
-    checked, so the search always moves.
+    available costs are checked, with a slack of `ties.SCORE_RTOL` times
+    the largest available cost (costs are sums of importance scores), so
+    that rounding cannot move a group across the threshold. When too few
+    costs remain for the threshold, or the threshold leaves none, every
+    available group is checked, so the search always moves.
 
     Args:
         costs: Candidate cost per group; `UNAVAILABLE` for groups that
@@ -128,7 +130,8 @@ def groups_to_check(costs):
         threshold = trimmed_otsu(costs[available])
     except ValueError:
         return available
-    checked = available & (costs <= threshold)
+    slack = ties.SCORE_RTOL * np.abs(costs[available]).max()
+    checked = available & (costs <= threshold + slack)
     return checked if checked.any() else available
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras import ties
 from ekg_keras.allocation import top_up
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.evaluation import LAYOUTS
@@ -439,8 +440,8 @@ class EKGSearch(PruningMethod):
         # All candidates in one evaluator call (one compiled call per batch
         # with the stacked layout); the masks end as they were.
         candidate_logits = self.evaluator.evaluate(keeps)
-        best = None
-        for group, width, logits in zip(groups, widths_tried, candidate_logits):
+        objectives = []
+        for group, logits in zip(groups, candidate_logits):
             objective = float(
                 np.mean(
                     _cross_entropy(labels, logits)
@@ -453,9 +454,16 @@ class EKGSearch(PruningMethod):
                 f"EKG step {len(self.history)}, group {group} "
                 f"({self.graph.groups[group].producers[0]})",
             )
-            if best is None or objective < best[3]:
-                best = (group, width, logits, objective)
-        return best + (int(checked.sum()),)
+            objectives.append(objective)
+        # Near-ties go to the lowest group, whatever the CPU's rounding.
+        best = ties.argmin(objectives)
+        return (
+            groups[best],
+            widths_tried[best],
+            candidate_logits[best],
+            objectives[best],
+            int(checked.sum()),
+        )
 
     def _cost(self, group, scores, widths):
         """The importance a group's next regular step would remove."""

@@ -4,6 +4,7 @@ channel rankings, and the adversarial criteria of the thesis' ablation."""
 import numpy as np
 
 from ekg_keras import criteria as criteria_lib
+from ekg_keras import ties
 
 #: The thesis' candidate criteria (SPEC.md 5.2): L1 norm, L2 norm and the
 #: geometric median (FPGM).
@@ -113,6 +114,6 @@ def criterion_ranks(graph, groups, names, width):
             scores = criteria_lib.checked_scores(
                 criteria_lib.get(name), weights
             )
-            order = np.argsort(-scores, kind="stable")
+            order = ties.order(scores, descending=True)
             ranks[p, s, order] = np.arange(group.size, dtype=np.int32)
     return ranks

@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from ekg_keras import ties
+
 #: The per-epoch scalars the sampler keeps, in the order of its weight.
 SCALARS = (
     "tau",
@@ -45,8 +47,10 @@ class SamplerEpoch:
     @property
     def chosen(self):
         """The most probable criterion of each prunable group (names)."""
-        best = np.argmax(self.criteria_probabilities, axis=1)
-        return tuple(self.criteria[i] for i in best)
+        return tuple(
+            self.criteria[ties.argmax(row)]
+            for row in self.criteria_probabilities
+        )
 
 
 def group_label(group):

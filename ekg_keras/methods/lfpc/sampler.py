@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras import ties
 from ekg_keras._api import ekg_export
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.layers import is_prunable
@@ -486,8 +487,13 @@ class CriteriaSampler(keras.Model):
 
     def learned_criteria(self):
         """The most probable criterion of each prunable group (names)."""
-        best = np.argmax(self.criteria_logits.numpy(), axis=1)
-        return tuple(self.criteria[i] for i in best)
+        return tuple(
+            self.criteria[i] for i in self._most_probable_criteria()
+        )
+
+    def _most_probable_criteria(self):
+        """Criterion index per prunable group; near-ties to the first."""
+        return [ties.argmax(row) for row in self.criteria_logits.numpy()]
 
     def argmax_counts(self):
         """The most probable keep count of each group (fixed groups whole),
@@ -495,7 +501,7 @@ class CriteriaSampler(keras.Model):
         probabilities = self.count_probabilities().numpy()
         counts = self.setup.graph.sizes.astype(np.float64)
         for p, group in enumerate(self.groups):
-            counts[group.id] = self.candidates[p, np.argmax(probabilities[p])]
+            counts[group.id] = self.candidates[p, ties.argmax(probabilities[p])]
         return counts
 
     def keep_masks(self, keep_counts, criteria=None):
@@ -508,7 +514,7 @@ class CriteriaSampler(keras.Model):
                 learned ones).
         """
         if criteria is None:
-            criteria = np.argmax(self.criteria_logits.numpy(), axis=1)
+            criteria = self._most_probable_criteria()
         ranks = self.ranks.numpy()
         keep = self.setup.graph.full_keep()
         for p, group in enumerate(self.groups):

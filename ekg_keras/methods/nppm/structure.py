@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ekg_keras import ties
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.methods.base import keep_top
 
@@ -41,7 +42,7 @@ def final_structure(logits, setup, tolerance=TOLERANCE):
     levels = setup.levels
     gated = [values is not None for values in logits]
     order = [
-        np.argsort(-values, kind="stable") if values is not None else None
+        ties.order(values, descending=True) if values is not None else None
         for values in logits
     ]
     learned = np.array(

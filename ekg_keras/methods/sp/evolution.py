@@ -15,6 +15,8 @@ import dataclasses
 
 import numpy as np
 
+from ekg_keras import ties
+
 #: Proposals drawn per batch, as a multiple of the genes wanted.
 OVERSAMPLE = 4
 #: Batches of proposals tried before giving up on more genes.
@@ -100,7 +102,7 @@ class Evolution:
         """`(gene, score)` of the best gene scored, or None."""
         if not self.scores:
             return None
-        gene = min(self.scores, key=lambda g: (self.scores[g], g))
+        gene = self._ranked()[0]
         return gene, self.scores[gene]
 
     def step(self, score):
@@ -144,12 +146,21 @@ class Evolution:
         self.scores = {tuple(g): float(s) for g, s in state["scores"]}
         self.best_per_generation = list(state["best_per_generation"])
 
+    def _ranked(self):
+        """Genes scored so far, best (lowest score) first; scores within
+        `ties.DECISION_RTOL` count as tied and go in gene order."""
+        genes = sorted(self.scores)
+        order = ties.order(
+            [self.scores[g] for g in genes], ties.DECISION_RTOL
+        )
+        return [genes[i] for i in order]
+
     def _rng(self):
         return np.random.default_rng([*self.seed, self.generation])
 
     def _breed(self):
         rng = self._rng()
-        ranked = sorted(self.scores, key=lambda g: (self.scores[g], g))
+        ranked = self._ranked()
         parents = np.array(ranked[: self.settings.parents], dtype=np.int64)
         half = self.settings.population // 2
         taken = []

@@ -11,6 +11,7 @@ a wider one and the shared weights mean the same thing at every width.
 import numpy as np
 
 from ekg_keras import criteria as criteria_lib
+from ekg_keras import ties
 
 #: Number and smallest of SP's width ratios (0.1, 0.13, ..., 1.0).
 NUM_RATIOS = 31
@@ -97,10 +98,7 @@ def channel_ranks(setup, criterion, data=None, loss=None):
 
 def ranks_of(scores):
     """Rank of each score, 0 for the highest (ties keep channel order)."""
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(len(order))
-    return ranks
+    return ties.ranks(scores)
 
 
 def prefix_keep(ranks, counts):
