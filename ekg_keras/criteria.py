@@ -160,13 +160,14 @@ def random(weights):
 
 
 #: FPGM-mix's default share of the pruned filters chosen by geometric median
-#: (FPGM-mix 40% = 30% by L2 norm + 10% by geometric median, SPEC 4.3).
+#: (FPGM-mix 40% = 30% by L2 norm + 10% by geometric median, thesis
+#: Sec. 5.4.1).
 FPGM_SHARE = 0.25
 
 
 def fpgm_mix(share=FPGM_SHARE):
     """FPGM-mix as a criterion: part of the removed filters by L2 norm, the
-    rest by geometric median among the survivors (SPEC 4.3).
+    rest by geometric median among the survivors (thesis Sec. 5.4.1).
 
     Args:
         share: Fraction of the removed filters chosen by geometric median.

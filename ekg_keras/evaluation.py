@@ -106,7 +106,7 @@ class SubnetworkEvaluator:
         cache: Cache frontier activations (fast mode) or not (plain mode).
         rescale_kernels: Rescale the kernels reading or writing a changed
             group to keep their Frobenius norm (EKG's norm-preserving
-            masking, SPEC 8.1.3).
+            masking, as the EKG reference code's masked layers do).
         batch_statistics: Normalize with batch statistics rather than the
             moving averages.
         objective: `(labels, targets, logits) -> per-sample loss` whose

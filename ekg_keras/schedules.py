@@ -111,9 +111,9 @@ class AsymptoticRate(PruningRateSchedule):
     and `(epochs, goal)`. With the defaults (`d = 1/8`, `min_rate = 0`,
     "ASFP-P0") this is `P'(e) ~ goal * (1 - 4 ** (-8 * e / epochs))`.
 
-    The fit uses the closed form of the spec: with `n = 1 / d` and
-    `r = (0.75 * goal - min_rate) / (goal - min_rate)`, `x` in (0, 1)
-    solves `(1 - x) / (1 - x ** n) = r` (by bisection), then
+    The fit uses a closed form derived from the three points: with
+    `n = 1 / d` and `r = (0.75 * goal - min_rate) / (goal - min_rate)`, `x`
+    in (0, 1) solves `(1 - x) / (1 - x ** n) = r` (by bisection), then
     `k = -ln(x) / (epochs * d)`, `a = (goal - min_rate) / (x ** n - 1)` and
     `b = min_rate - a`. All arithmetic is in float64.
 

@@ -38,9 +38,9 @@ def slim(model, graph=None, fold="exact"):
     A removed channel may be a non-zero constant rather than zero: an
     activation with f(0) != 0 after a hard mask, an added constant, or
     batch normalization after a soft-zeroed filter (`beta - gamma * mean /
-    std`, SPEC 1.1); `ekg_keras.graph.constants` finds these from the
-    weights. Their contribution is kept, not dropped: it is folded into the
-    consumer's bias, which is exact for dense layers, 1x1 and unpadded
+    std` in inference mode); `ekg_keras.graph.constants` finds these from
+    the weights. Their contribution is kept, not dropped: it is folded into
+    the consumer's bias, which is exact for dense layers, 1x1 and unpadded
     convolutions. A zero-padded k x k convolution sees the constant only
     inside the image (a transposed convolution with strides or a wider
     kernel sees it unevenly), so with `fold="exact"` it gets one extra

@@ -13,7 +13,8 @@ from ekg_keras.flops import FlopsCounter
 
 
 def test_resnet56_projection_matches_spec():
-    # SPEC 1.3: EKG-code counting of CIFAR ResNet-56 with 1x1 projections.
+    # Counted as the EKG reference code counts: CIFAR ResNet-56 with 1x1
+    # projections.
     model = models.resnet56()
     conv_fc = ekg_keras.count_flops(model)
     assert conv_fc.macs == 125_747_840  # 125.75 M conv + FC
@@ -35,15 +36,17 @@ def test_resnet20_projection_matches_spec():
     [(20, 40_550_400), (32, 68_861_952), (56, 125_485_056), (110, 252_887_040)],
 )
 def test_sfp_convention_zero_pad_conv_only(depth, expected):
-    # SPEC 1.3: the SFP FLOPs script counts conv layers only, option-A
-    # shortcuts, no FC.
+    # The FLOPs script of the official SFP code (he-y/soft-filter-pruning),
+    # behind the thesis' CIFAR tables, counts conv layers only (thesis
+    # Sec. 3.3.3), option-A shortcuts, no FC.
     model = models.resnet_cifar(depth, shortcut="zero_pad")
     report = ekg_keras.count_flops(model, include_fc=False)
     assert report.macs == expected
 
 
 def test_sp_convention_resnet56_includes_fc():
-    # SPEC 1.3: SP's 125.49 M = conv + FC MACs with option-A shortcuts.
+    # The SP paper's 125.49 M (Table 1) = conv + FC MACs with option-A
+    # shortcuts.
     model = models.resnet56(shortcut="zero_pad")
     assert ekg_keras.count_flops(model).macs == 125_485_696
 

@@ -85,8 +85,8 @@ def test_bias_fold_into_a_padded_convolution_warns_about_the_border():
 
 
 def test_soft_mode_folds_the_batchnorm_constant():
-    # SPEC 1.1: after soft zeroing, BN outputs beta - gamma*mean/std for
-    # the zeroed filters; slim must keep that contribution.
+    # After soft zeroing, BN (inference mode) outputs beta - gamma*mean/std
+    # for the zeroed filters; slim must keep that contribution.
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", name="producer")(inputs)
     x = keras.layers.BatchNormalization()(x)

@@ -125,7 +125,7 @@ def digits(image_size=32):
 
 
 def cifar(name, data_dir=None, download=False):
-    """CIFAR-10 or CIFAR-100 from TFDS (SPEC.md 8.4 preprocessing).
+    """CIFAR-10 or CIFAR-100 from TFDS (EKG reference code preprocessing).
 
     Raises:
         DataError: If the data set is not prepared in `data_dir` (and

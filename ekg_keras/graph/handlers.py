@@ -463,7 +463,7 @@ class BatchNormalizationHandler(LayerHandler):
         if not is_soft(layer):
             return [np.zeros(len(values[0]))]
         # Soft pruning leaves batch normalization alone: a zeroed filter
-        # comes out as beta - gamma * mean / std (SPEC 1.1).
+        # comes out as beta - gamma * mean / std (inference mode).
         mean = layer.moving_mean.numpy().astype(np.float64)
         variance = layer.moving_variance.numpy().astype(np.float64)
         value = (values[0] - mean) / np.sqrt(variance + layer.epsilon)

@@ -34,7 +34,7 @@ def sample_uniform(ids, step, view, count, seed=0):
 def pad_crop_flip(images, ids, step, view, padding=4, seed=0):
     """Reflect-pad by `padding`, crop back at a random offset, random flip.
 
-    The CIFAR augmentation of SPEC.md 8.4, per sample, in the graph.
+    The EKG reference code's CIFAR pad-crop-flip, per sample, in the graph.
 
     Args:
         images: Float images, (B, H, W, C).

@@ -62,7 +62,8 @@ class Fitter:
 
     The training optimizer (for phases that bring none) is SGD with
     Nesterov momentum 0.9 whose learning rate is divided by 5 at 30%, 60%
-    and 80% of the phase (the EKG reference's fine-tuning, SPEC 8.6).
+    and 80% of the phase (the fine-tuning of the EKG reference code's
+    `train_cifar.py`).
 
     Args:
         data: Training data: an `(x, y)` tuple of arrays, or a

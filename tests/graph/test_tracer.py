@@ -16,8 +16,8 @@ def _group_of(channel_graph, layer_name):
 
 
 def test_resnet56_has_the_ekg_gates():
-    # SPEC 1.2(b): 30 gates = stem/stage-0 group (stem + 9 conv2),
-    # 27 conv1 gates and 2 projection groups (projection + 9 conv2).
+    # The EKG reference code's gates: 30 = stem/stage-0 group (stem + 9
+    # conv2), 27 conv1 gates and 2 projection groups (projection + 9 conv2).
     model = models.resnet56()
     channel_graph = graph.trace(model)
     prunable = channel_graph.prunable_groups
@@ -42,7 +42,8 @@ def test_group_roles_of_a_residual_stream():
 
 
 def test_resnet50_groups_match_spec():
-    # SPEC 1.2(b): bottleneck ResNet-50 has 1 + 32 + 4 = 37 gates.
+    # Gated as the EKG reference code gates it, bottleneck ResNet-50 has
+    # 1 + 32 + 4 = 37 gates.
     model = keras.applications.ResNet50(
         weights=None, input_shape=(32, 32, 3), classes=10
     )

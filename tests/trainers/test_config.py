@@ -13,7 +13,8 @@ def test_defaults_follow_the_spec_and_serialize():
     config = RunConfig(model="resnet56")
     assert config.method == "ekg" and config.flops == 0.45
     assert config.stages == STAGES
-    # SPEC.md 8.6, train_cifar.py: lr 1e-2 x0.2 at 30/60/80%, wd 5e-4.
+    # The EKG reference code's train_cifar.py: lr 1e-2 x0.2 at 30/60/80%,
+    # wd 5e-4.
     assert (config.learning_rate, config.decay_rate) == (1e-2, 0.2)
     assert config.decay_points == (0.3, 0.6, 0.8)
     assert config.weight_decay == 5e-4 and config.batch_size == 128

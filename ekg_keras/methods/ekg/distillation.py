@@ -1,10 +1,12 @@
 """EKG fine-tuning: two views, cross-entropy and memory-bank distillation.
 
-SPEC.md 8.4. `keras.distillation` (Keras >= 3.12) offers `Distiller`, which
-runs a teacher model on every batch, and `LogitsDistillation`, a
-`T^2`-scaled KL divergence between clipped probabilities; EKG reads stored
-logits of several teachers, filters them per batch and scales the KL
-divergence by `T` (not `T^2`) from log-softmax, so the loss is written here.
+The fine-tuning phase of the EKG paper (Lee and Song, ECCV 2022, Alg. 1,
+lines 13-16, Eq. 12) as the EKG reference code implements it.
+`keras.distillation` (Keras >= 3.12) offers `Distiller`, which runs a
+teacher model on every batch, and `LogitsDistillation`, a `T^2`-scaled KL
+divergence between clipped probabilities; EKG reads stored logits of
+several teachers, filters them per batch and scales the KL divergence by
+`T` (not `T^2`) from log-softmax, so the loss is written here.
 """
 
 import copy
@@ -33,7 +35,7 @@ def kl_divergence(teacher, student, temperature):
 
 
 def teacher_target(memory, student, labels, temperature, rule="code"):
-    """The filtered average of the teachers' logits (SPEC.md 8.4).
+    """The filtered average of the teachers' logits (the EKG paper's M-bar).
 
     * `rule="code"`: teacher k counts when its divergence from the top
       teacher (k = 0), summed over the batch, is below the student's (the
@@ -84,7 +86,7 @@ def teacher_target(memory, student, labels, temperature, rule="code"):
 
 @ekg_export
 class EKGFineTuning(keras.Model):
-    """Fine-tunes a pruned student with ensemble knowledge (SPEC.md 8.4).
+    """Fine-tunes a pruned student with ensemble knowledge (EKG Alg. 1).
 
     Each training step draws two augmented views of the batch, reads the K
     teachers' logits of its samples from the memory bank by the ids the

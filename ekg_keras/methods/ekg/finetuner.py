@@ -9,7 +9,7 @@ from ekg_keras.training.fitting import TrainingPhase
 
 @register_finetuner
 class DistillationFineTuning(FineTuner):
-    """EKG's second half (SPEC.md 8.3-8.4) as a fine-tuner named "ekg".
+    """EKG's second half (Alg. 1, lines 12-16) as a fine-tuner named "ekg".
 
     K teachers are chosen among the trajectory's sub-networks by their
     losses; their logits over the training set (in a fixed order, with

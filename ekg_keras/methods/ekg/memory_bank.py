@@ -2,8 +2,9 @@
 
 After the search, K interim sub-networks (the teachers, see
 `select_teachers`) are run once over the training set and their logits are
-stored per sample id (SPEC.md 8.3). Fine-tuning then reads the rows of its
-batch by the ids the dataset carries, inside the compiled train step.
+stored per sample id (EKG paper, Eq. 10). Fine-tuning then reads the rows
+of its batch by the ids the dataset carries, inside the compiled train
+step.
 """
 
 import os

@@ -1,8 +1,10 @@
-"""The EKG search's decision rules, as pure functions (SPEC.md 8.1-8.2).
+"""The EKG search's decision rules, as pure functions.
 
-Kept apart from the search loop so that each rule can be checked on known
-numbers. Widths are kept fractions per group, as the reference code's gate
-`rate` variables; scores are per-channel importances (higher = keep).
+Lines 3-10 of Alg. 1 of the EKG paper (Lee and Song, ECCV 2022), as the
+EKG reference code implements them. Kept apart from the search loop so
+that each rule can be checked on known numbers. Widths are kept fractions
+per group, as the reference code's gate `rate` variables; scores are
+per-channel importances (higher = keep).
 """
 
 import math
@@ -108,14 +110,15 @@ def trimmed_otsu(values, cut=OTSU_TRIM):
 
 
 def groups_to_check(costs):
-    """Which groups to evaluate this step (SPEC 8.2.4 (2) and 8.2.6).
+    """Which groups to evaluate this step (the EKG reference code's rule).
 
     Groups whose cost is at or below the trimmed Otsu threshold of the
     available costs are checked, with a slack of `ties.SCORE_RTOL` times
     the largest available cost (costs are sums of importance scores), so
     that rounding cannot move a group across the threshold. When too few
     costs remain for the threshold, or the threshold leaves none, every
-    available group is checked, so the search always moves.
+    available group is checked, so the search always moves (this fallback
+    is this library's; the reference code has none).
 
     Args:
         costs: Candidate cost per group; `UNAVAILABLE` for groups that

@@ -1,4 +1,4 @@
-"""EKG: sub-network search guided by ensemble knowledge (SPEC.md 8.2)."""
+"""EKG: sub-network search guided by ensemble knowledge (EKG Alg. 1)."""
 
 import dataclasses
 import time
@@ -32,13 +32,13 @@ VARIANTS = ("code", "poster")
 
 @dataclasses.dataclass(frozen=True)
 class EKGOptions:
-    """Options of the EKG search (defaults: the reference code, SPEC 8.6).
+    """Options of the EKG search (defaults as in the EKG reference code).
 
     Attributes:
         val_data: Optional labelled data used whole as the validation
             subset instead of drawing it from `data`.
-        finetune: Fine-tune one epoch on the per-class subset first (SPEC
-            8.2.2).
+        finetune: Fine-tune one epoch on the per-class subset first (EKG
+            Alg. 1, line 1).
         search_step: Base width step (0.2).
         val_per_class: Validation samples per class (32).
         subset_per_class: Fine-tuning samples per class (256).
@@ -46,7 +46,8 @@ class EKGOptions:
         variant: "code" (Otsu-filtered candidates, the reference code) or
             "poster" (a candidate in every group).
         rescale_kernels: Rescale masked kernels to keep their Frobenius
-            norm, as the reference does (SPEC 8.1.3); `slim` keeps it.
+            norm, as the reference code's masked layers do; `slim` keeps
+            it.
         batch_statistics: Evaluate with batch statistics (the reference)
             or with the moving averages.
         cache: Evaluate candidates from cached activations (fast) or run

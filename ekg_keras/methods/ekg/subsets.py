@@ -12,7 +12,7 @@ from ekg_keras.numerics import check_finite_data
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SearchData:
-    """The two per-class subsets the search uses (SPEC 8.2.1).
+    """The two per-class subsets the search uses (EKG paper, Alg. 1, line 1).
 
     Attributes:
         x_val, y_val: D^val, which scores candidates.
@@ -128,12 +128,12 @@ def finetune_one_epoch(
     strategy=None,
     logits=True,
 ):
-    """One epoch of plain cross-entropy on D_subset (SPEC 8.2.2).
+    """One epoch of plain cross-entropy on D_subset (EKG Alg. 1, line 1).
 
-    SGD with Nesterov momentum 0.9 and coupled L2 weight decay (`g + wd *
-    w` on every trainable variable), batches of `batch_size` with the
-    remainder dropped, in training mode so batch-normalization statistics
-    follow. Updates `model` in place.
+    As the EKG reference code does it: SGD with Nesterov momentum 0.9 and
+    coupled L2 weight decay (`g + wd * w` on every trainable variable),
+    batches of `batch_size` with the remainder dropped, in training mode so
+    batch-normalization statistics follow. Updates `model` in place.
 
     Returns:
         The number of steps taken.

@@ -1,4 +1,4 @@
-"""Choosing the EKG teachers among the search's sub-networks (SPEC.md 8.3).
+"""Choosing the EKG teachers among the search's sub-networks (EKG Eq. 10).
 
 The search leaves a trajectory of sub-networks theta_0 (unpruned) ...
 theta_n = theta* (the result). K of the interim ones become teachers whose

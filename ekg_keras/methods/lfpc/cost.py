@@ -1,7 +1,7 @@
 """The computation loss: expected FLOPs of the sampled structure in TF.
 
 The thesis leaves the computation loss to its unavailable supplement
-(SPEC.md 5.3); this follows TAS (Dong and Yang, NeurIPS 2019), which the
+(Eq. 6.14); this follows TAS (Dong and Yang, NeurIPS 2019), which the
 thesis cites for it: the expected cost comes from the probabilities of the
 candidate keep counts, and the loss is TAS's logarithm of it, here relative
 to the target and clipped at zero below the target ([impl]).

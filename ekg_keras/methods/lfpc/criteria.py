@@ -6,7 +6,7 @@ import numpy as np
 from ekg_keras import criteria as criteria_lib
 from ekg_keras import ties
 
-#: The thesis' candidate criteria (SPEC.md 5.2): L1 norm, L2 norm and the
+#: The thesis' candidate criteria (Sec. 6.4.1): L1 norm, L2 norm and the
 #: geometric median (FPGM).
 DEFAULT_CRITERIA = ("l1", "l2", "fpgm")
 
@@ -75,7 +75,7 @@ def check_criteria(names):
         if criterion.requires_data or criterion.select is not None:
             raise ValueError(
                 "LFPC's criteria rank each group's filters by their weights "
-                f"(SPEC.md 5.3); criterion {name!r} "
+                f"(thesis Sec. 6.4.1); criterion {name!r} "
                 + (
                     "needs data"
                     if criterion.requires_data

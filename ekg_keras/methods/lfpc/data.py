@@ -14,7 +14,7 @@ def validation_split(
     """A random `fraction` of the training data as the sampler's batches.
 
     The thesis trains the criteria sampler on a random half of the training
-    set (SPEC.md 5.3). Samples are drawn once with `seed` and kept in one
+    set (Sec. 6.4.1). Samples are drawn once with `seed` and kept in one
     fixed shuffled order, so every epoch (and a resumed run) sees the same
     batches. Arrays are split exactly; a dataset is read once to draw each
     sample with probability `fraction` and count them (its batches may

@@ -1,7 +1,7 @@
 """Plain fine-tuning with a cosine learning-rate schedule ("cosine").
 
-LFPC fine-tunes the pruned network with a cosine schedule (the thesis,
-after TAS and SGDR without restarts; SPEC.md 5.3), where the callers'
+LFPC fine-tunes the pruned network with a cosine schedule (thesis
+Sec. 6.4.1, after TAS and SGDR without restarts), where the callers'
 default optimizer (`Fitter`, the trainers) follows a piecewise-constant
 one, so the fine-tuner brings its own optimizer and schedule.
 """

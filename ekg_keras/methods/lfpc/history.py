@@ -24,7 +24,8 @@ class SamplerEpoch:
         epoch: The epoch (0-based).
         tau: Mean Gumbel-softmax temperature over the epoch's steps.
         loss: Mean validation loss `L_crit + lambda_comp * L_comp` (the
-            sampler trains on the validation split, SPEC.md 5.3).
+            sampler trains on the validation split: thesis Eq. 6.13-6.14,
+            Sec. 6.4.1).
         criteria_loss: Mean cross-entropy of the criteria network.
         computation_loss: Mean computation loss.
         expected_flops: Expected FLOPs fraction at the epoch's end.

@@ -28,7 +28,7 @@ from ekg_keras.training.fitting import TrainingPhase
 
 @dataclasses.dataclass(frozen=True)
 class LFPCOptions:
-    """Options of LFPC (defaults: the thesis' CIFAR setting, SPEC.md 5.3).
+    """Options of LFPC (defaults: the thesis' CIFAR setting, Sec. 6.4.1).
 
     Attributes:
         criteria: Candidate criteria, names from `ekg_keras.criteria`
@@ -61,9 +61,10 @@ class LFPCOptions:
         seed: Seed of the split, the order and the Gumbel noise.
 
     The thesis leaves the computation loss and the per-layer rate sampler
-    to its unavailable supplement; both are chosen here as SPEC.md's [impl]
-    notes say (TAS-style count logits and expected FLOPs, see
-    `CriteriaSampler` and `computation_loss`).
+    to its unavailable supplement (Eq. 6.14, Sec. 6.4.1); both are chosen
+    here after TAS (Dong and Yang, NeurIPS 2019), which the thesis cites
+    for the rates: TAS-style count logits and expected FLOPs, see
+    `CriteriaSampler` and `computation_loss`.
     """
 
     criteria: tuple = DEFAULT_CRITERIA
@@ -133,12 +134,12 @@ class LFPC(PruningMethod):
     random half of the training data with the network's weights fixed,
     which criterion (L1, L2, geometric median by default) and how many
     channels each prunable channel group should keep, under the FLOPs
-    target (SPEC.md 5.3). Then each group takes its most probable
-    criterion; the learned widths are scaled to meet `flops` within one
-    point below it; the network is pruned once. The fine-tuning the caller
-    asks for follows: by default "cosine" (plain cross-entropy with the
-    thesis' cosine schedule), or EKG's distillation ("ekg") from the
-    sub-networks of `trajectory()`.
+    target (thesis Sec. 6.3.2.3 and 6.4.1). Then each group takes its
+    most probable criterion; the learned widths are scaled to meet `flops`
+    within one point below it; the network is pruned once. The fine-tuning
+    the caller asks for follows: by default "cosine" (plain cross-entropy
+    with the thesis' cosine schedule), or EKG's distillation ("ekg") from
+    the sub-networks of `trajectory()`.
 
     `history` holds a `SamplerEpoch` per search epoch (criterion
     probabilities and the most probable criterion per group, expected

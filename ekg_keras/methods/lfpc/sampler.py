@@ -50,7 +50,7 @@ class CriteriaSampler(keras.Model):
 
     the sampled mixture of every criterion's keep mask over the sampled
     counts. For weight-based criteria this equals the aligned weighted sum
-    of the pruned layers' outputs (Eq. 6.11, SPEC.md 5.3). The mixture is
+    of the pruned layers' outputs (thesis Eq. 6.11). The mixture is
     written into the mask variables of the group's terminal layers (where
     the channels leave their convolution / batch-normalization chain), so a
     one-hot sample is exactly the hard-masked sub-network. The step

@@ -14,7 +14,7 @@ COUNT_MODES = ("argmax", "expected")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LearnedStructure:
-    """What LFPC chose after its search (SPEC.md 5.3, "After DCS").
+    """What LFPC chose after its search (thesis Sec. 6.3.2.3, "After DCS").
 
     Attributes:
         group_ids: Ids of the prunable groups, in the sampler's order.

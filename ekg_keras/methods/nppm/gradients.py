@@ -17,7 +17,7 @@ def orthogonal_part(gradient, reference):
 
 
 def modified_gradient(task, performance, regularizer, orthogonal=True):
-    """One gate tensor's update direction (SPEC.md 6.5).
+    """One gate tensor's update direction (NPPM paper, Sec. 3.6, Eq. 8-9).
 
     `g = g_L + orth(g_P, g_L) + g_R`: the task-loss gradient, the part of
     the (gamma-scaled) performance gradient orthogonal to it, and the FLOPs

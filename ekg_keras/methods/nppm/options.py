@@ -10,17 +10,18 @@ from ekg_keras.methods.nppm.checks import number_above
 
 @dataclasses.dataclass(frozen=True)
 class NPPMOptions:
-    """Options of the NPPM search (defaults: the paper, SPEC.md 6).
+    """Options of the NPPM search (defaults: the paper, Sec. 4.1).
 
-    From the paper: Adam with a constant learning rate of 1e-3 for the
-    gates and the predictor, 200 epochs on a 2,500-sample subset (CIFAR;
-    10,000 for ImageNet), batch 128, gate logits initialised to 3, lambda =
-    2, K_max = 500, c = 5, b_P = 64. Chosen here, because the paper leaves
-    them to its unavailable supplementary material: N = 10 accuracy bins,
-    tau = 0.5 (SPEC's range is 0.5-1; the authors' public code uses 0.4),
-    the predictor's sizes (64-unit embeddings, a 64-unit GRU), logistic
-    noise, the frozen network in inference mode (as the authors' code
-    runs it), and the validation subset that scores the trajectory.
+    From the paper (Gao et al., CVPR 2021, Sec. 4.1): Adam with a constant
+    learning rate of 1e-3 for the gates and the predictor, 200 epochs on a
+    2,500-sample subset (CIFAR; 10,000 for ImageNet), batch 128, gate
+    logits initialised to 3, lambda = 2, K_max = 500, c = 5, b_P = 64.
+    Chosen here, because the paper leaves them to its unavailable
+    supplementary material: N = 10 accuracy bins (Sec. 3.5), tau = 0.5
+    (Eq. 1; the authors' public code uses 0.4), the predictor's sizes
+    (64-unit embeddings, a 64-unit GRU), logistic noise, the frozen network
+    in inference mode (as the authors' code runs it), and the validation
+    subset that scores the trajectory.
 
     Attributes:
         epochs: Epochs of the search over the subset (E).

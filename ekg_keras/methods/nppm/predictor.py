@@ -1,4 +1,4 @@
-"""NPPM's performance-prediction network PN (SPEC.md 6.3)."""
+"""NPPM's performance-prediction network PN (NPPM paper, Sec. 3.3, Eq. 5)."""
 
 import keras
 from keras import ops

@@ -1,4 +1,4 @@
-"""NPPM's differentiable FLOPs regulariser (SPEC.md 6.2)."""
+"""NPPM's differentiable FLOPs regulariser (NPPM paper, Sec. 3.2, Eq. 4)."""
 
 import numpy as np
 import tensorflow as tf

@@ -28,7 +28,8 @@ class SoftPruning(PruningMethod):
 
     Reference:
         He et al., SFP (IJCAI 2018), ASFP (IEEE T-Cybernetics 2019), FPGM
-        (CVPR 2019); SPEC.md 2-4.
+        (CVPR 2019); all three are chapters 3-5 of Yang He's PhD thesis
+        (University of Technology Sydney, 2021).
     """
 
     Options = SoftOptions

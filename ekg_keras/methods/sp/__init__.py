@@ -1,5 +1,5 @@
 """SP (Zhang and Ou): stage-wise super-net training, then an evolutionary
-search per stage under budgets an EA manager splits (SPEC.md 7).
+search per stage under budgets an EA manager splits (Sec. 3.2-3.3).
 
 * `stages.find_stages`: stages where the feature-map resolution changes;
 * `widths`: allowed counts per group and the criterion's channel order;

@@ -1,4 +1,4 @@
-"""The evolutionary search of SP (SPEC.md 7.4, Alg. 3), for any gene space.
+"""The evolutionary search of SP (Sec. 3.3, Alg. 3), for any gene space.
 
 Each generation scores its population, keeps the `top_k` best genes seen so
 far, and breeds the next population from them: `population // 2` mutants
@@ -30,7 +30,8 @@ class EvolutionSettings:
     Attributes:
         population: Genes scored per generation (128).
         iterations: Generations (10).
-        top_k: Parents kept (default `population // 2`, SPEC's k = 64).
+        top_k: Parents kept (default `population // 2`, 64 for 128; the SP
+            paper does not give k).
         mutation_probability: Chance to redraw each position (0.1).
     """
 

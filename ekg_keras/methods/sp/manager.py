@@ -1,5 +1,5 @@
-"""SP's EA manager (SPEC.md 7.4, Alg. 2): per-stage budgets summing to a
-total, each scored by the stage EAs it needs.
+"""SP's EA manager (SP paper, Sec. 3.3, Alg. 2): per-stage budgets summing
+to a total, each scored by the stage EAs it needs.
 
 A manager gene splits the total MAC budget into per-stage budgets, in
 `units` (budget / units each), so equal splits recur and each stage EA

@@ -27,7 +27,7 @@ from ekg_keras.training.fitting import TrainingPhase
 
 @dataclasses.dataclass(frozen=True)
 class SPOptions:
-    """Options of SP (defaults: SPEC.md 7, CIFAR-10 settings).
+    """Options of SP (defaults: the paper's CIFAR-10 settings, Sec. 4.1).
 
     Attributes:
         supernet_epochs: Epochs of super-net training (50; ImageNet 100).
@@ -49,8 +49,9 @@ class SPOptions:
         manager_population: Genes per generation of the EA manager (128).
         manager_iterations: Generations of the EA manager (10).
         top_k: Parents kept by both EAs (default: half the population,
-            SPEC's k = 64); each generation breeds half the population by
-            mutation and half by crossover (M = S = 64).
+            k = 64); each generation breeds half the population by
+            mutation and half by crossover (M = S = 64). The paper does
+            not give k, M or S.
         mutation_probability: Chance to redraw each gene position (0.1).
         budget_units: The manager splits the budget in this many units.
         repair_rounds: Rounds of stage EAs with rescaled budgets that bring
@@ -250,8 +251,8 @@ class StagewisePruning(PruningMethod):
     ```
 
     Reference:
-        Zhang and Ou, "Stage-wise Channel Pruning for Model Compression";
-        SPEC.md 7.
+        Zhang and Ou, "Stage-wise Channel Pruning for Model Compression"
+        (the method: Sec. 3; its settings: Sec. 4.1).
     """
 
     Options = SPOptions

@@ -1,8 +1,9 @@
 """Stages of a network: the stretches between changes of resolution.
 
-SP (SPEC.md 7.1) splits a network into stages by the spatial resolution of
-its feature maps and trains and searches each stage on its own. Stages are
-found from the functional graph, never from layer names:
+SP (Zhang and Ou, Sec. 3.2-3.3 and 4.1) splits a network into stages by
+the spatial resolution of its feature maps and trains and searches each
+stage on its own. Stages are found from the functional graph, never from
+layer names:
 
 1. The *cut tensors* are the tensors every path from the input to the
    output passes through (block outputs, not the inside of a residual

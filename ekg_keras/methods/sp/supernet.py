@@ -19,7 +19,7 @@ from ekg_keras.taylor import ends_in_softmax
 
 @ekg_export
 class StageSuperNet(keras.Model):
-    """A network trained as a stage-wise super-net (SP, SPEC.md 7.3).
+    """A network trained as a stage-wise super-net (SP, Sec. 3.2, Alg. 1).
 
     Every prunable channel group may keep a prefix of its channels (ranked
     by `criterion`) of any count from its table (`num_ratios` ratios from
@@ -448,10 +448,10 @@ def stage_error(output, target, last, from_probabilities=False):
     """Per-sample distillation loss of a stage's output against the full
     network's (works on symbolic and eager tensors).
 
-    Inner stages: the mean squared error over every non-batch axis (SPEC
-    7.2's `1/K ||Y - Y_full||^2`, averaged over positions too). The last
-    stage, which ends at the model's output: the KL divergence from the
-    full network's predictions (softmax of the logits, or the
+    Inner stages: the mean squared error over every non-batch axis (the SP
+    paper's Eq. 7, `1/K ||Y - Y_full||^2`, averaged over positions too).
+    The last stage, which ends at the model's output: the KL divergence
+    from the full network's predictions (softmax of the logits, or the
     probabilities of a softmax model) to the sub-network's, the in-place
     distillation of slimmable networks. Mean squared error on logits
     overwhelms the task loss (on ResNet-20 it wrecked the full network in

@@ -1,4 +1,4 @@
-"""The held-out validation split that SP searches on (SPEC.md 7.3)."""
+"""The held-out validation split that SP searches on (SP paper, Sec. 4.1)."""
 
 import dataclasses
 

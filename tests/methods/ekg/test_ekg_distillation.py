@@ -1,4 +1,4 @@
-"""Tests for EKG fine-tuning with the memory bank (SPEC.md 8.4)."""
+"""Tests for EKG fine-tuning with the memory bank (EKG Alg. 1, Eq. 12)."""
 
 import keras
 import numpy as np

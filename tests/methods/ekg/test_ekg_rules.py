@@ -7,8 +7,8 @@ from ekg_keras.methods.ekg import rules
 
 
 def test_step_sizes_match_the_resnet56_examples():
-    # SPEC 8.2.3: conv1 gates 0.2; stage groups of 16/32/64 channels shared
-    # by 10 producers: 0.0625, 0.03125, 0.02.
+    # EKG reference code, ResNet-56: conv1 gates 0.2; stage groups of
+    # 16/32/64 channels shared by 10 producers: 0.0625, 0.03125, 0.02.
     steps, fine = rules.step_sizes([16, 16, 32, 64], [1, 10, 10, 10])
     np.testing.assert_allclose(steps, [0.2, 0.0625, 0.03125, 0.02])
     np.testing.assert_allclose(fine, [1 / 16, 1 / 16, 1 / 32, 1 / 64])

@@ -1,4 +1,4 @@
-"""Tests for the EKG memory bank (SPEC.md 8.3)."""
+"""Tests for the EKG memory bank (EKG paper, Eq. 10)."""
 
 import keras
 import numpy as np

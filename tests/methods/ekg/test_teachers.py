@@ -1,4 +1,4 @@
-"""Tests for the EKG teacher selection (SPEC.md 8.3)."""
+"""Tests for the EKG teacher selection (EKG paper, Eq. 10)."""
 
 import numpy as np
 import pytest

@@ -85,7 +85,7 @@ def test_as_tau_vanishes_the_mixture_is_the_sampled_sub_network(training):
 
 @pytest.mark.parametrize("training", [False, True])
 def test_criteria_feature_map_is_the_aligned_weighted_sum(training):
-    # SPEC.md 5.3: output * sum_s p_s mask_s equals sum_s p_s Align(O_s);
+    # Thesis Eq. 6.11: output * sum_s p_s mask_s equals sum_s p_s Align(O_s);
     # with only linear layers after the mask, the logits mix the same way.
     sampler = make_sampler(linear_head_model())
     randomize_logits(sampler, seed=2)
