@@ -3,10 +3,12 @@
     python3 dev.py demo    # prune a ResNet on the embedded digits data
     python3 dev.py test    # run the test suite
     python3 dev.py bench   # run the benchmarks in benchmarks/
+    python3 dev.py docs    # build the documentation site into site/
     python3 dev.py test --quick   # the suite without end-to-end runs
 
-Each task creates `.venv` (and installs the package with its test, plot and
-deploy extras: the deployment runtimes the tests run) when it is missing or
+Each task creates `.venv` (and installs the package with its test, plot,
+deploy and docs extras: the deployment runtimes and the docs build the
+tests run) when it is missing or
 older than `setup.py`, then runs inside it. Extra arguments are passed on,
 e.g. `python3 dev.py test -k flops`.
 """
@@ -26,6 +28,7 @@ TASKS = {
     "demo": ["examples/demo.py"],
     "test": ["-m", "pytest", "tests"],
     "bench": ["benchmarks/run_all.py"],
+    "docs": ["-m", "mkdocs", "build", "--strict", "--site-dir", "site"],
 }
 
 
@@ -48,7 +51,7 @@ def ensure_venv():
             "install",
             "-q",
             "-e",
-            ".[test,plot,deploy]",
+            ".[test,plot,deploy,docs]",
         ],
         cwd=ROOT,
         check=True,

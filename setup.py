@@ -43,6 +43,8 @@ setup(
             "openvino",
             "nncf",
         ],
+        # The documentation site (`python3 dev.py docs`, mkdocs.yml).
+        "docs": ["mkdocs", "mkdocs-material", "mkdocstrings[python]"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -63,10 +63,13 @@ class PruningMethod:
             and resumes from.
         tensorboard_dir: Where a method writes TensorBoard scalars.
         verbose: 0 silent, 1 progress lines.
-        latency, latency_batch_size, runtime, latency_cache,
-            latency_options: A measured-latency budget instead of
-            `flops` (see `PruningSetup`); the method's cost is then
-            predicted milliseconds.
+        latency: A measured-latency budget instead of `flops` (see
+            `PruningSetup`); the method's cost is then predicted
+            milliseconds.
+        latency_batch_size: See `PruningSetup`.
+        runtime: See `PruningSetup`.
+        latency_cache: See `PruningSetup`.
+        latency_options: See `PruningSetup`.
         **option_values: The method's options by name.
 
     Attributes:

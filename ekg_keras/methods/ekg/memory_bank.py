@@ -250,7 +250,8 @@ def build_memory_bank(
             kernel rescale).
         num_teachers: K (5 in the reference).
         variant: Teacher selection, "code" or "poster".
-        storage, top_k: See `MemoryBank`.
+        storage: See `MemoryBank`.
+        top_k: See `MemoryBank`.
         num_samples: N; by default one more than the largest id in `data`
             (one pass over the ids).
         placement: "device" (a `MemoryBank`, read in the train step),
