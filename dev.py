@@ -5,12 +5,15 @@
     python3 dev.py bench   # run the benchmarks in benchmarks/
     python3 dev.py docs    # build the documentation site into site/
     python3 dev.py test --quick   # the suite without end-to-end runs
+    python3 dev.py test --latest  # the suite on the newest releases
 
 Each task creates `.venv` (and installs the package with its test, plot,
 deploy and docs extras: the deployment runtimes and the docs build the
-tests run) when it is missing or
-older than `setup.py`, then runs inside it. Extra arguments are passed on,
-e.g. `python3 dev.py test -k flops`.
+tests run) when it is missing or older than `setup.py` or
+`constraints.txt`, then runs inside it. The install is pinned to
+`constraints.txt`, the versions the suite last passed with; `--latest`
+uses `.venv-latest`, upgraded to the newest releases on every call.
+Extra arguments are passed on, e.g. `python3 dev.py test -k flops`.
 """
 
 import os
@@ -20,9 +23,8 @@ import sys
 import venv
 
 ROOT = pathlib.Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
-STAMP = VENV / ".installed"
-PYTHON = VENV / "bin" / "python"
+CONSTRAINTS = ROOT / "constraints.txt"
+EXTRAS = ".[test,plot,deploy,docs]"
 
 TASKS = {
     "demo": ["examples/demo.py"],
@@ -32,43 +34,47 @@ TASKS = {
 }
 
 
-def ensure_venv():
-    """Creates the virtual environment and installs the package if needed."""
-    fresh = STAMP.exists() and (
-        STAMP.stat().st_mtime >= (ROOT / "setup.py").stat().st_mtime
+def ensure_venv(latest=False):
+    """Creates the virtual environment and installs the package if needed.
+
+    Returns:
+        The environment's Python executable.
+    """
+    venv_dir = ROOT / (".venv-latest" if latest else ".venv")
+    python = venv_dir / "bin" / "python"
+    stamp = venv_dir / ".installed"
+    inputs = (ROOT / "setup.py", CONSTRAINTS)
+    fresh = stamp.exists() and all(
+        stamp.stat().st_mtime >= path.stat().st_mtime for path in inputs
     )
-    if fresh:
-        return
-    if not PYTHON.exists():
-        print(f"Creating {VENV} ...", flush=True)
-        venv.create(VENV, with_pip=True)
-    print("Installing ekg_keras and its dependencies ...", flush=True)
-    subprocess.run(
-        [
-            str(PYTHON),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "-e",
-            ".[test,plot,deploy,docs]",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
-    STAMP.touch()
+    if fresh and not latest:
+        return python
+    if not python.exists():
+        print(f"Creating {venv_dir} ...", flush=True)
+        venv.create(venv_dir, with_pip=True)
+    if latest:
+        print("Installing the newest releases ...", flush=True)
+        pins = ["--upgrade", "--upgrade-strategy", "eager"]
+    else:
+        print("Installing ekg_keras and its dependencies ...", flush=True)
+        pins = ["-c", str(CONSTRAINTS)]
+    command = [str(python), "-m", "pip", "install", "-q", *pins]
+    subprocess.run([*command, "-e", EXTRAS], cwd=ROOT, check=True)
+    stamp.touch()
+    return python
 
 
 def main(argv):
     if len(argv) < 2 or argv[1] not in TASKS:
         print(f"usage: python3 dev.py {{{'|'.join(TASKS)}}} [args...]")
         return 2
-    ensure_venv()
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
     extra = argv[2:]
+    python = ensure_venv(latest="--latest" in extra)
+    extra = [a for a in extra if a != "--latest"]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
     if argv[1] == "test" and "--quick" in extra:
         extra = [a for a in extra if a != "--quick"] + ["-m", "not slow"]
-    command = [str(PYTHON), *TASKS[argv[1]], *extra]
+    command = [str(python), *TASKS[argv[1]], *extra]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 

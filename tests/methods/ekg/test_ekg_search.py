@@ -1,7 +1,10 @@
 """Tests for the EKG search (ekg_keras.EKGSearch and prune(method="ekg"))."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,6 +18,7 @@ from model_testing import reference_importance
 import ekg_keras
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+TESTS = pathlib.Path(__file__).parents[2]
 
 
 def _search(model, digits16, flops, **kwargs):
@@ -399,6 +403,49 @@ def test_cached_and_plain_searches_agree_to_the_end():
         fast.history[-1].keep_masks(), plain.history[-1].keep_masks()
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def _tiny_search_groups():
+    """The groups a whole tiny search chooses (subset fine-tune on)."""
+    keras.utils.set_random_seed(7)
+    search = ekg_keras.EKGSearch(
+        _small_model(),
+        0.4,
+        _small_data(),
+        val_per_class=8,
+        subset_per_class=8,
+        batch_size=32,
+        verbose=0,
+    )
+    search.run()
+    return [h.group for h in search.history]
+
+
+@pytest.mark.slow
+def test_the_path_is_the_same_with_onednn_on_and_off():
+    """Another CPU's kernels round differently; oneDNN on and off is that
+    difference on this machine. The search must not notice it: the same
+    groups in this process and in one with the other oneDNN setting."""
+    here = _tiny_search_groups()
+    other = "1" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "0"
+    paths = [str(TESTS), str(pathlib.Path(__file__).parent)]
+    code = (
+        "import json, sys\n"
+        f"sys.path[:0] = {paths!r}\n"
+        "import test_ekg_search\n"
+        "print(json.dumps(test_ekg_search._tiny_search_groups()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=other),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    there = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(here) > 3
+    assert there == here
 
 
 def test_moving_statistics_instead_of_batch_statistics():
