@@ -562,7 +562,7 @@ def latency_pruned(model, batch_size, args, flops_masked):
         # The method's own check (timed against the original, pruned
         # again while above the budget) and the budget it ended with.
         "method_measured_fraction": pruning.measured_latency,
-        "last_budget": setup.flops,
+        "last_budget": setup.target,
         "full_predicted_ms": counter.macs(counter.full),
         "checks": checks,
     }

@@ -36,6 +36,7 @@ from ekg_keras.methods.ekg import EKGSearch
 from ekg_keras.methods.soft import SoftFilterPruning
 from ekg_keras.prune import prune
 from ekg_keras.runtimes import load_exported
+from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim
 
 __version__ = "0.1.0"

@@ -93,7 +93,15 @@ class Criterion:
             chosen = np.asarray(self.select(weights, count), dtype=np.int64)
             return np.sort(chosen)
         scores = checked_scores(self, weights)
-        return np.sort(ties.order(scores)[:count])
+        return np.sort(ties.order(scores, self.tie_rtol)[:count])
+
+    @property
+    def tie_rtol(self):
+        """Relative tolerance under which two of its scores are tied (see
+        `ekg_keras.ties`): scores computed from data carry the rounding of
+        the framework's kernels, scores of the weights alone only NumPy's.
+        """
+        return ties.SCORE_RTOL if self.prepare is not None else ties.WEIGHT_RTOL
 
 
 def l1_norm(weights):

@@ -6,8 +6,7 @@ from ekg_keras import _logging as log
 from ekg_keras import methods
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.latency import check_budget
-from ekg_keras.latency import check_runtime
-from ekg_keras.latency.counter import check_batch_size
+from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.training import finetuners
 from ekg_keras.training.fitting import Fitter
@@ -133,10 +132,20 @@ def prune(
             model is never modified).
         ImportError: If `runtime`'s package is not installed.
     """
-    budget, fraction = check_budget(flops, latency)
-    if budget == "latency":
-        check_runtime(runtime)
-        check_batch_size(latency_batch_size)
+    scope = PruningScope(
+        flops=flops,
+        latency=latency,
+        ignored_layers=ignored_layers or (),
+        round_to=round_to,
+        min_channels=min_channels,
+        include_bn=include_bn,
+        include_fc=include_fc,
+        latency_batch_size=latency_batch_size,
+        runtime=runtime,
+        latency_cache=latency_cache,
+    )
+    if scope.budget is None:
+        check_budget(flops, latency)  # Says that a budget is needed.
     if search_options is not None:
         raise ValueError(
             "`search_options` is gone: pass the method's options as keyword "
@@ -144,31 +153,17 @@ def prune(
             f"{', '.join(f'{k}={v!r}' for k, v in search_options.items())})."
         )
     entry = methods.get(method or ("oneshot" if data is None else "ekg"))
-    if fraction >= 1.0:
+    if scope.fraction >= 1.0:
         if verbose:
             log.info(
-                f"ekg_keras.prune: {budget}=1.0 is already met by the "
+                f"ekg_keras.prune: {scope.budget}=1.0 is already met by the "
                 "unpruned model; returning it unchanged."
             )
         return model
-    latency_arguments = {}
-    if budget == "latency":
-        latency_arguments = {
-            "latency": latency,
-            "latency_batch_size": latency_batch_size,
-            "runtime": runtime,
-            "latency_cache": latency_cache,
-        }
     pruning = entry.create(
         model,
-        flops,
+        scope,
         data,
-        **latency_arguments,
-        ignored_layers=ignored_layers,
-        round_to=round_to,
-        min_channels=min_channels,
-        include_bn=include_bn,
-        include_fc=include_fc,
         strategy=strategy,
         checkpoint_dir=checkpoint_dir,
         tensorboard_dir=tensorboard_dir,

@@ -15,16 +15,21 @@ Measured on this project's EKG search of a ResNet-20 (oneDNN on against
 off, same weights): candidate objectives differ by at most 1.1e-6 of their
 value while the best and second-best candidate stand at least 5.7e-4
 apart; Taylor importance scores differ by at most 6.5e-5 of the group's
-largest score. Hence the two defaults: `DECISION_RTOL` for losses and
-objectives, `SCORE_RTOL` for per-channel scores (gradients, noisier).
+largest score. Hence three tolerances: `DECISION_RTOL` for losses and
+objectives, `SCORE_RTOL` for per-channel scores computed from data through
+the framework's kernels (gradients, noisier), and `WEIGHT_RTOL` for scores
+of the weights alone (norms, distances: NumPy in float64, where only the
+order of a summation can differ).
 """
 
 import numpy as np
 
 #: Relative tolerance under which two candidates' losses are tied.
 DECISION_RTOL = 1e-5
-#: Relative tolerance under which two channels' importance scores are tied.
+#: Relative tolerance under which two data-driven channel scores are tied.
 SCORE_RTOL = 1e-3
+#: Relative tolerance under which two scores of weights alone are tied.
+WEIGHT_RTOL = 1e-9
 
 
 def _tolerance(values, rtol):
@@ -57,7 +62,7 @@ def argmax(values, rtol=DECISION_RTOL):
     return argmin(-np.asarray(values, dtype=np.float64), rtol)
 
 
-def order(values, rtol=SCORE_RTOL, descending=False, first=None):
+def order(values, rtol=WEIGHT_RTOL, descending=False, first=None):
     """Indices that sort `values`, near-ties in index order.
 
     Values are sorted, then split into runs wherever two neighbours stand
@@ -90,7 +95,7 @@ def order(values, rtol=SCORE_RTOL, descending=False, first=None):
     return np.lexsort((index, ~np.asarray(first, dtype=bool), run))
 
 
-def ranks(values, rtol=SCORE_RTOL, descending=True, first=None):
+def ranks(values, rtol=WEIGHT_RTOL, descending=True, first=None):
     """Rank of each value in `order(...)` (0 = first)."""
     permutation = order(values, rtol, descending, first)
     result = np.empty(len(permutation), dtype=np.int64)

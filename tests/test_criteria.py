@@ -8,6 +8,7 @@ import tensorflow as tf
 from ekg_keras import criteria
 from ekg_keras import graph
 from ekg_keras import layers
+from ekg_keras import ties
 from ekg_keras.taylor import taylor_scores
 
 
@@ -141,3 +142,11 @@ def test_taylor_scores_equal_first_order_change_of_the_loss():
         expected += np.abs((gradient * activations.numpy()).sum((0, 1, 2)))
     np.testing.assert_allclose(scores[group.id], expected, rtol=1e-4, atol=1e-7)
     assert criteria.score("taylor", channel_graph, group, scores).shape == (4,)
+
+
+def test_ties_of_data_scores_are_wider_than_ties_of_weight_scores():
+    """Taylor scores come through the framework's kernels (their rounding
+    differs between CPUs); norms are NumPy sums of the same weights."""
+    assert criteria.get("taylor").tie_rtol == ties.SCORE_RTOL
+    assert criteria.get("l1").tie_rtol == ties.WEIGHT_RTOL
+    assert criteria.get("fpgm").tie_rtol == ties.WEIGHT_RTOL

@@ -30,13 +30,22 @@ def test_argmin_refuses_an_empty_array():
 
 def test_order_puts_near_ties_in_index_order():
     values = np.array([0.5, 1.0, 0.2, 1.0 - 1e-4, 0.2 + 1e-5])
-    np.testing.assert_array_equal(ties.order(values), [2, 4, 0, 1, 3])
+    rtol = ties.SCORE_RTOL
+    np.testing.assert_array_equal(ties.order(values, rtol), [2, 4, 0, 1, 3])
     np.testing.assert_array_equal(
-        ties.order(values, descending=True), [1, 3, 0, 2, 4]
+        ties.order(values, rtol, descending=True), [1, 3, 0, 2, 4]
     )
     # Without a tolerance the last bits decide.
     np.testing.assert_array_equal(
         ties.order(values, rtol=0.0, descending=True), [1, 3, 0, 4, 2]
+    )
+    # The default is for scores of weights: only summation-order noise.
+    np.testing.assert_array_equal(
+        ties.order(values, descending=True), [1, 3, 0, 4, 2]
+    )
+    np.testing.assert_array_equal(
+        ties.order(values + np.array([0, 0, 0, 1e-4, 0]), descending=True),
+        [1, 3, 0, 4, 2],
     )
 
 
@@ -50,10 +59,10 @@ def test_order_puts_first_entries_ahead_within_a_tie():
 
 def test_ranks_invert_order():
     values = np.array([0.3, 0.9, 0.1, 0.9 + 1e-6])
-    ranks = ties.ranks(values)
+    ranks = ties.ranks(values, ties.SCORE_RTOL)
     np.testing.assert_array_equal(ranks, [2, 0, 3, 1])
     np.testing.assert_array_equal(
-        np.argsort(ranks), ties.order(values, descending=True)
+        np.argsort(ranks), ties.order(values, ties.SCORE_RTOL, True)
     )
 
 
@@ -69,10 +78,13 @@ def test_rounding_noise_never_changes_the_order(levels, seed):
     rng = np.random.default_rng(seed)
     values = np.asarray(levels, np.float64) * 0.1 + 1.0
     noisy = values * (1 + rng.uniform(-1e-5, 1e-5, len(values)))
-    np.testing.assert_array_equal(ties.order(values), ties.order(noisy))
+    rtol = ties.SCORE_RTOL
     np.testing.assert_array_equal(
-        ties.order(values, descending=True),
-        ties.order(noisy, descending=True),
+        ties.order(values, rtol), ties.order(noisy, rtol)
+    )
+    np.testing.assert_array_equal(
+        ties.order(values, rtol, descending=True),
+        ties.order(noisy, rtol, descending=True),
     )
     noisy_decision = values * (1 + rng.uniform(-1e-7, 1e-7, len(values)))
     assert ties.argmin(values) == ties.argmin(noisy_decision)

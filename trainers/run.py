@@ -233,11 +233,14 @@ class Run:
         pretrained = self.model_after("pretrain")
         fitter = self._fitter("prune")
         with self.strategy.scope():
+            scope = ekg_keras.PruningScope(
+                flops=config.flops,
+                min_channels=_min_channels(config.min_channels),
+            )
             self._method = self.entry.create(
                 pretrained,
-                config.flops,
+                scope,
                 self.pipelines.ordered(),
-                min_channels=_min_channels(config.min_channels),
                 strategy=self.strategy,
                 checkpoint_dir=self.scratch("prune", "search"),
                 tensorboard_dir=self._log_dir("prune"),

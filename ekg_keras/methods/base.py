@@ -21,6 +21,7 @@ from ekg_keras.methods.measured_latency import meet_measured_latency
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.scope import PruningScope
 from ekg_keras.training.fitting import Fitter
 
 
@@ -46,31 +47,20 @@ class PruningMethod:
 
     Args:
         model: The trained model; not modified.
-        flops: Fraction of the FLOPs to keep, in (0, 1] (None with
-            `latency`).
+        scope: The `ekg_keras.PruningScope` (budget, FLOPs convention,
+            ignored layers, floors, `round_to`, latency measurement), or
+            the fraction of FLOPs to keep in (0, 1].
         data: Training data (an `(x, y)` tuple of arrays, or a
             `tf.data.Dataset` of `(inputs, labels)` batches), if the method
             uses any.
         options: An `Options` instance (keyword options override it).
-        ignored_layers: Names of layers to keep whole.
-        round_to: Keep counts are multiples of this (or a group's size).
-        min_channels: Fewest channels a group keeps, or a fraction in
-            (0, 1) of each group's width.
-        include_bn: Count batch normalization in FLOPs (EKG convention).
-        include_fc: Count dense layers in FLOPs.
         strategy: `tf.distribute` strategy (default: the one in scope).
         checkpoint_dir: Where a method that checkpoints saves its state
             and resumes from.
         tensorboard_dir: Where a method writes TensorBoard scalars.
         verbose: 0 silent, 1 progress lines.
-        latency: A measured-latency budget instead of `flops` (see
-            `PruningSetup`); the method's cost is then predicted
-            milliseconds.
-        latency_batch_size: See `PruningSetup`.
-        runtime: See `PruningSetup`.
-        latency_cache: See `PruningSetup`.
-        latency_options: See `PruningSetup`.
-        **option_values: The method's options by name.
+        **option_values: The method's options by name; names of scope
+            fields (`round_to=8`, `latency=0.5`, ...) replace the scope's.
 
     Attributes:
         name: The name it was registered (and created) under.
@@ -96,27 +86,19 @@ class PruningMethod:
     def __init__(
         self,
         model,
-        flops,
+        scope,
         data=None,
         *,
         options=None,
-        ignored_layers=None,
-        round_to=1,
-        min_channels=1,
-        include_bn=False,
-        include_fc=True,
         strategy=None,
         checkpoint_dir=None,
         tensorboard_dir=None,
         verbose=1,
-        latency=None,
-        latency_batch_size=1,
-        runtime="tf",
-        latency_cache=None,
-        latency_options=None,
         **option_values,
     ):
         label = self.name or type(self).__name__
+        scope_values, option_values = PruningScope.split(option_values)
+        self.scope = PruningScope.of(scope, **scope_values)
         self.options = make_options(
             type(self).Options, options, option_values, method=label
         )
@@ -134,23 +116,14 @@ class PruningMethod:
         self.seconds = None
         self.measured_latency = None
         self.finished = False
-        self._setup_arguments = dict(
-            mode=self.mode,
-            ignored_layers=ignored_layers,
-            round_to=round_to,
-            min_channels=min_channels,
-            include_bn=include_bn,
-            include_fc=include_fc,
-            strategy=self.strategy,
-            latency=latency,
-            latency_batch_size=latency_batch_size,
-            runtime=runtime,
-            latency_cache=latency_cache,
-            latency_options=latency_options,
-        )
-        self._flops = flops
-        self.setup = PruningSetup(model, flops, **self._setup_arguments)
+        self.setup = self.set_up(model, self.scope)
         self._runs = 0
+
+    def set_up(self, model, scope):
+        """The method's `PruningSetup` of `model` under `scope`."""
+        return PruningSetup(
+            model, scope, mode=self.mode, strategy=self.strategy
+        )
 
     # What a method implements.
 
@@ -185,7 +158,7 @@ class PruningMethod:
     @property
     def target(self):
         """The fraction of FLOPs (or of latency) to keep."""
-        return self.setup.flops
+        return self.setup.target
 
     def run(self, fitter=None):
         """Runs the method and returns the masked model.
@@ -208,9 +181,7 @@ class PruningMethod:
         start = time.perf_counter()
         if self._runs:
             # Every run starts from the user's model again.
-            self.setup = PruningSetup(
-                self.setup.source, self._flops, **self._setup_arguments
-            )
+            self.setup = self.set_up(self.setup.source, self.scope)
         self._runs += 1
         if fitter is None and self.data is not None:
             fitter = Fitter(

@@ -15,7 +15,6 @@ result keeps as much of the budget as the device allows.
 import warnings
 
 from ekg_keras import _logging as log
-from ekg_keras.methods.setup import PruningSetup
 
 # Secant steps smaller than this (in predicted fraction) stop the search.
 _RESOLUTION = 0.005
@@ -35,12 +34,12 @@ def meet_measured_latency(method, masked, fitter):
         predicted budget whose measured fraction is within the user's
         budget, or the last one if none is (with a warning).
     """
-    goal = method._setup_arguments["latency"]
+    goal = method.scope.latency
     attempts = method.setup.counter.attempts
     within, above = None, None  # (predicted budget, predicted, measured)
     reason = None
     for attempt in range(1, attempts + 1):
-        budget = method.setup.flops
+        budget = method.setup.target
         predicted, measured = _measure(method, goal)
         if measured <= goal:
             if within is None or predicted > within[1]:
@@ -124,9 +123,7 @@ def _next_budget(goal, within, above):
 
 
 def _prune_again(method, budget, fitter):
-    method.setup = PruningSetup(
-        method.setup.source,
-        None,
-        **{**method._setup_arguments, "latency": budget},
+    method.setup = method.set_up(
+        method.setup.source, method.scope.with_fraction(budget)
     )
     return method.search(fitter)

@@ -28,10 +28,11 @@ class MethodEntry:
     presets: dict
     summary: str
 
-    def create(self, model, flops, data=None, **kwargs):
-        """Builds the method; presets are defaults that `kwargs` override."""
+    def create(self, model, scope, data=None, **kwargs):
+        """Builds the method on `model` under `scope` (a `PruningScope` or
+        a FLOPs fraction); presets are defaults that `kwargs` override."""
         method = self.method_class(
-            model, flops, data, **{**self.presets, **kwargs}
+            model, scope, data, **{**self.presets, **kwargs}
         )
         method.name = self.name
         return method

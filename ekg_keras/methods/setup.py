@@ -1,7 +1,6 @@
 """The set-up every pruning method shares, done once for all of them."""
 
 import time
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -12,17 +11,10 @@ from ekg_keras.flops import group_keep_masks
 from ekg_keras.fold import fold_batchnorm
 from ekg_keras.graph import trace
 from ekg_keras.latency import LatencyCounter
-from ekg_keras.latency import check_budget
-from ekg_keras.latency import check_runtime
-from ekg_keras.latency.counter import check_batch_size
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
+from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim
-
-# Masked models of latency-budgeted set-ups, by id: a method's inner model
-# (a search model, a sampler) builds its own set-up on the method's masked
-# model and must budget by the same latency cost.
-_LATENCY_SETUPS = weakref.WeakValueDictionary()
 
 
 class PruningSetup:
@@ -30,102 +22,69 @@ class PruningSetup:
 
     Traces `model` (validating it and warning about layers the channel
     graph does not know), clones it into prunable layers (`mode`), traces
-    the clone, keeps `ignored_layers` whole, builds the cost (FLOPs under
-    the chosen convention, or with `latency` the measured-latency model),
-    derives the keep counts each group may take (channel floors and
-    `round_to`) and checks that the target is reachable. The user's model
-    is never modified.
+    the clone, keeps the scope's `ignored_layers` whole, builds the cost
+    (FLOPs under the scope's convention, or with a latency budget the
+    measured-latency model), derives the keep counts each group may take
+    (channel floors and `round_to`) and checks that the target is
+    reachable. The user's model is never modified.
 
     Methods see one cost whichever budget it is: `counter.macs(keep)` (MACs
     or predicted milliseconds), `counter.terms("macs")`, `target_macs`,
-    `fraction(keep)` and `flops` (the fraction to keep, of FLOPs or of
+    `fraction(keep)` and `target` (the fraction to keep, of FLOPs or of
     latency; `budget` says which).
 
     Args:
         model: A functional or Sequential Keras model.
-        flops: Fraction of the FLOPs to keep, in (0, 1], or None for a
-            method that is not driven by a FLOPs target (or with
-            `latency`).
-        latency: Fraction of the original model's measured latency to
-            keep, in (0, 1], instead of `flops` (see
-            `ekg_keras.latency.LatencyCounter`).
-        latency_batch_size: Batch size at which latency is measured.
-        runtime: Where latency is measured: "tf" (default), "litert",
-            "onnx" or "openvino" (their packages must be installed).
-        latency_cache: The latency tables' cache file (default
-            `ekg_keras.latency.default_cache_path()`).
-        latency_options: Options of the `LatencyCounter` (`grid`, `runs`,
-            `warmup`, `verbose`).
-
-    A set-up built on the masked model of a latency-budgeted set-up
-    (`masked=outer.model`, as methods' inner training models do) shares
-    its latency cost, `flops` then being the fraction of latency.
+        scope: The `PruningScope` (budget, FLOPs convention, ignored
+            layers, floors, `round_to`, latency measurement), or a FLOPs
+            fraction or None for a default scope with that budget.
         mode: "hard" or "soft" masks (see `ekg_keras.wrap`).
-        ignored_layers: Names of layers to keep whole.
-        round_to: Keep counts are multiples of this (or a group's full
-            size).
-        min_channels: Fewest channels a group keeps, or a fraction in
-            (0, 1) of each group's width.
-        include_bn: Count batch normalization in FLOPs (EKG convention).
-        include_fc: Count dense layers in FLOPs.
         strategy: `tf.distribute` strategy to create the clone under.
         masked: An already wrapped model to use as it is instead of a clone
-            of `model` (e.g. a soft-pruning network being deserialized).
+            of `model` (e.g. a method's inner training model built on the
+            method's masked model, or a network being deserialized).
+        cost: The cost of an outer set-up on the same masked model, to
+            share instead of building another (an inner model of a method
+            under a latency budget must budget by the method's latency
+            model, not time the network again).
 
     Attributes:
         source: The user's model.
+        scope: The `PruningScope`.
         model: The wrapped clone, whose masks methods set.
         graph: Its `ChannelGraph`, ignored layers frozen.
         counter: Its cost: a `FlopsCounter`, or a `LatencyCounter` with
-            `latency`.
-        flops_counter: Its `FlopsCounter` (also with `latency`).
+            a latency budget.
+        flops_counter: Its `FlopsCounter` (also with a latency budget).
         budget: "flops" or "latency" (None without a target).
+        target: The fraction of the budget's cost to keep (None without).
         levels: The `KeepLevels` (floors, `round_to`).
-        full_macs: MACs of the unpruned model.
+        full_macs: Cost of the unpruned model (MACs, or milliseconds).
         seconds: Wall time of the set-up's phases: "trace" (both traces),
             "wrap" (the clone) and "cost" (the FLOPs or latency counter,
             keep levels).
 
     Raises:
-        ValueError: For `flops` or `latency` outside (0, 1], both given, a
-            bad `latency_batch_size` or unknown `runtime`, a model without
-            a functional graph, nothing prunable, unknown `ignored_layers`,
-            a bad floor or `round_to`, or a target below the smallest
-            reachable fraction.
-        ImportError: If `runtime`'s package is not installed.
+        ValueError: For a model without a functional graph, nothing
+            prunable, unknown `ignored_layers`, a bad floor, or a target
+            below the smallest reachable fraction (the scope validated
+            its own fields when it was made).
     """
 
     def __init__(
         self,
         model,
-        flops,
+        scope,
         *,
         mode="hard",
-        ignored_layers=None,
-        round_to=1,
-        min_channels=1,
-        include_bn=False,
-        include_fc=True,
         strategy=None,
         masked=None,
-        latency=None,
-        latency_batch_size=1,
-        runtime="tf",
-        latency_cache=None,
-        latency_options=None,
+        cost=None,
+        check_target=True,
+        **scope_fields,
     ):
-        self.budget, self.flops = check_budget(flops, latency, required=False)
-        if self.budget == "flops" and _LATENCY_SETUPS.get(id(masked)):
-            self.budget = None  # Decided below: the outer set-up's cost.
-        if self.budget == "latency":
-            check_runtime(runtime)
-            check_batch_size(latency_batch_size)
+        self.scope = scope = PruningScope.of(scope, **scope_fields)
         self.source = model
-        self.ignored_layers = list(ignored_layers or ())
-        self.round_to = round_to
-        self.min_channels = min_channels
-        self.include_bn = include_bn
-        self.include_fc = include_fc
         lap = _Laps()
         if masked is None:
             trace(model)  # Validates the model, warns about unknown layers.
@@ -137,7 +96,7 @@ class PruningSetup:
         self.model = masked
         self.graph = trace(masked, warn=False)
         lap("trace")
-        self.graph.freeze_layers(self.ignored_layers)
+        self.graph.freeze_layers(list(scope.ignored_layers))
         if not self.graph.prunable_groups:
             raise ValueError(
                 f"Model '{model.name}' has nothing prunable: every channel "
@@ -146,40 +105,50 @@ class PruningSetup:
                 + self.graph.summary()
             )
         self.flops_counter = FlopsCounter(
-            self.graph, include_bn=include_bn, include_fc=include_fc
+            self.graph,
+            include_bn=scope.include_bn,
+            include_fc=scope.include_fc,
         )
-        self.counter = self.flops_counter
-        outer = _LATENCY_SETUPS.get(id(masked))
-        if self.budget is None and outer is not None and outer.model is masked:
-            self.counter = outer.counter  # Same model, same cost.
-            self.budget = "latency" if self.flops is not None else None
-        elif self.budget == "latency":
-            self.counter = LatencyCounter(
-                self.graph,
-                self.flops_counter,
-                self.deployed_network,
-                batch_size=latency_batch_size,
-                runtime=runtime,
-                cache=latency_cache,
-                **(latency_options or {}),
-            )
-            _LATENCY_SETUPS[id(self.model)] = self
+        self.counter = cost or self._cost()
         self.levels = KeepLevels(
             self.graph.sizes,
             [group.prunable for group in self.graph.groups],
-            min_channels,
-            round_to,
+            scope.min_channels,
+            scope.round_to,
         )
         self.full_macs = self.counter.macs(self.counter.full)
         lap("cost")
         self.seconds = lap.seconds
-        if self.flops is not None:
-            self.check_reachable(self.flops)
+        if check_target and self.target is not None:
+            self.check_reachable(self.target)
+
+    def _cost(self):
+        if self.scope.budget != "latency":
+            return self.flops_counter
+        return LatencyCounter(
+            self.graph,
+            self.flops_counter,
+            self.deployed_network,
+            batch_size=self.scope.latency_batch_size,
+            runtime=self.scope.runtime,
+            cache=self.scope.latency_cache,
+            **(self.scope.latency_options or {}),
+        )
+
+    @property
+    def budget(self):
+        """"flops", "latency", or None without a target."""
+        return self.scope.budget
+
+    @property
+    def target(self):
+        """The fraction of the budget's cost (FLOPs or latency) to keep."""
+        return self.scope.fraction
 
     @property
     def target_macs(self):
-        """The MAC budget: `flops` times the unpruned model's MACs."""
-        return self.flops * self.full_macs
+        """The cost budget: `target` times the unpruned model's cost."""
+        return self.target * self.full_macs
 
     @property
     def floors(self):
@@ -200,17 +169,17 @@ class PruningSetup:
         """The fraction with every prunable group at its floor."""
         return self.fraction(self.levels.lowest)
 
-    def check_reachable(self, flops):
-        """Raises if `flops` is below the smallest reachable fraction."""
+    def check_reachable(self, fraction):
+        """Raises if `fraction` is below the smallest reachable one."""
         smallest = self.smallest_fraction()
-        if flops < smallest:
+        if fraction < smallest:
             raise ValueError(
-                f"{self.budget}={flops} is below the smallest reachable "
+                f"{self.budget}={fraction} is below the smallest reachable "
                 "fraction "
                 f"{smallest:.4f}: with every prunable group at its floor of "
-                f"min_channels={self.min_channels!r} (round_to="
-                f"{self.round_to!r}) the network keeps that much. Received: "
-                f"{self.budget}={flops}"
+                f"min_channels={self.scope.min_channels!r} (round_to="
+                f"{self.scope.round_to!r}) the network keeps that much. "
+                f"Received: {self.budget}={fraction}"
             )
 
     def keep_counts(self, keep):

@@ -196,12 +196,24 @@ def test_bad_budgets_and_runtimes_are_clear_errors(monkeypatch):
 
 def test_inner_set_up_on_a_methods_model_shares_its_latency_cost(measured):
     # A method's inner training model (a search model, a sampler) builds its
-    # own set-up on the method's masked model: it budgets by the same cost.
-    inner = PruningSetup(measured.source, 0.95, masked=measured.model)
+    # own set-up on the method's masked model, handed the method's scope and
+    # cost: it budgets by the same latency model, without timing again.
+    inner = PruningSetup(
+        measured.source,
+        measured.scope.with_fraction(0.95),
+        masked=measured.model,
+        cost=measured.counter,
+    )
     assert inner.counter is measured.counter
-    assert inner.budget == "latency"
-    untargeted = PruningSetup(measured.source, None, masked=measured.model)
+    assert inner.budget == "latency" and inner.target == 0.95
+    untargeted = PruningSetup(
+        measured.source,
+        measured.scope.without_budget(),
+        masked=measured.model,
+        cost=measured.counter,
+    )
     assert untargeted.counter is measured.counter
+    assert untargeted.budget is None
     plain = PruningSetup(measured.source, 0.5)
     assert plain.budget == "flops"
     assert plain.counter is plain.flops_counter
@@ -265,8 +277,8 @@ def test_a_measured_miss_prunes_again_to_a_lowered_budget(cache, monkeypatch):
     method.run()
     assert len(seen) == 2
     # The budget is lowered by the measured error: budget = goal / error.
-    assert method.setup.flops == pytest.approx(target / error)
-    assert seen[1][0] <= method.setup.flops + 1e-9
+    assert method.setup.target == pytest.approx(target / error)
+    assert seen[1][0] <= method.setup.target + 1e-9
     assert method.measured_latency == pytest.approx(seen[1][1])
     assert method.measured_latency <= target
 
@@ -279,7 +291,7 @@ def test_a_last_miss_goes_back_to_the_best_pruning_within(cache, monkeypatch):
     method = _oneshot(cache, target, attempts=3)
     method.run()
     assert len(seen) in (2, 3)
-    assert method.setup.flops == pytest.approx(target / error)
+    assert method.setup.target == pytest.approx(target / error)
     assert method.kept_fraction() == pytest.approx(seen[1][0])
     assert method.measured_latency == pytest.approx(seen[1][1])
 
@@ -311,6 +323,6 @@ def test_a_measured_miss_after_the_last_attempt_warns(cache, monkeypatch):
     ):
         method.run()
     assert method.measured_latency == 0.999
-    assert method.setup.flops == target  # Not pruned again.
+    assert method.setup.target == target  # Not pruned again.
     with pytest.raises(ValueError, match="`attempts` should be"):
         _oneshot(cache, target, attempts=-1)

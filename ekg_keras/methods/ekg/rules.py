@@ -57,7 +57,7 @@ def ranks(scores, alive=None):
     and the masks stay nested; remaining ties keep their channel order.
     """
     alive = np.ones(len(scores), bool) if alive is None else alive
-    return ties.ranks(scores, first=alive)
+    return ties.ranks(scores, ties.SCORE_RTOL, first=alive)
 
 
 def keep_mask(rank, width):

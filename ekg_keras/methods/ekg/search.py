@@ -219,8 +219,8 @@ class EKGSearch(PruningMethod):
         "batch_size": 32,
     }
 
-    def __init__(self, model, flops, data=None, **kwargs):
-        super().__init__(model, flops, data, **kwargs)
+    def __init__(self, model, scope, data=None, **kwargs):
+        super().__init__(model, scope, data, **kwargs)
         self.ensemble = None
         self.evaluator = None
         self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
@@ -355,7 +355,7 @@ class EKGSearch(PruningMethod):
             self._save_state(widths, ranks, ensemble, members)
             self._report(writer)
         self.finished = self.history[-1].flops_fraction <= self.target
-        if self.finished and self.setup.round_to != 1 and len(self.history) > 1:
+        if self.finished and self.scope.round_to != 1 and len(self.history) > 1:
             ensemble = self._fill_budget(
                 widths, ranks, ensemble, members, labels, writer
             )
@@ -468,7 +468,7 @@ class EKGSearch(PruningMethod):
 
     def _cost(self, group, scores, widths):
         """The importance a group's next regular step would remove."""
-        if self.setup.round_to == 1:
+        if self.scope.round_to == 1:
             return rules.candidate_cost(
                 scores, widths[group], self._steps[group]
             )
@@ -480,7 +480,7 @@ class EKGSearch(PruningMethod):
         return rules.removal_cost(scores, kept, new)
 
     def _candidate_width(self, group, widths, ranks):
-        if self.setup.round_to != 1:
+        if self.scope.round_to != 1:
             return self._level_candidate_width(group, widths, ranks)
         size = self.graph.groups[group].size
         candidate = max(

@@ -83,6 +83,6 @@ def _progress_line(sampler, record):
         f"LFPC sampler epoch {record.epoch + 1}/{sampler.epochs}: tau "
         f"{record.tau:.2f}, loss {record.loss:.4f} (CE "
         f"{record.criteria_loss:.4f}), expected FLOPs "
-        f"{record.expected_flops:.3f} (target {sampler.flops}), criteria: "
+        f"{record.expected_flops:.3f} (target {sampler.target}), criteria: "
         f"{choices}"
     )

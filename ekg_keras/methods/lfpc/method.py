@@ -182,8 +182,8 @@ class LFPC(PruningMethod):
         "learning_rate": 0.1,
     }
 
-    def __init__(self, model, flops, data=None, **kwargs):
-        super().__init__(model, flops, data, **kwargs)
+    def __init__(self, model, scope, data=None, **kwargs):
+        super().__init__(model, scope, data, **kwargs)
         self.sampler = None
         self.structure = None
         self._trajectory = None
@@ -277,7 +277,7 @@ class LFPC(PruningMethod):
         with self.strategy.scope():
             self.sampler = CriteriaSampler(
                 self.model,
-                self.target,
+                setup.scope,
                 options.criteria,
                 widths=options.widths,
                 epochs=options.search_epochs,
@@ -287,11 +287,7 @@ class LFPC(PruningMethod):
                 tau_end=options.tau_end,
                 seed=options.seed,
                 batch_statistics=options.batch_statistics,
-                ignored_layers=setup.ignored_layers,
-                round_to=setup.round_to,
-                min_channels=setup.min_channels,
-                include_bn=setup.include_bn,
-                include_fc=setup.include_fc,
+                cost=setup.counter,
                 name="lfpc_sampler",
             )
         return self.sampler
@@ -332,8 +328,8 @@ class LFPC(PruningMethod):
         if gap > TOLERANCE and self.verbose:
             log.info(
                 f"LFPC: the allowed keep counts (round_to="
-                f"{self.setup.round_to}, min_channels="
-                f"{self.setup.min_channels}) leave the structure {gap:.4f} "
+                f"{self.scope.round_to}, min_channels="
+                f"{self.scope.min_channels}) leave the structure {gap:.4f} "
                 "below the target: no single allowed step more fits the budget."
             )
 

@@ -26,6 +26,7 @@ from ekg_keras.methods.lfpc.widths import candidate_counts
 from ekg_keras.methods.lfpc.widths import check_widths
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.numerics import NonFiniteError
+from ekg_keras.scope import PruningScope
 from ekg_keras.taylor import ends_in_softmax
 
 #: Logit of a padded (non-existent) keep count: probability exactly 0.
@@ -76,7 +77,9 @@ class CriteriaSampler(keras.Model):
     Args:
         network: A hard-masked model (`ekg_keras.wrap`); its masks are
             overwritten while training.
-        flops: The FLOPs fraction to keep, in (0, 1].
+        scope: The `ekg_keras.PruningScope` (its budget is the fraction of
+            FLOPs, or of latency, to keep), or a FLOPs fraction in (0, 1];
+            scope fields may be given as keywords instead (`flops=0.5`).
         criteria: Candidate criterion names (`ekg_keras.criteria.names()`,
             weight-based ones).
         widths: Candidate widths as fractions in (0, 1] of each group's
@@ -88,12 +91,10 @@ class CriteriaSampler(keras.Model):
         tau_end: Final temperature (0.1).
         seed: Seed of the Gumbel noise.
         batch_statistics: Normalize with batch statistics (see above).
-        ignored_layers: Names of layers to keep whole.
-        round_to: Keep counts are multiples of this (or a group's size).
-        min_channels: Fewest channels a group keeps, or a fraction.
-        include_bn: Count batch normalization in FLOPs.
-        include_fc: Count dense layers in FLOPs.
-        **kwargs: `keras.Model` arguments (e.g. `name`).
+        cost: The pruning method's cost to share (its latency model under
+            a latency budget); default: the scope's own.
+        **kwargs: `PruningScope` fields and `keras.Model` arguments (e.g.
+            `name`).
 
     Attributes:
         network: The masked network.
@@ -129,7 +130,7 @@ class CriteriaSampler(keras.Model):
     def __init__(
         self,
         network,
-        flops,
+        scope=None,
         criteria=DEFAULT_CRITERIA,
         *,
         widths=TAS_WIDTHS,
@@ -140,13 +141,10 @@ class CriteriaSampler(keras.Model):
         tau_end=0.1,
         seed=0,
         batch_statistics=True,
-        ignored_layers=None,
-        round_to=1,
-        min_channels=1,
-        include_bn=False,
-        include_fc=True,
+        cost=None,
         **kwargs,
     ):
+        scope_values, kwargs = PruningScope.split(kwargs)
         super().__init__(**kwargs)
         _check_hard_masked(network)
         self.criteria = check_criteria(criteria)
@@ -161,15 +159,11 @@ class CriteriaSampler(keras.Model):
         self.network = network
         self.setup = PruningSetup(
             network,
-            flops,
-            ignored_layers=ignored_layers,
-            round_to=round_to,
-            min_channels=min_channels,
-            include_bn=include_bn,
-            include_fc=include_fc,
+            PruningScope.of(scope, **scope_values),
             masked=network,
+            cost=cost,
         )
-        self.flops = self.setup.flops
+        self.target = self.setup.target
         self.groups = [g for g in self.setup.graph.groups if g.prunable]
         self._prepare_structure()
         self._create_weights()
@@ -431,7 +425,7 @@ class CriteriaSampler(keras.Model):
             )
             masks = self.layer_masks(group_masks)
             fraction = self.expected_flops()
-            computation = computation_loss(fraction, self.flops)
+            computation = computation_loss(fraction, self.target)
             # Every replica computes the same term; the gradients are summed.
             penalty = self.lambda_comp * computation / replicas
         self._assign(masks)
@@ -594,11 +588,10 @@ class CriteriaSampler(keras.Model):
     # Serialization.
 
     def get_config(self):
-        setup = self.setup
         return {
             "name": self.name,
             "network": keras.saving.serialize_keras_object(self.network),
-            "flops": self.flops,
+            "scope": self.setup.scope.get_config(),
             "criteria": list(self.criteria),
             "widths": None if self.widths is None else list(self.widths),
             "epochs": self.epochs,
@@ -608,11 +601,6 @@ class CriteriaSampler(keras.Model):
             "tau_end": self.tau_end,
             "seed": self.seed,
             "batch_statistics": self.batch_statistics,
-            "ignored_layers": list(setup.ignored_layers),
-            "round_to": setup.round_to,
-            "min_channels": setup.min_channels,
-            "include_bn": setup.include_bn,
-            "include_fc": setup.include_fc,
         }
 
     @classmethod
@@ -621,6 +609,7 @@ class CriteriaSampler(keras.Model):
         config["network"] = keras.saving.deserialize_keras_object(
             config["network"]
         )
+        config["scope"] = PruningScope.from_config(config["scope"])
         return cls(**config)
 
 

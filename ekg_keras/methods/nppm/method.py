@@ -104,8 +104,8 @@ class NPPM(PruningMethod):
         "val_samples": 100,
     }
 
-    def __init__(self, model, flops, data=None, **kwargs):
-        super().__init__(model, flops, data, **kwargs)
+    def __init__(self, model, scope, data=None, **kwargs):
+        super().__init__(model, scope, data, **kwargs)
         as_dataset(data)  # Labels are needed: fail before anything runs.
         self.search_model = None
         self.evaluator = None
@@ -178,14 +178,11 @@ class NPPM(PruningMethod):
         )
 
     def _search_model(self):
-        setup = self.setup
         return PerformanceMaximization(
             self.model,
-            self.target,
+            self.setup.scope,
             options=self.options,
-            ignored_layers=setup.ignored_layers,
-            include_bn=setup.include_bn,
-            include_fc=setup.include_fc,
+            cost=self.setup.counter,
             name=PHASE,
         )
 

@@ -21,6 +21,7 @@ from ekg_keras.methods.nppm.replicas import apply_if
 from ekg_keras.methods.nppm.replicas import replicated_state
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.scope import PruningScope
 from ekg_keras.taylor import ends_in_softmax
 
 #: The metrics a step reports (progress bar, epoch logs, TensorBoard).
@@ -70,7 +71,10 @@ class PerformanceMaximization(keras.Model):
         model: The model to search (functional or Sequential). A model
             already wrapped into hard-mode prunable layers is used as it
             is; any other is cloned and wrapped.
-        flops: p, the fraction of FLOPs to keep, in (0, 1].
+        scope: The `ekg_keras.PruningScope` (its budget is p, the
+            fraction of FLOPs, or of latency, to keep), or p as a FLOPs
+            fraction in (0, 1]. Scope fields may be given as keywords
+            instead (`flops=0.5`, `ignored_layers=[...]`).
         options: An `NPPMOptions`; its fields may also be given as keyword
             arguments, which override it. The model reads the gate, memory,
             predictor and gradient knobs (`tau`, `initial_logit`,
@@ -79,11 +83,10 @@ class PerformanceMaximization(keras.Model):
             `predictor_learning_rate`, `orthogonal`, `batch_statistics`,
             `trajectory_points`, `seed`); the gates' optimizer is
             `compile`'s, and the data, epochs and batch size are `fit`'s.
-        ignored_layers: Names of layers to keep whole.
-        include_bn: Count batch normalization in FLOPs.
-        include_fc: Count dense layers in FLOPs.
+        cost: The pruning method's cost to share (its latency model under
+            a latency budget); default: the scope's own.
         name: The Keras model's name.
-        **option_values: `NPPMOptions` fields.
+        **option_values: `NPPMOptions` fields and `PruningScope` fields.
 
     Example:
 
@@ -98,16 +101,16 @@ class PerformanceMaximization(keras.Model):
     def __init__(
         self,
         model,
-        flops,
+        scope=None,
         *,
         options=None,
-        ignored_layers=None,
-        include_bn=False,
-        include_fc=True,
+        cost=None,
         name=None,
         **option_values,
     ):
         super().__init__(name=name)
+        scope_values, option_values = PruningScope.split(option_values)
+        scope = PruningScope.of(scope, **scope_values)
         self.options = make_options(
             NPPMOptions,
             options,
@@ -115,17 +118,13 @@ class PerformanceMaximization(keras.Model):
             method="PerformanceMaximization",
         )
         options = self.options
-        self.ignored_layers = list(ignored_layers or ())
-        self.include_bn = include_bn
-        self.include_fc = include_fc
         self.setup = PruningSetup(
             model,
-            flops,
-            ignored_layers=self.ignored_layers,
-            include_bn=include_bn,
-            include_fc=include_fc,
+            scope,
             masked=model if _all_hard(model) else None,
+            cost=cost,
         )
+        self.scope = self.setup.scope
         self.network = self.setup.model
         self.graph = self.setup.graph
         self.gated_groups = [g.id for g in self.graph.prunable_groups]
@@ -153,7 +152,7 @@ class PerformanceMaximization(keras.Model):
         self.regularizer = FlopsRegularizer(
             self.setup.counter.terms("macs"),
             self.setup.full_macs,
-            self.setup.flops,
+            self.setup.target,
             self.graph.sizes,
             self.gated_groups,
         )
@@ -179,8 +178,8 @@ class PerformanceMaximization(keras.Model):
 
     @property
     def target(self):
-        """p, the fraction of FLOPs to keep."""
-        return self.setup.flops
+        """p, the fraction of FLOPs (or of latency) to keep."""
+        return self.setup.target
 
     # Model interface.
 
@@ -391,11 +390,8 @@ class PerformanceMaximization(keras.Model):
     def get_config(self):
         return {
             "model": keras.saving.serialize_keras_object(self.network),
-            "flops": self.target,
+            "scope": self.scope.get_config(),
             **dataclasses.asdict(self.options),
-            "ignored_layers": list(self.ignored_layers),
-            "include_bn": self.include_bn,
-            "include_fc": self.include_fc,
             "name": self.name,
         }
 
@@ -403,6 +399,7 @@ class PerformanceMaximization(keras.Model):
     def from_config(cls, config):
         config = copy.deepcopy(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        config["scope"] = PruningScope.from_config(config["scope"])
         return cls(**config)
 
 

@@ -60,12 +60,12 @@ def final_structure(logits, setup, tolerance=TOLERANCE):
         if group is None:
             raise RuntimeError(
                 "Every gated group is at its floor, yet the structure keeps "
-                f"{setup.fraction(counts):.4f} > {setup.flops} of the FLOPs."
+                f"{setup.fraction(counts):.4f} > {setup.target} of the FLOPs."
             )
         removed += int(counts[group] - lower)
         counts[group] = lower
     added = 0
-    if setup.fraction(counts) < setup.flops - tolerance:
+    if setup.fraction(counts) < setup.target - tolerance:
         before = counts.copy()
 
         def strongest_pruned(group, keep):

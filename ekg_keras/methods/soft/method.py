@@ -39,8 +39,8 @@ class SoftPruning(PruningMethod):
     finetuner = None
     smoke_options = {"epochs": 2}
 
-    def __init__(self, model, flops, data=None, **kwargs):
-        super().__init__(model, flops, data, **kwargs)
+    def __init__(self, model, scope, data=None, **kwargs):
+        super().__init__(model, scope, data, **kwargs)
         if self.options.epochs is None:
             self.options = dataclasses.replace(
                 self.options, epochs=DEFAULT_EPOCHS
@@ -48,13 +48,9 @@ class SoftPruning(PruningMethod):
         with self.strategy.scope():
             self.trainer = SoftFilterPruning(
                 self.model,
-                flops=self.target,
+                scope=self.scope,
                 options=self.options,
-                ignored_layers=self.setup.ignored_layers,
-                round_to=self.setup.round_to,
-                min_channels=self.setup.min_channels,
-                include_bn=self.setup.include_bn,
-                include_fc=self.setup.include_fc,
+                cost=self.setup.counter,
             )
 
     def search(self, fitter):

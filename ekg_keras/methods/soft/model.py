@@ -12,11 +12,11 @@ from ekg_keras import _keras_private
 from ekg_keras import criteria
 from ekg_keras import schedules as schedules_lib
 from ekg_keras._api import ekg_export
-from ekg_keras.flops import check_flops_fraction
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.methods.soft.options import SoftOptions
+from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim as slim_model
 
 
@@ -84,7 +84,8 @@ class SoftFilterPruning(keras.Model):
         rate: Goal filter rate P in [0, 1): each pruned group zeroes
             floor(N * P) of its N channels. Give `rate` or `flops`.
         flops: Fraction of FLOPs to keep, in (0, 1]: picks the smallest P
-            whose pruned model keeps at most that fraction.
+            whose pruned model keeps at most that fraction (a scope field,
+            like `round_to=...` and the others, given as a keyword).
         options: A `SoftOptions`; its fields may also be given as keyword
             arguments (`criterion="fpgm"`, `schedule="asymptotic"`,
             `epochs=30`, `mask_gradients=True`, `residual="independent"`,
@@ -93,15 +94,14 @@ class SoftFilterPruning(keras.Model):
             needs no data, or a callable; with `mask_gradients=True` the
             gradients of zeroed filters are zeroed at every step (the
             official FPGM code), else they regrow (the thesis).
-        ignored_layers: Names of layers to keep whole.
-        round_to: Kept counts are multiples of this (or a group's full
-            size): a step zeroes fewer than floor(N * P) filters where needed.
-        min_channels: Fewest channels a group keeps, or a fraction in
-            (0, 1) of its width.
-        include_bn: Count batch normalization in FLOPs for `flops`.
-        include_fc: Count dense layers in FLOPs for `flops`.
+        scope: The `ekg_keras.PruningScope` (FLOPs convention, ignored
+            layers, floors; its budget, if any, is `flops` above), or a
+            FLOPs fraction. With `round_to`, a step zeroes fewer than
+            floor(N * P) filters where the kept count must be a multiple.
+        cost: The cost of the pruning method's set-up to share (a latency
+            model under a latency budget); default: the scope's own.
         name: The Keras model's name.
-        **option_values: `SoftOptions` fields.
+        **option_values: `SoftOptions` fields and `PruningScope` fields.
 
     Example:
 
@@ -125,17 +125,15 @@ class SoftFilterPruning(keras.Model):
         model,
         rate=None,
         *,
-        flops=None,
+        scope=None,
         options=None,
-        ignored_layers=None,
-        round_to=1,
-        min_channels=1,
-        include_bn=False,
-        include_fc=True,
+        cost=None,
         name=None,
         **option_values,
     ):
         super().__init__(name=name)
+        scope_values, option_values = PruningScope.split(option_values)
+        self.scope = PruningScope.of(scope, **scope_values)
         self.options = make_options(
             SoftOptions, options, option_values, method="SoftFilterPruning"
         )
@@ -147,25 +145,19 @@ class SoftFilterPruning(keras.Model):
         self._selection = _selection(options.criterion, options.fpgm_share)
         self.prune_before_training = bool(options.prune_before_training)
         self.mask_gradients = bool(options.mask_gradients)
-        self.ignored_layers = list(ignored_layers or ())
-        self.include_bn = include_bn
-        self.include_fc = include_fc
-        self.round_to = round_to
-        self.min_channels = min_channels
+        # The rate, not the set-up, carries the target (soft pruning has
+        # its own reachability rule: whole rates k/N).
         self.setup = PruningSetup(
             model,
-            None,
+            self.scope,
             mode="soft",
-            ignored_layers=self.ignored_layers,
-            round_to=round_to,
-            min_channels=min_channels,
-            include_bn=include_bn,
-            include_fc=include_fc,
             masked=model if _all_soft(model) else None,
+            cost=cost,
+            check_target=False,
         )
         self.network = self.setup.model
         self.graph = self.setup.graph
-        self.rate = self._resolve_rate(rate, flops)
+        self.rate = self._resolve_rate(rate, self.scope.fraction)
         self.schedule = _resolve_schedule(
             options.schedule,
             self.rate,
@@ -281,11 +273,8 @@ class SoftFilterPruning(keras.Model):
             **options,
             # The resolved schedule, which also fixes epochs, d, min_rate.
             "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "ignored_layers": list(self.ignored_layers),
-            "include_bn": self.include_bn,
-            "include_fc": self.include_fc,
-            "round_to": self.round_to,
-            "min_channels": self.min_channels,
+            # The rate is resolved: the scope is saved without its budget.
+            "scope": self.scope.without_budget().get_config(),
             "name": self.name,
         }
 
@@ -294,6 +283,7 @@ class SoftFilterPruning(keras.Model):
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         config["schedule"] = schedules_lib.get(config["schedule"])
+        config["scope"] = PruningScope.from_config(config["scope"])
         return cls(**config)
 
     # Internals.
@@ -341,7 +331,7 @@ class SoftFilterPruning(keras.Model):
             )
         if rate is not None:
             return _check_rate(rate)
-        return self._rate_for_flops(check_flops_fraction(flops))
+        return self._rate_for_flops(flops)
 
     def _rate_for_flops(self, flops):
         """The smallest rate k/N (over the groups' sizes N) whose pruned

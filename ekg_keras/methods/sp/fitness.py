@@ -32,8 +32,8 @@ class StageFitness:
         index: The stage.
         inputs: The full network's stage inputs on the validation split.
         targets: Its stage outputs there.
-        include_bn: Count batch normalization in the cost.
-        include_fc: Count dense layers in the cost.
+        scope: The `ekg_keras.PruningScope` whose FLOPs convention
+            (`include_bn`, `include_fc`) the cost follows.
         batch_size: Evaluation batch size (batch statistics over it).
         strategy: `tf.distribute` strategy of the evaluation.
 
@@ -50,8 +50,7 @@ class StageFitness:
         inputs,
         targets,
         *,
-        include_bn=False,
-        include_fc=True,
+        scope,
         batch_size=256,
         strategy=None,
     ):
@@ -69,7 +68,9 @@ class StageFitness:
         self._cost_map = _channel_ranks(stage_graph, network_graph, self._ranks)
         self._cost_sizes = stage_graph.sizes
         self._terms = FlopsCounter(
-            stage_graph, include_bn=include_bn, include_fc=include_fc
+            stage_graph,
+            include_bn=scope.include_bn,
+            include_fc=scope.include_fc,
         ).terms("macs")
         self.evaluator = SubnetworkEvaluator(
             model,

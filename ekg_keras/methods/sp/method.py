@@ -284,8 +284,8 @@ class StagewisePruning(PruningMethod):
         "batch_size": 150,
     }
 
-    def __init__(self, model, flops, data=None, **kwargs):
-        super().__init__(model, flops, data, **kwargs)
+    def __init__(self, model, scope, data=None, **kwargs):
+        super().__init__(model, scope, data, **kwargs)
         self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
         self.supernet = None
         self.split = None
@@ -371,9 +371,7 @@ class StagewisePruning(PruningMethod):
                 ranks=ranks,
                 num_ratios=options.num_ratios,
                 smallest_ratio=options.smallest_ratio,
-                min_channels=setup.min_channels,
-                round_to=setup.round_to,
-                ignored_layers=setup.ignored_layers,
+                scope=setup.scope,
                 validation_ids=self.split.ids,
                 seed=options.seed,
             )
@@ -407,8 +405,7 @@ class StagewisePruning(PruningMethod):
                     i,
                     inputs[i],
                     outputs[i],
-                    include_bn=setup.include_bn,
-                    include_fc=setup.include_fc,
+                    scope=setup.scope,
                     batch_size=options.batch_size,
                     strategy=self.strategy,
                 )

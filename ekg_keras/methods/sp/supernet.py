@@ -14,6 +14,7 @@ from ekg_keras.methods.sp import widths as widths_lib
 from ekg_keras.methods.sp.masking import ChannelPositions
 from ekg_keras.methods.sp.masking import run_masked
 from ekg_keras.methods.sp.stages import find_stages
+from ekg_keras.scope import PruningScope
 from ekg_keras.taylor import ends_in_softmax
 
 
@@ -63,12 +64,13 @@ class StageSuperNet(keras.Model):
         ranks: Optional channel ranks per group (0 = most important).
         num_ratios: Number of width ratios (31).
         smallest_ratio: The smallest ratio (0.1).
-        min_channels: Fewest channels a group keeps, or a fraction.
-        round_to: Keep counts are multiples of this (or the group size).
-        ignored_layers: Names of layers kept whole.
+        scope: The `ekg_keras.PruningScope` whose floors, `round_to` and
+            ignored layers shape the widths (its budget is not used: the
+            super-net trains every width); default: the default scope.
         validation_ids: Sample ids held out for the search.
         seed: Seed of the random widths.
-        **kwargs: `keras.Model` arguments (e.g. `name`).
+        **kwargs: `PruningScope` fields (`round_to=8`, ...) and
+            `keras.Model` arguments (e.g. `name`).
 
     Reference:
         Zhang and Ou, "Stage-wise Channel Pruning for Model Compression".
@@ -82,30 +84,20 @@ class StageSuperNet(keras.Model):
         ranks=None,
         num_ratios=widths_lib.NUM_RATIOS,
         smallest_ratio=widths_lib.SMALLEST_RATIO,
-        min_channels=1,
-        round_to=1,
-        ignored_layers=None,
+        scope=None,
         validation_ids=(),
         seed=0,
         **kwargs,
     ):
+        scope_values, kwargs = PruningScope.split(kwargs)
         super().__init__(**kwargs)
         self.network = network
         self.criterion = criterion
         self.num_ratios = int(num_ratios)
         self.smallest_ratio = float(smallest_ratio)
-        self.min_channels = min_channels
-        self.round_to = round_to
-        self.ignored_layers = list(ignored_layers or ())
+        self.scope = PruningScope.of(scope, **scope_values).without_budget()
         self.seed = int(seed)
-        self.setup = PruningSetup(
-            network,
-            None,
-            ignored_layers=self.ignored_layers,
-            min_channels=min_channels,
-            round_to=round_to,
-            masked=network,
-        )
+        self.setup = PruningSetup(network, self.scope, masked=network)
         graph = self.setup.graph
         self.stages = find_stages(network, graph)
         self.count_tables = widths_lib.count_tables(
@@ -359,9 +351,7 @@ class StageSuperNet(keras.Model):
             "criterion": self.criterion,
             "num_ratios": self.num_ratios,
             "smallest_ratio": self.smallest_ratio,
-            "min_channels": self.min_channels,
-            "round_to": self.round_to,
-            "ignored_layers": list(self.ignored_layers),
+            "scope": self.scope.get_config(),
             "validation_ids": [int(i) for i in self.validation_ids.numpy()],
             "seed": self.seed,
         }
@@ -373,11 +363,9 @@ class StageSuperNet(keras.Model):
             config["network"]
         )
         # The ranks are weights: placeholders here, loaded with the rest.
+        config["scope"] = PruningScope.from_config(config["scope"])
         graph_sizes = PruningSetup(
-            config["network"],
-            None,
-            masked=config["network"],
-            ignored_layers=config.get("ignored_layers"),
+            config["network"], config["scope"], masked=config["network"]
         ).graph.sizes
         config["ranks"] = [np.arange(n) for n in graph_sizes]
         return cls(**config)

@@ -92,13 +92,14 @@ def channel_ranks(setup, criterion, data=None, loss=None):
             continue
         weights = criteria_lib.group_weights(setup.graph, group, prepared)
         scores = criteria_lib.checked_scores(chosen, weights)
-        ranks.append(ranks_of(scores))
+        ranks.append(ranks_of(scores, chosen.tie_rtol))
     return ranks
 
 
-def ranks_of(scores):
-    """Rank of each score, 0 for the highest (ties keep channel order)."""
-    return ties.ranks(scores)
+def ranks_of(scores, rtol=ties.WEIGHT_RTOL):
+    """Rank of each score, 0 for the highest; scores within `rtol` of the
+    largest tie and keep channel order (see `ekg_keras.ties`)."""
+    return ties.ranks(scores, rtol)
 
 
 def prefix_keep(ranks, counts):

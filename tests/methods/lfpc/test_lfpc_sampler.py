@@ -126,7 +126,7 @@ def test_computation_loss_is_positive_above_the_target_only():
         )
         sampler.count_logits.assign(logits / 10)  # Not saturated.
         with tf.GradientTape() as tape:
-            loss = computation_loss(sampler.expected_flops(), sampler.flops)
+            loss = computation_loss(sampler.expected_flops(), sampler.target)
         gradient = tape.gradient(loss, sampler.count_logits).numpy()
         if above:
             assert float(loss) > 0

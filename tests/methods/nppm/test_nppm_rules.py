@@ -147,7 +147,7 @@ def _regularizer(setup):
     return FlopsRegularizer(
         setup.counter.terms("macs"),
         setup.full_macs,
-        setup.flops,
+        setup.target,
         setup.graph.sizes,
         gated,
     ), gated
