@@ -3,7 +3,7 @@ knowledge, then memory-bank distillation fine-tuning.
 
 * `method.EKGSearch` (registered as "ekg") with `options.EKGOptions`;
   the search's `rules` (its decision rules), `objective` (its criterion),
-  `history.SearchStep` (one chosen sub-network);
+  `history.SearchStep` (one chosen sub-network) and `plotting.plot_search`;
 * `teachers.select_teachers`, `memory_bank` (teacher logits per sample),
   `distillation.EKGFineTuning` (the train step) and `finetuner` (the "ekg"
   fine-tuner that builds the bank from any method's trajectory).
@@ -19,4 +19,5 @@ from ekg_keras.methods.ekg.memory_bank import MemoryBank
 from ekg_keras.methods.ekg.memory_bank import build_memory_bank
 from ekg_keras.methods.ekg.method import EKGSearch
 from ekg_keras.methods.ekg.options import EKGOptions
+from ekg_keras.methods.ekg.plotting import plot_search
 from ekg_keras.methods.ekg.teachers import select_teachers
