@@ -14,7 +14,6 @@ from ekg_keras import layers
 from ekg_keras import methods
 from ekg_keras import models
 from ekg_keras import numerics
-from ekg_keras import schedules
 from ekg_keras import training
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.evaluation import SubnetworkEvaluator
@@ -30,10 +29,11 @@ from ekg_keras.layers import strip
 from ekg_keras.layers import wrap
 from ekg_keras.methods import PruningMethod
 from ekg_keras.methods import register_method
-from ekg_keras.methods.ekg import plotting
 from ekg_keras.methods.ekg import EKGFineTuning
 from ekg_keras.methods.ekg import EKGSearch
+from ekg_keras.methods.ekg import plotting
 from ekg_keras.methods.soft import SoftFilterPruning
+from ekg_keras.methods.soft import schedules
 from ekg_keras.prune import prune
 from ekg_keras.runtimes import load_exported
 from ekg_keras.slim import slim

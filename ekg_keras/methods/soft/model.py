@@ -9,12 +9,12 @@ import tensorflow as tf
 
 from ekg_keras import _keras_private
 from ekg_keras import criteria
-from ekg_keras import schedules as schedules_lib
 from ekg_keras._api import ekg_export
 from ekg_keras.flops import check_flops_fraction
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.methods.soft import schedules as schedules_lib
 from ekg_keras.methods.soft.callback import SoftPruningCallback
 from ekg_keras.methods.soft.options import SoftOptions
 from ekg_keras.methods.soft.step import PruningStep
