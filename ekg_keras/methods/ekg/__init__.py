@@ -3,6 +3,7 @@ knowledge, then memory-bank distillation fine-tuning.
 
 * `method.EKGSearch` (registered as "ekg") with `options.EKGOptions`;
   the search's `rules` (its decision rules), `objective` (its criterion),
+  `subset_finetune` (its one-epoch warm-up on the per-class subset),
   `history.SearchStep` (one chosen sub-network) and `plotting.plot_search`;
 * `teachers.select_teachers`, `memory_bank` (teacher logits per sample),
   `distillation.EKGFineTuning` (the train step) and `finetuner` (the "ekg"

@@ -10,6 +10,7 @@ from ekg_keras import _logging as log
 from ekg_keras import ties
 from ekg_keras.allocation import top_up
 from ekg_keras.batchnorm import batchnorm_settings
+from ekg_keras.data.subsets import collect_subsets
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.evaluation import compute_precision
 from ekg_keras.methods.base import PruningMethod
@@ -21,8 +22,7 @@ from ekg_keras.methods.ekg.objective import ensemble_objective
 from ekg_keras.methods.ekg.objective import soft_cross_entropy
 from ekg_keras.methods.ekg.objective import softmax
 from ekg_keras.methods.ekg.options import EKGOptions
-from ekg_keras.methods.ekg.subsets import collect_subsets
-from ekg_keras.methods.ekg.subsets import finetune_one_epoch
+from ekg_keras.methods.ekg.subset_finetune import finetune_one_epoch
 from ekg_keras.methods.registry import register_method
 from ekg_keras.methods.trajectory import Trajectory
 from ekg_keras.numerics import NonFiniteError
