@@ -126,6 +126,9 @@ class CriteriaSampler(keras.Model):
         NeurIPS 2019.
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
+
     def __init__(
         self,
         network,

@@ -107,6 +107,9 @@ class SoftFilterPruning(keras.Model):
         Geometric Median", CVPR 2019.
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
+
     def __init__(
         self,
         model,
