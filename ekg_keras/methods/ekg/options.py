@@ -51,12 +51,8 @@ class EKGOptions:
     val_data: object = None
     finetune: bool = True
     search_step: float = 0.2
-    val_per_class: int = dataclasses.field(
-        default=32, metadata={"setting": "search_val_per_class"}
-    )
-    subset_per_class: int = dataclasses.field(
-        default=256, metadata={"setting": "search_subset_per_class"}
-    )
+    val_per_class: int = 32
+    subset_per_class: int = 256
     batch_size: int = dataclasses.field(
         default=256, metadata={"setting": "eval_batch_size"}
     )
