@@ -292,8 +292,8 @@ def pieces(model, data, val_per_class, rounds, args):
 
     import ekg_keras
     from ekg_keras.batchnorm import batchnorm_settings
-    from ekg_keras.methods.ekg.search import ensemble_objective
-    from ekg_keras.methods.ekg.subsets import collect_subsets
+    from ekg_keras.data.subsets import collect_subsets
+    from ekg_keras.methods.ekg.objective import ensemble_objective
 
     masked = ekg_keras.wrap(model)
     graph = ekg_keras.graph.trace(masked, warn=False)

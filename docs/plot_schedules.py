@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ekg_keras.schedules import AsymptoticRate
-from ekg_keras.schedules import ConstantRate
+from ekg_keras.methods.soft.schedules import AsymptoticRate
+from ekg_keras.methods.soft.schedules import ConstantRate
 
 GOAL = 0.3
 EPOCHS = 200

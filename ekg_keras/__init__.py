@@ -4,6 +4,12 @@
 import ekg_keras
 small = ekg_keras.prune(model, flops=0.45)  # keep 45% of the FLOPs
 ```
+
+Every registered method's class is exported here (`OneShot`, `EKGSearch`,
+`SoftPruning`, `LFPC`, `NPPM`, `StagewisePruning`; by name:
+`ekg_keras.methods.get(name)`), with the Keras models a user trains
+directly (`SoftFilterPruning`, `EKGFineTuning`); the rest of a method is
+in its package, `ekg_keras.methods.<name>`.
 """
 
 from ekg_keras import allocation
@@ -14,8 +20,6 @@ from ekg_keras import layers
 from ekg_keras import methods
 from ekg_keras import models
 from ekg_keras import numerics
-from ekg_keras import plotting
-from ekg_keras import schedules
 from ekg_keras import training
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.evaluation import SubnetworkEvaluator
@@ -33,7 +37,14 @@ from ekg_keras.methods import PruningMethod
 from ekg_keras.methods import register_method
 from ekg_keras.methods.ekg import EKGFineTuning
 from ekg_keras.methods.ekg import EKGSearch
+from ekg_keras.methods.ekg import plotting
+from ekg_keras.methods.lfpc import LFPC
+from ekg_keras.methods.nppm import NPPM
+from ekg_keras.methods.oneshot import OneShot
 from ekg_keras.methods.soft import SoftFilterPruning
+from ekg_keras.methods.soft import SoftPruning
+from ekg_keras.methods.soft import schedules
+from ekg_keras.methods.sp import StagewisePruning
 from ekg_keras.prune import prune
 from ekg_keras.runtimes import load_exported
 from ekg_keras.scope import PruningScope

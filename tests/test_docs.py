@@ -70,7 +70,7 @@ def test_the_site_builds_strictly(tmp_path):
     assert on_disk == set(pages)
     # The API reference is rendered from the docstrings.
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
-    for name in ("prune.prune", "methods.ekg.search.EKGSearch"):
+    for name in ("prune.prune", "methods.ekg.method.EKGSearch"):
         assert f'id="ekg_keras.{name}"' in api, name
     # The comparison's plots come from results/ (docs/hooks.py).
     assert (site / "results" / "compare_accuracy_flops.png").is_file()

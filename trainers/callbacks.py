@@ -11,15 +11,13 @@ from ekg_keras import _keras_private
 from ekg_keras import flops as flops_lib
 from ekg_keras.graph import trace
 from ekg_keras.layers import prunable_layers
+from ekg_keras.training import inner_model
 
 
 def network_of(model):
-    """The network a training wrapper trains (or the model itself)."""
-    for attribute in ("network", "student"):
-        inner = getattr(model, attribute, None)
-        if isinstance(inner, keras.Model):
-            return inner
-    return model
+    """The network a training wrapper trains (or the model itself), as its
+    class declares it (`ekg_keras.training.inner_model`)."""
+    return inner_model(model)
 
 
 class PruningSummaries(keras.callbacks.Callback):

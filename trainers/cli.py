@@ -91,8 +91,10 @@ def define_flags(flag_values, **defaults):
         "method_options",
         [],
         "The method's own options as key=value pairs, e.g. "
-        "--method_options=variant=poster,cache=false (names and defaults: "
-        "the method's Options class).",
+        "--method_options=variant=poster,val_per_class=16 (names and "
+        "defaults: the method's Options class; an option that follows a "
+        "run setting, e.g. a batch size following --eval_batch_size, takes "
+        "the setting unless given here).",
     )
     define_string(
         "finetuner",
@@ -140,7 +142,8 @@ def define_flags(flag_values, **defaults):
     define_integer(
         "eval_batch_size",
         default("eval_batch_size", 256),
-        "Batch size of evaluation, EKG search and memory bank.",
+        "Batch size of evaluation, of the methods' searches (their options "
+        "that follow it) and of the memory bank.",
     )
     define_integer(
         "steps_per_epoch",
@@ -189,16 +192,6 @@ def define_flags(flag_values, **defaults):
     )
     define_float("momentum", 0.9, "SGD (Nesterov) momentum.")
     define_integer("num_teachers", 5, "EKG: teachers in the memory bank (K).")
-    define_integer(
-        "search_val_per_class",
-        default("search_val_per_class", 32),
-        "EKG: validation images per class of the search.",
-    )
-    define_integer(
-        "search_subset_per_class",
-        default("search_subset_per_class", 256),
-        "EKG: images per class of the search's one-epoch fine-tuning.",
-    )
     define_float(
         "min_channels",
         1,

@@ -51,7 +51,6 @@ class RunConfig:
         pretrain_weight_decay: The same for pre-training.
         momentum: SGD (Nesterov) momentum.
         num_teachers: EKG memory-bank teachers.
-        search_val_per_class, search_subset_per_class: EKG subset sizes.
         min_channels: Fewest channels a group keeps (int) or that fraction.
         jit_compile: Compile train steps with XLA.
         sync_batchnorm: Normalize with global-batch statistics over several
@@ -86,8 +85,6 @@ class RunConfig:
     pretrain_weight_decay: float = 5e-4
     momentum: float = 0.9
     num_teachers: int = 5
-    search_val_per_class: int = 32
-    search_subset_per_class: int = 256
     min_channels: float = 1
     jit_compile: bool = False
     sync_batchnorm: bool = True
@@ -184,8 +181,6 @@ def check(config):
     for name in ("epochs", "pretrain_epochs", "batch_size"):
         _positive_int(config, name)
     for name in ("eval_batch_size", "num_teachers"):
-        _positive_int(config, name)
-    for name in ("search_val_per_class", "search_subset_per_class"):
         _positive_int(config, name)
     for name in ("steps_per_epoch", "backup_every_steps"):
         value = getattr(config, name)

@@ -91,6 +91,54 @@ class KeepLevels:
         return int(levels[position]) if position < len(levels) else None
 
 
+#: How `width_counts` turns a width times a group's size into a count.
+ROUNDINGS = ("ceil", "nearest")
+
+
+def width_counts(levels, widths, rounding="ceil"):
+    """Each group's allowed keep counts at the given widths of its size.
+
+    A width times a group's size is rounded ("ceil": up, as LFPC's
+    candidate widths; "nearest": to the nearest integer, halves to even,
+    as SP's width ratios), kept at least 1 and raised to the nearest count
+    `levels` allows (`KeepLevels.at_least`); duplicates collapse. A fixed
+    group has one count, its size.
+
+    Args:
+        levels: The `KeepLevels` of the groups.
+        widths: Fractions in (0, 1] of each group's channels, or None for
+            every count each group allows.
+        rounding: One of `ROUNDINGS`.
+
+    Returns:
+        One ascending int64 array per group.
+
+    Raises:
+        ValueError: For an unknown `rounding`.
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(
+            f"`rounding` should be one of {ROUNDINGS}. Received: "
+            f"rounding={rounding!r}"
+        )
+    if widths is None:
+        return list(levels.levels)
+    sizes = levels.sizes.astype(np.float64)
+    counts = []
+    for width in widths:
+        if rounding == "ceil":
+            # The epsilon keeps e.g. 0.3 * 10 = 3.0000000000000004 at 3.
+            wanted = np.ceil(width * sizes - 1e-9)
+        else:
+            wanted = np.round(width * sizes)
+        counts.append(levels.at_least(np.maximum(1, wanted)))
+    snapped = np.stack(counts)
+    return [
+        np.unique(snapped[:, g]) if levels.prunable[g] else levels.levels[g]
+        for g in range(len(sizes))
+    ]
+
+
 def _levels(size, min_channels, round_to):
     steps = np.arange(round_to, size + 1, round_to)
     levels = np.unique(np.concatenate([steps, [size]]))

@@ -7,11 +7,12 @@ search = entry.create(model, 0.5, data, val_per_class=16)
 masked = search.run()
 ```
 
-A new method subclasses `PruningMethod` in its own module (or package)
-here, implements `search(fitter)` and registers itself with
-`register_method`; every module of this package is imported below, so it
-is registered without an edit anywhere else. See the README's
-"Architecture" section.
+A new method is a package here: `method.py` holds its `PruningMethod`
+subclass, which implements `search(fitter)` and registers itself with
+`register_method`; `options.py` its `Options` dataclass; then the files of
+its algorithm. Every module and package of this package is imported
+below, so it is registered without an edit anywhere else. See the docs'
+"Architecture" page.
 """
 
 import importlib

@@ -1,5 +1,6 @@
 """Method-neutral training pieces: training phases and the `Fitter` that
-runs them, fine-tuners, and per-sample augmentations."""
+runs them, fine-tuners, per-sample augmentations, and `inner_model` (the
+network a method's training model trains)."""
 
 from ekg_keras.training.finetuners import FineTuner
 from ekg_keras.training.finetuners import PlainFineTuning
@@ -7,6 +8,7 @@ from ekg_keras.training.finetuners import finetune
 from ekg_keras.training.finetuners import register_finetuner
 from ekg_keras.training.fitting import Fitter
 from ekg_keras.training.fitting import TrainingPhase
+from ekg_keras.training.inner import inner_model
 
 _MOVED = {
     "EKGFineTuning": "ekg_keras.methods.ekg",

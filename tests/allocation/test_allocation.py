@@ -11,6 +11,7 @@ from ekg_keras import models
 from ekg_keras.allocation import KeepLevels
 from ekg_keras.allocation.levels import channel_floor
 from ekg_keras.allocation.levels import check_min_channels
+from ekg_keras.allocation.levels import width_counts
 from ekg_keras.flops import FlopsCounter
 
 
@@ -146,6 +147,24 @@ def test_relative_channel_floor():
     for bad in (0.0, 1.0, 1.5, -1, True, "1"):
         with pytest.raises(ValueError, match="integer >= 1"):
             check_min_channels(bad)
+
+
+def test_width_counts_round_then_snap_to_allowed_counts():
+    levels = KeepLevels([10, 16, 5], [True, True, False], round_to=4)
+    # 0.3 * 10 is 3.0000000000000004: "ceil" keeps it at 3, then 4.
+    up = width_counts(levels, (0.25, 0.3, 1.0), rounding="ceil")
+    np.testing.assert_array_equal(up[0], [4, 10])
+    np.testing.assert_array_equal(up[1], [4, 8, 16])
+    np.testing.assert_array_equal(up[2], [5])  # Fixed: its size.
+    # 0.25 * 10 = 2.5 rounds to 2 (half to even), 0.3 * 16 = 4.8 to 5.
+    near = width_counts(levels, (0.25, 0.3), rounding="nearest")
+    np.testing.assert_array_equal(near[0], [4])
+    np.testing.assert_array_equal(near[1], [4, 8])
+    every = width_counts(levels, None)
+    for counts, allowed in zip(every, levels.levels, strict=True):
+        np.testing.assert_array_equal(counts, allowed)
+    with pytest.raises(ValueError, match="rounding='floor'"):
+        width_counts(levels, (0.5,), rounding="floor")
 
 
 def test_unknown_allocation():

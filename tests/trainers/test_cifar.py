@@ -76,10 +76,8 @@ def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, request):
         *TINY,
         "--method=ekg",
         "--flops=0.8",
-        "--method_options=cache=false",
+        "--method_options=cache=false,val_per_class=3,subset_per_class=4",
         "--epochs=2",
-        "--search_val_per_class=3",
-        "--search_subset_per_class=4",
         "--num_teachers=2",
         f"--pretrained={pretrained}",
     ]

@@ -32,12 +32,10 @@ def test_method_options_from_settings_and_key_value_pairs():
         model="resnet20",
         method="ekg",
         eval_batch_size=64,
-        search_val_per_class=8,
-        method_options=("variant=poster", "cache=false"),
+        method_options=("variant=poster", "cache=false", "val_per_class=8"),
     )
     assert config.options() == {
         "val_per_class": 8,
-        "subset_per_class": 256,
         "batch_size": 64,
         "variant": "poster",
         "cache": False,

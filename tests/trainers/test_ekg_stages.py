@@ -24,8 +24,7 @@ EKG = [
     "--epochs=1",
     "--steps_per_epoch=2",
     "--batch_size=64",
-    "--search_val_per_class=2",
-    "--search_subset_per_class=4",
+    "--method_options=val_per_class=2,subset_per_class=4",
     "--num_teachers=2",
     "--verbose=0",
 ]

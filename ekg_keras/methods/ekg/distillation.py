@@ -118,6 +118,9 @@ class EKGFineTuning(keras.Model):
         ValueError: If the bank was built for another model or class count.
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "student"
+
     def __init__(
         self,
         student,

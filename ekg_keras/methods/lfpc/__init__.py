@@ -1,6 +1,6 @@
 """LFPC (He et al., CVPR 2020, thesis ch. 6): learned pruning criteria.
 
-* `method.LFPC` (registered as "lfpc") with `LFPCOptions`;
+* `method.LFPC` (registered as "lfpc") with `options.LFPCOptions`;
 * `sampler.CriteriaSampler`, the differentiable criteria sampler (a Keras
   model), with `widths` (its candidate keep counts), `cost` (expected
   FLOPs, the computation loss), `data` (its validation split), `history`
@@ -22,7 +22,7 @@ from ekg_keras.methods.lfpc.finetuner import CosineFineTuning
 from ekg_keras.methods.lfpc.finetuner import CosineLearningRate
 from ekg_keras.methods.lfpc.history import SamplerEpoch
 from ekg_keras.methods.lfpc.method import LFPC
-from ekg_keras.methods.lfpc.method import LFPCOptions
+from ekg_keras.methods.lfpc.options import LFPCOptions
 from ekg_keras.methods.lfpc.plotting import plot_criteria
 from ekg_keras.methods.lfpc.sampler import CriteriaSampler
 from ekg_keras.methods.lfpc.structure import LearnedStructure

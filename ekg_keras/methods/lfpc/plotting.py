@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from ekg_keras._matplotlib import pyplot
 from ekg_keras.methods.lfpc.history import group_label
-from ekg_keras.plotting import _pyplot
 
 
 def plot_criteria(method, path=None):
@@ -31,7 +31,7 @@ def plot_criteria(method, path=None):
             "The LFPC method has no search to plot yet: call `run()` first "
             "(with flops < 1)."
         )
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     names = list(method.options.criteria)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ekg_keras import ties
 from ekg_keras._api import ekg_export
+from ekg_keras.allocation.levels import width_counts
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.layers import is_prunable
 from ekg_keras.layers import prunable_layers
@@ -22,7 +23,6 @@ from ekg_keras.methods.lfpc.history import SCALARS
 from ekg_keras.methods.lfpc.history import SamplerEpoch
 from ekg_keras.methods.lfpc.history import group_label
 from ekg_keras.methods.lfpc.widths import TAS_WIDTHS
-from ekg_keras.methods.lfpc.widths import candidate_counts
 from ekg_keras.methods.lfpc.widths import check_widths
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.numerics import NonFiniteError
@@ -127,6 +127,9 @@ class CriteriaSampler(keras.Model):
         NeurIPS 2019.
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
+
     def __init__(
         self,
         network,
@@ -186,7 +189,8 @@ class CriteriaSampler(keras.Model):
 
     def _prepare_structure(self):
         setup = self.setup
-        levels = candidate_counts(setup.levels, self.groups, self.widths)
+        every = width_counts(setup.levels, self.widths, rounding="ceil")
+        levels = [every[g.id] for g in self.groups]
         self.width = int(max(g.size for g in self.groups))
         self.num_levels = int(max(len(lv) for lv in levels))
         # Padding: UNRANKED, above every rank, so `searchsorted` never

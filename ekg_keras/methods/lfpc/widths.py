@@ -1,6 +1,5 @@
-"""The candidate keep counts the sampler chooses from, per group."""
-
-import numpy as np
+"""The candidate widths the sampler chooses keep counts from, per group
+(as counts: `ekg_keras.allocation.width_counts`)."""
 
 #: TAS's candidate widths, fractions of each group's channels (Dong and
 #: Yang's `get_width_choices`): what the keep counts are sampled from.
@@ -34,16 +33,3 @@ def check_widths(widths):
         )
     return values
 
-
-def candidate_counts(levels, groups, widths):
-    """Each group's candidate keep counts: `widths` of its size rounded up
-    to allowed counts (`levels.at_least`), or every allowed count.
-
-    Returns:
-        A list of sorted int arrays, one per group of `groups`.
-    """
-    if widths is None:
-        return [levels.levels[g.id] for g in groups]
-    sizes = levels.sizes.astype(np.float64)
-    rounded = [levels.at_least(np.ceil(w * sizes - 1e-9)) for w in widths]
-    return [np.unique([counts[g.id] for counts in rounded]) for g in groups]

@@ -10,9 +10,9 @@ import tensorflow as tf
 from ekg_keras import _logging as log
 from ekg_keras._inputs import as_dataset
 from ekg_keras.batchnorm import batchnorm_settings
+from ekg_keras.data.subsets import collect_subsets
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.methods.base import PruningMethod
-from ekg_keras.methods.ekg.subsets import collect_subsets
 from ekg_keras.methods.nppm.options import NPPMOptions
 from ekg_keras.methods.nppm.search_model import METRICS
 from ekg_keras.methods.nppm.search_model import PerformanceMaximization

@@ -26,7 +26,7 @@ class NPPMOptions:
     Attributes:
         epochs: Epochs of the search over the subset (E).
         subset_size: Training samples the search sees, class-balanced,
-            drawn by `ekg.subsets.collect_subsets` (held in host memory).
+            drawn by `ekg_keras.data.collect_subsets` (held in host memory).
         batch_size: Batch size of the search (the trainers' batch size).
         learning_rate: Adam learning rate of the gate logits.
         predictor_learning_rate: Adam learning rate of the predictor.

@@ -98,6 +98,9 @@ class PerformanceMaximization(keras.Model):
     ```
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
+
     def __init__(
         self,
         model,

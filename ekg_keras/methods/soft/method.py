@@ -5,8 +5,8 @@ import dataclasses
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.registry import add
 from ekg_keras.methods.registry import register_method
+from ekg_keras.methods.soft.callback import SoftPruningCallback
 from ekg_keras.methods.soft.model import SoftFilterPruning
-from ekg_keras.methods.soft.model import SoftPruningCallback
 from ekg_keras.methods.soft.options import SoftOptions
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase

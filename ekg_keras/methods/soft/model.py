@@ -2,7 +2,6 @@
 Keras model trained with `compile` / `fit`."""
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -10,29 +9,17 @@ import tensorflow as tf
 
 from ekg_keras import _keras_private
 from ekg_keras import criteria
-from ekg_keras import schedules as schedules_lib
 from ekg_keras._api import ekg_export
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
+from ekg_keras.methods.soft import schedules as schedules_lib
+from ekg_keras.methods.soft.callback import SoftPruningCallback
 from ekg_keras.methods.soft.options import SoftOptions
+from ekg_keras.methods.soft.step import PruningStep
+from ekg_keras.methods.soft.step import pruned_count
 from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim as slim_model
-
-
-@dataclasses.dataclass(frozen=True)
-class PruningStep:
-    """What one soft-pruning step did.
-
-    Attributes:
-        epoch: Completed epochs when it ran (0 = before training).
-        rate: The filter rate P it applied.
-        zeroed: Dict mapping layer path to the number of filters zeroed.
-    """
-
-    epoch: int
-    rate: float
-    zeroed: dict
 
 
 @ekg_export
@@ -119,6 +106,9 @@ class SoftFilterPruning(keras.Model):
         Pruning", IEEE T-Cybernetics 2019; He et al., "Filter Pruning via
         Geometric Median", CVPR 2019.
     """
+
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
 
     def __init__(
         self,
@@ -388,35 +378,6 @@ class SoftFilterPruning(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-class SoftPruningCallback(keras.callbacks.Callback):
-    """Runs `SoftFilterPruning.prune_step` at the right epochs.
-
-    `SoftFilterPruning.fit` adds it; it keeps no state of its own (the
-    schedule position is in the model's weights), so a resumed run picks up
-    where the interrupted one stopped.
-    """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Not on_train_begin: BackupAndRestore restores a run there, and a
-        # restored run must not prune its untrained start again.
-        model = self.model
-        if (
-            model.prune_before_training
-            and int(model.last_pruned_epoch.numpy()) < 0
-        ):
-            model.prune_step()
-
-    def on_epoch_end(self, epoch, logs=None):
-        model = self.model
-        model.completed_epochs.assign_add(1)
-        done = int(model.completed_epochs.numpy())
-        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
-        if done % model.interval_epochs == 0 or last:
-            step = model.prune_step()
-            if logs is not None:
-                logs["pruning_rate"] = step.rate
-
-
 def _masked_gradient(gradient, variable, mask_and_axes):
     if gradient is None or mask_and_axes is None:
         return gradient
@@ -431,13 +392,6 @@ def _all_soft(model):
     """Whether `model` is a soft-pruning network already (deserializing)."""
     layers = prunable_layers(model)
     return bool(layers) and all(layer.mode == "soft" for layer in layers)
-
-
-def pruned_count(size, rate):
-    """Filters zeroed in a layer of `size` filters at `rate`: floor(N*P)."""
-    # The epsilon keeps e.g. 10 * 0.3 = 2.9999999999999996 from flooring
-    # to 2.
-    return min(size - 1, int(math.floor(size * rate + 1e-9)))
 
 
 def _check_criterion(criterion):

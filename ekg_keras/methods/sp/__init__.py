@@ -6,16 +6,17 @@ search per stage under budgets an EA manager splits (Sec. 3.2-3.3).
 * `supernet.StageSuperNet`: the super-net and its sandwich train step;
 * `fitness.StageFitness`, `evolution`, `manager`: the stage EAs and the EA
   manager, scored through the shared `SubnetworkEvaluator`;
-* `method.StagewisePruning`: the method registered as "sp";
+* `method.StagewisePruning`: the method registered as "sp", with
+  `options.SPOptions`; `history` (the manager's generations, the result);
 * `scratch`: the "scratch" fine-tuner (retraining with fresh weights);
 * `plotting.plot_sp`: the manager's budgets and losses, the chosen widths.
 """
 
 from ekg_keras.methods.sp.evolution import EvolutionSettings
-from ekg_keras.methods.sp.method import ManagerGeneration
-from ekg_keras.methods.sp.method import SPOptions
-from ekg_keras.methods.sp.method import SPResult
+from ekg_keras.methods.sp.history import ManagerGeneration
+from ekg_keras.methods.sp.history import SPResult
 from ekg_keras.methods.sp.method import StagewisePruning
+from ekg_keras.methods.sp.options import SPOptions
 from ekg_keras.methods.sp.plotting import plot_sp
 from ekg_keras.methods.sp.scratch import ScratchTraining
 from ekg_keras.methods.sp.scratch import reinitialize

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ekg_keras.plotting import _pyplot
+from ekg_keras._matplotlib import pyplot
 
 
 def plot_sp(method, path=None):
@@ -29,7 +29,7 @@ def plot_sp(method, path=None):
         raise ValueError(
             "SP has no finished search to plot: call `run()` first."
         )
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import ticker
 
     history, result = method.history, method.result

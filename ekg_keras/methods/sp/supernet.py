@@ -76,6 +76,9 @@ class StageSuperNet(keras.Model):
         Zhang and Ou, "Stage-wise Channel Pruning for Model Compression".
     """
 
+    # The network it trains (see `ekg_keras.training.inner_model`).
+    inner_model_attribute = "network"
+
     def __init__(
         self,
         network,

@@ -12,6 +12,7 @@ import numpy as np
 
 from ekg_keras import criteria as criteria_lib
 from ekg_keras import ties
+from ekg_keras.allocation.levels import width_counts
 
 #: Number and smallest of SP's width ratios (0.1, 0.13, ..., 1.0).
 NUM_RATIOS = 31
@@ -51,14 +52,7 @@ def count_tables(levels, ratios):
     Returns:
         One int64 array per group.
     """
-    sizes = levels.sizes.astype(np.float64)
-    snapped = np.stack(
-        [levels.at_least(np.maximum(1, np.round(r * sizes))) for r in ratios]
-    )
-    return [
-        np.unique(snapped[:, g]) if levels.prunable[g] else levels.levels[g]
-        for g in range(len(sizes))
-    ]
+    return width_counts(levels, ratios, rounding="nearest")
 
 
 def channel_ranks(setup, criterion, data=None, loss=None):

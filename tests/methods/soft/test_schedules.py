@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ekg_keras import schedules
-from ekg_keras.schedules import AsymptoticRate
-from ekg_keras.schedules import ConstantRate
+from ekg_keras.methods.soft.schedules import AsymptoticRate
+from ekg_keras.methods.soft.schedules import ConstantRate
 
 
 def _points(schedule):

@@ -1,8 +1,8 @@
-"""Data for the EKG search: per-class subsets and the one-epoch fine-tune."""
+"""Per-class subsets of labelled data, as the EKG and NPPM searches draw
+them: a validation subset that scores sub-networks and a training subset."""
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -12,7 +12,7 @@ from ekg_keras.numerics import check_finite_data
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SearchData:
-    """The two per-class subsets the search uses (EKG paper, Alg. 1, line 1).
+    """Two per-class subsets of labelled data (EKG paper, Alg. 1, line 1).
 
     Attributes:
         x_val, y_val: D^val, which scores candidates.
@@ -102,8 +102,8 @@ def _samples(data):
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise ValueError(
-            "`data` should yield (inputs, labels); the EKG search needs "
-            f"labels. Received elements with spec {spec}."
+            "`data` should yield (inputs, labels); drawing per-class "
+            f"subsets needs labels. Received elements with spec {spec}."
         )
     batched = len(spec[1].shape) > 0
     for element in data:
@@ -116,59 +116,3 @@ def _samples(data):
                 yield xi, yi
         else:
             yield x, y
-
-
-def finetune_one_epoch(
-    model,
-    x,
-    y,
-    batch_size=256,
-    learning_rate=1e-3,
-    weight_decay=5e-4,
-    strategy=None,
-    logits=True,
-):
-    """One epoch of plain cross-entropy on D_subset (EKG Alg. 1, line 1).
-
-    As the EKG reference code does it: SGD with Nesterov momentum 0.9 and
-    coupled L2 weight decay (`g + wd * w` on every trainable variable),
-    batches of `batch_size` with the remainder dropped, in training mode so
-    batch-normalization statistics follow. Updates `model` in place.
-
-    Returns:
-        The number of steps taken.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    steps = len(y) // batch_size
-    if steps == 0:
-        return 0
-    variables = model.trainable_variables
-    with strategy.scope():
-        optimizer = keras.optimizers.SGD(
-            learning_rate, momentum=0.9, nesterov=True
-        )
-        # Built here, not lazily inside the replicated step, where a
-        # MirroredStrategy cannot create the slot variables.
-        optimizer.build(variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=logits, reduction="sum"
-    )
-
-    def replica_step(inputs, labels):
-        with tf.GradientTape() as tape:
-            predictions = model(inputs, training=True)
-            loss = loss_fn(labels, predictions) / batch_size
-        gradients = tape.gradient(loss, variables)
-        gradients = [
-            g + weight_decay * v / strategy.num_replicas_in_sync
-            for g, v in zip(gradients, variables)
-        ]
-        optimizer.apply_gradients(zip(gradients, variables))
-
-    step = tf.function(lambda a, b: strategy.run(replica_step, args=(a, b)))
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(
-        batch_size, drop_remainder=True
-    )
-    for inputs, labels in strategy.experimental_distribute_dataset(dataset):
-        step(inputs, labels)
-    return steps

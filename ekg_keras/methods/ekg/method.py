@@ -3,7 +3,6 @@
 import dataclasses
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -11,163 +10,25 @@ from ekg_keras import _logging as log
 from ekg_keras import ties
 from ekg_keras.allocation import top_up
 from ekg_keras.batchnorm import batchnorm_settings
-from ekg_keras.evaluation import LAYOUTS
-from ekg_keras.evaluation import PRECISIONS
+from ekg_keras.data.subsets import collect_subsets
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.evaluation import compute_precision
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.ekg import rules
-from ekg_keras.methods.ekg.subsets import collect_subsets
-from ekg_keras.methods.ekg.subsets import finetune_one_epoch
+from ekg_keras.methods.ekg.history import SearchStep
+from ekg_keras.methods.ekg.objective import cross_entropy
+from ekg_keras.methods.ekg.objective import ensemble_objective
+from ekg_keras.methods.ekg.objective import soft_cross_entropy
+from ekg_keras.methods.ekg.objective import softmax
+from ekg_keras.methods.ekg.options import EKGOptions
+from ekg_keras.methods.ekg.subset_finetune import finetune_one_epoch
 from ekg_keras.methods.registry import register_method
 from ekg_keras.methods.trajectory import Trajectory
 from ekg_keras.numerics import NonFiniteError
 from ekg_keras.numerics import check_finite
 from ekg_keras.numerics import first_non_finite_layer
 from ekg_keras.taylor import ends_in_softmax
-
-VARIANTS = ("code", "poster")
-
-
-@dataclasses.dataclass(frozen=True)
-class EKGOptions:
-    """Options of the EKG search (defaults as in the EKG reference code).
-
-    Attributes:
-        val_data: Optional labelled data used whole as the validation
-            subset instead of drawing it from `data`.
-        finetune: Fine-tune one epoch on the per-class subset first (EKG
-            Alg. 1, line 1).
-        search_step: Base width step (0.2).
-        val_per_class: Validation samples per class (32).
-        subset_per_class: Fine-tuning samples per class (256).
-        batch_size: Batch size of scoring and evaluation (256).
-        variant: "code" (Otsu-filtered candidates, the reference code) or
-            "poster" (a candidate in every group).
-        rescale_kernels: Rescale masked kernels to keep their Frobenius
-            norm, as the reference code's masked layers do; `slim` keeps
-            it.
-        batch_statistics: Evaluate with batch statistics (the reference)
-            or with the moving averages.
-        cache: Evaluate candidates from cached activations (fast) or run
-            the whole network per candidate (plain, like the reference).
-        seed: Seed of the subset shuffles (the reference fixes 1).
-        jit_compile: XLA-compile the evaluator's pieces (a bool, or a dict
-            with "importance" and "candidates"); see `SubnetworkEvaluator`.
-            Off: on this project's 2-core CPU XLA was about 2x slower.
-        layout: "sequential" (one compiled call per candidate and batch)
-            or "stacked" (all of a step's candidates in one call per batch:
-            a handful of large kernels per step, meant for accelerators);
-            both choose the same sub-network (see `SubnetworkEvaluator`).
-            On this project's 2-core CPU, whole idle searches scored
-            candidates faster sequentially: ResNet-20 24 s vs 26 s,
-            ResNet-56 199 s vs 241 s.
-        precision: "float32", or "mixed_float16" / "mixed_bfloat16" to
-            score and rank in 16-bit compute (variables stay float32; the
-            subset fine-tune stays float32). For GPUs; on a CPU without
-            16-bit kernels it is slower. Scores change at 16-bit rounding,
-            so the chosen sub-network may differ from float32's.
-    """
-
-    val_data: object = None
-    finetune: bool = True
-    search_step: float = 0.2
-    val_per_class: int = dataclasses.field(
-        default=32, metadata={"setting": "search_val_per_class"}
-    )
-    subset_per_class: int = dataclasses.field(
-        default=256, metadata={"setting": "search_subset_per_class"}
-    )
-    batch_size: int = dataclasses.field(
-        default=256, metadata={"setting": "eval_batch_size"}
-    )
-    variant: str = "code"
-    rescale_kernels: bool = False
-    batch_statistics: bool = True
-    cache: bool = True
-    seed: int = 1
-    jit_compile: bool = False
-    layout: str = "sequential"
-    precision: str = "float32"
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"`precision` should be one of {PRECISIONS}. Received: "
-                f"precision={self.precision!r}"
-            )
-        if self.layout not in LAYOUTS:
-            raise ValueError(
-                f"`layout` should be one of {LAYOUTS}. Received: "
-                f"layout={self.layout!r}"
-            )
-        if self.variant not in VARIANTS:
-            raise ValueError(
-                f"`variant` should be one of {VARIANTS}. Received: "
-                f"variant={self.variant!r}"
-            )
-        if not 0 < self.search_step <= 1:
-            raise ValueError(
-                "`search_step` should be in (0, 1]. Received: "
-                f"search_step={self.search_step!r}"
-            )
-        for name in ("val_per_class", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) < 1:
-                raise ValueError(
-                    f"`{name}` should be a positive integer. Received: "
-                    f"{name}={value!r}"
-                )
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SearchStep:
-    """One sub-network along the search.
-
-    Attributes:
-        step: 0 for the (fine-tuned) unpruned network, then 1, 2, ...
-        group: Id of the group shrunk at this step (None at step 0).
-        widths: Kept fraction per group (1.0 for fixed groups).
-        ranks: Per group, the channel ranks used for the masks (0 = most
-            important); a channel is kept when its rank is below the
-            group's kept count.
-        keep_counts: Channels kept per group.
-        flops_fraction: FLOPs of this sub-network / FLOPs of the original.
-        loss: Mean cross-entropy on the validation subset.
-        accuracy: Accuracy on the validation subset.
-        objective: The search criterion of the chosen candidate,
-            `CE + CE(softmax(ensemble), logits)` (NaN at step 0).
-        logits: Validation logits, shape (validation samples, classes).
-        candidates: Candidates evaluated to choose this step.
-        seconds: Wall time of the step.
-    """
-
-    step: int
-    group: object
-    widths: np.ndarray
-    ranks: list
-    keep_counts: np.ndarray
-    flops_fraction: float
-    loss: float
-    accuracy: float
-    objective: float
-    logits: np.ndarray
-    candidates: int
-    seconds: float
-
-    def keep_masks(self):
-        """Boolean keep mask per group for this sub-network."""
-        return [r < k for r, k in zip(self.ranks, self.keep_counts)]
-
-
-def ensemble_objective(labels, ensemble, logits):
-    """EKG's per-sample criterion `CE(y, z) + CE(softmax(T), z)`."""
-    return keras.losses.sparse_categorical_crossentropy(
-        labels, logits, from_logits=True
-    ) + keras.losses.categorical_crossentropy(
-        tf.nn.softmax(ensemble), logits, from_logits=True
-    )
 
 
 @register_method("ekg", summary="EKG search, then memory-bank distillation")
@@ -430,7 +291,7 @@ class EKGSearch(PruningMethod):
                 "No group can shrink further, yet the FLOPs fraction is "
                 f"{self.history[-1].flops_fraction:.4f} > {self.target}."
             )
-        knowledge = _softmax(ensemble)
+        knowledge = softmax(ensemble)
         groups = np.flatnonzero(checked)
         widths_tried, keeps = [], []
         for group in groups:
@@ -445,8 +306,8 @@ class EKGSearch(PruningMethod):
         for group, logits in zip(groups, candidate_logits):
             objective = float(
                 np.mean(
-                    _cross_entropy(labels, logits)
-                    + _soft_cross_entropy(knowledge, logits)
+                    cross_entropy(labels, logits)
+                    + soft_cross_entropy(knowledge, logits)
                 )
             )
             check_finite(
@@ -559,7 +420,7 @@ class EKGSearch(PruningMethod):
         tried,
         start,
     ):
-        loss = float(np.mean(_cross_entropy(labels, logits)))
+        loss = float(np.mean(cross_entropy(labels, logits)))
         check_finite(loss, "The validation loss", f"EKG step {step}")
         self.history.append(
             SearchStep(
@@ -714,21 +575,3 @@ class EKGSearch(PruningMethod):
             int(arrays["members"]),
         )
 
-
-def _softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def _log_softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _cross_entropy(labels, logits):
-    return -_log_softmax(logits)[np.arange(len(labels)), labels]
-
-
-def _soft_cross_entropy(targets, logits):
-    return -(targets * _log_softmax(logits)).sum(axis=-1)

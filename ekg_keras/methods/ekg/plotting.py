@@ -1,18 +1,6 @@
 """Plots of an EKG search (matplotlib, an optional dependency)."""
 
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            "Plotting needs matplotlib: pip install matplotlib (or "
-            "pip install 'ekg_keras[plot]')."
-        ) from error
-    return plt
+from ekg_keras._matplotlib import pyplot
 
 
 def plot_search(search, path=None):
@@ -35,7 +23,7 @@ def plot_search(search, path=None):
     """
     if not search.history:
         raise ValueError("The search has no history yet: call `run()` first.")
-    plt = _pyplot()
+    plt = pyplot()
     history = search.history
     figure, (trajectory, widths) = plt.subplots(1, 2, figsize=(12, 4.5))
     fractions = [step.flops_fraction for step in history]
