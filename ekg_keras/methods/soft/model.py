@@ -69,10 +69,9 @@ class SoftFilterPruning(keras.Model):
         model: The model to prune (functional or Sequential); it is cloned
             into prunable soft-mode layers and not modified.
         rate: Goal filter rate P in [0, 1): each pruned group zeroes
-            floor(N * P) of its N channels. Give `rate` or `flops`.
-        flops: Fraction of FLOPs to keep, in (0, 1]: picks the smallest P
-            whose pruned model keeps at most that fraction (a scope field,
-            like `round_to=...` and the others, given as a keyword).
+            floor(N * P) of its N channels. Give `rate` or a budget
+            (`flops=0.6`: the smallest P whose pruned model keeps at most
+            that fraction of the FLOPs).
         options: A `SoftOptions`; its fields may also be given as keyword
             arguments (`criterion="fpgm"`, `schedule="asymptotic"`,
             `epochs=30`, `mask_gradients=True`, `residual="independent"`,
