@@ -127,17 +127,18 @@ def settings_from(args):
 
 
 def distinct_methods(methods):
-    """Registered names, each (class, effective presets) once."""
-    seen, names = set(), []
+    """Registered names, each (class, effective presets) once: by the
+    class's own name if it is one of them (e.g. "oneshot", not its preset
+    "l2" that sets the default criterion), else the first in order."""
+    chosen = {}
     for name in methods.names():
         entry = methods.get(name)
         defaults = entry.method_class.Options()
         effective = dataclasses.replace(defaults, **entry.presets)
         key = (entry.method_class, repr(effective))
-        if key not in seen:
-            seen.add(key)
-            names.append(name)
-    return tuple(names)
+        if key not in chosen or name == entry.method_class.name:
+            chosen[key] = name
+    return tuple(sorted(chosen.values()))
 
 
 # Baselines and data.

@@ -143,7 +143,7 @@ def prune(
             "arguments, e.g. prune(model, flops, data=data, "
             f"{', '.join(f'{k}={v!r}' for k, v in search_options.items())})."
         )
-    entry = methods.get(method or ("oneshot" if data is None else "ekg"))
+    entry = methods.get(method or methods.default(with_data=data is not None))
     if fraction >= 1.0:
         if verbose:
             log.info(

@@ -36,7 +36,9 @@ class OneShotOptions:
 
 
 @register_method(
-    "oneshot", summary="one-shot pruning: criterion scores, allocation"
+    "oneshot",
+    summary="one-shot pruning: criterion scores, allocation",
+    default_for="without data",
 )
 class OneShot(PruningMethod):
     """Scores every channel with a criterion and keeps the best per group.

@@ -8,10 +8,11 @@ memory-bank distillation, usable after any method that leaves a
 trajectory of sub-networks).
 """
 
+from ekg_keras.registry import Registry
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase
 
-_FINETUNERS = {}
+_FINETUNERS = Registry("fine-tuner")
 
 
 class FineTuner:
@@ -100,28 +101,21 @@ def register_finetuner(finetuner_class):
             f"{finetuner_class.__name__}.name should be a non-empty string."
             f" Received: {name!r}"
         )
-    if name in _FINETUNERS:
-        raise ValueError(f"A fine-tuner named {name!r} is registered already.")
-    _FINETUNERS[name] = finetuner_class
-    return finetuner_class
+    return _FINETUNERS.register(name, finetuner_class)
 
 
 def names():
-    """The registered fine-tuner names."""
-    return tuple(_FINETUNERS)
+    """The registered fine-tuner names, sorted."""
+    return _FINETUNERS.names()
 
 
 def get(name):
     """A new instance of the fine-tuner registered as `name`.
 
     Raises:
-        ValueError: For an unknown name.
+        ValueError: For an unknown name, listing the registered ones.
     """
-    if name not in _FINETUNERS:
-        raise ValueError(
-            f"Unknown fine-tuner {name!r}. Registered: {', '.join(names())}"
-        )
-    return _FINETUNERS[name]()
+    return _FINETUNERS.get(name)()
 
 
 def finetune(method, epochs, fitter, finetuner=None, **options):

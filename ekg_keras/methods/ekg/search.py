@@ -170,7 +170,11 @@ def ensemble_objective(labels, ensemble, logits):
     )
 
 
-@register_method("ekg", summary="EKG search, then memory-bank distillation")
+@register_method(
+    "ekg",
+    summary="EKG search, then memory-bank distillation",
+    default_for="with data",
+)
 class EKGSearch(PruningMethod):
     """Greedy filter-pruning search guided by ensemble knowledge (EKG).
 
