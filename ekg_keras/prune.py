@@ -11,7 +11,6 @@ from ekg_keras.latency.counter import check_batch_size
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.training import finetuners
 from ekg_keras.training.fitting import Fitter
-from ekg_keras.training.fitting import check_ids
 
 
 def prune(
@@ -181,14 +180,17 @@ def prune(
         fitter = fitter or Fitter(
             data, strategy=pruning.strategy, verbose=verbose, **fitter_options
         )
-        if finetuner == "ekg" and not isinstance(data, (tuple, list)):
-            check_ids(data)  # Fail before the search, not after it.
+        # Fail before the search, not after it.
+        finetuners.get(finetuner).check_data(data)
     masked = pruning.run(fitter)
     if finetune_epochs:
-        if finetuner == "ekg":
-            tuner_options.setdefault("verbose", verbose)
         finetuners.finetune(
-            pruning, finetune_epochs, fitter, finetuner, **tuner_options
+            pruning,
+            finetune_epochs,
+            fitter,
+            finetuner,
+            settings={"verbose": verbose},
+            **tuner_options,
         )
     if recalibrate and data is not None:
         batches = recalibrate_batchnorm(masked, data, steps=recalibrate_steps)
