@@ -291,8 +291,8 @@ def build_floor(model, repeats=3):
     """
     import copy
 
-    from ekg_keras._keras_private import deferred_variables
-    from ekg_keras._keras_private import initialize_deferred
+    from ekg_keras.deferred import deferred_variables
+    from ekg_keras.deferred import initialize_deferred
 
     config = model.get_config()
     build = type(model).from_config

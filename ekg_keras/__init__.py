@@ -9,6 +9,7 @@ small = ekg_keras.prune(model, flops=0.45)  # keep 45% of the FLOPs
 from ekg_keras import allocation
 from ekg_keras import criteria
 from ekg_keras import data
+from ekg_keras import deferred
 from ekg_keras import graph
 from ekg_keras import layers
 from ekg_keras import methods
