@@ -12,8 +12,11 @@ budget with each seed, with its `compare_options` (CPU-sized settings).
 Then, from the same pruned model: batch normalization recalibrated on the
 training data ("pruned"), the same fine-tuning budget for everyone ("plain":
 the `Fitter`'s SGD schedule; methods that train while they prune spend that
-budget on their own training instead), and EKG's memory-bank distillation
-for methods that leave a trajectory ("ekg"). Recorded: test accuracy in
+budget on their own training instead), and, for methods that leave a
+trajectory, every registered fine-tuner that learns from it (EKG's
+memory-bank distillation, "ekg"). Each method is tested against a reference
+method, paired by seed (`--reference`; default: the registry's default
+method with data, the EKG search). Recorded: test accuracy in
 inference mode, FLOPs by the counter, parameters, the slim model's CPU
 latency (batch 1) and throughput (batch 64), also with batch norm folded
 (the deployed form), wall time per stage, the search trajectory and the kept
@@ -30,7 +33,11 @@ import sys
 import time
 
 import _timing  # noqa: F401  (silences TensorFlow; puts the repo on the path)
-from ekg_search import fit_digits
+from common import COMMON_FINETUNER
+from common import FINETUNE_SETTINGS
+from common import accuracy
+from common import compared_finetuners
+from common import fit_digits
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 SEEDS = (0, 1, 2)
@@ -57,6 +64,7 @@ class Settings:
     options: str  # "compare" or "smoke" (the methods' option sets)
     image_size: int
     results: pathlib.Path
+    reference: str  # The method the paired tests compare against.
 
 
 def parse_args(argv=None):
@@ -95,6 +103,14 @@ def parse_args(argv=None):
         default=str(RESULTS),
         help="directory of the results and the run cache",
     )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help=(
+            "method the others are tested against (default: the registry's "
+            "default method with data, the EKG search)"
+        ),
+    )
     return parser.parse_args(argv)
 
 
@@ -105,10 +121,13 @@ def settings_from(args):
         return tuple(kind(v) for v in text.split(",")) if text else default
 
     methods = listed(args.methods, distinct_methods(ekg_keras.methods))
-    unknown = sorted(set(methods) - set(ekg_keras.methods.names()))
+    reference = args.reference or ekg_keras.methods.default(with_data=True)
+    unknown = sorted(
+        set(methods + (reference,)) - set(ekg_keras.methods.names())
+    )
     if unknown:
         raise SystemExit(
-            f"--methods should be registered methods "
+            f"--methods and --reference should be registered methods "
             f"({', '.join(ekg_keras.methods.names())}). Received: "
             f"{', '.join(unknown)}"
         )
@@ -123,21 +142,23 @@ def settings_from(args):
         options="smoke" if tiny else "compare",
         image_size=8 if tiny else IMAGE_SIZE,
         results=pathlib.Path(args.results),
+        reference=reference,
     )
 
 
 def distinct_methods(methods):
-    """Registered names, each (class, effective presets) once."""
-    seen, names = set(), []
+    """Registered names, each (class, effective presets) once: by the
+    class's own name if it is one of them (e.g. "oneshot", not its preset
+    "l2" that sets the default criterion), else the first in order."""
+    chosen = {}
     for name in methods.names():
         entry = methods.get(name)
         defaults = entry.method_class.Options()
         effective = dataclasses.replace(defaults, **entry.presets)
         key = (entry.method_class, repr(effective))
-        if key not in seen:
-            seen.add(key)
-            names.append(name)
-    return tuple(names)
+        if key not in chosen or name == entry.method_class.name:
+            chosen[key] = name
+    return tuple(sorted(chosen.values()))
 
 
 # Baselines and data.
@@ -215,45 +236,40 @@ def run_one(name, model, budget, seed, settings, data):
     record["pruned"] = accuracy(masked, data)
     record.update(structure(method, masked, model))
     record["trajectory"] = trajectory(method)
-    pruned_weights = masked.get_weights()
     record["finetuned"] = {}
     if not cls.trains_while_pruning:
-        for tuner in finetuners_for(method):
-            masked.set_weights(pruned_weights)
-            keras.utils.set_random_seed(seed)
-            start = time.perf_counter()
-            # No augmentation for either fine-tuner (the digits are small
-            # and centred; the trainers' digits source uses none either).
-            options = {"verbose": 0, "augment": None} if tuner == "ekg" else {}
-            ekg_keras.training.finetune(
-                method, settings.finetune_epochs, fitter, tuner, **options
-            )
-            ekg_keras.recalibrate_batchnorm(masked, data.train)
-            record["seconds"][f"finetune_{tuner}"] = time.perf_counter() - start
-            record["finetuned"][tuner] = accuracy(masked, data)
+        record["finetuned"] = finetune_each(
+            method, fitter, seed, settings, data, record["seconds"]
+        )
     record.update(speed(masked))
     return record
 
 
-def finetuners_for(method):
-    names = ["plain"]
-    if method.trajectory() is not None:
-        names.append("ekg")
-    return names
+def finetune_each(method, fitter, seed, settings, data, seconds):
+    """Accuracy after each compared fine-tuner, each from the pruned
+    weights; their wall times go into `seconds`."""
+    import keras
 
+    import ekg_keras
 
-def accuracy(model, data):
-    import numpy as np
-
-    # Eager calls: `predict` would trace a function per model and size.
-    x = data.x_test
-    logits = np.concatenate(
-        [
-            np.asarray(model(x[i : i + 256], training=False))
-            for i in range(0, len(x), 256)
-        ]
-    )
-    return float(np.mean(logits.argmax(-1) == data.y_test))
+    masked = method.model
+    pruned_weights = masked.get_weights()
+    accuracies = {}
+    for tuner in compared_finetuners(method):
+        masked.set_weights(pruned_weights)
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        ekg_keras.training.finetune(
+            method,
+            settings.finetune_epochs,
+            fitter,
+            tuner,
+            settings=FINETUNE_SETTINGS,
+        )
+        ekg_keras.recalibrate_batchnorm(masked, data.train)
+        seconds[f"finetune_{tuner}"] = time.perf_counter() - start
+        accuracies[tuner] = accuracy(masked, data)
+    return accuracies
 
 
 def structure(method, masked, model):
@@ -419,8 +435,10 @@ def summarize(records, settings):
                 "flops_fraction": stats([r["flops_fraction"] for r in group]),
                 "params": stats([r["params"] for r in group]),
                 "pruned": stats([r["pruned"] for r in group]),
-                "plain": stats([r["finetuned"].get("plain") for r in group]),
-                "ekg": stats([r["finetuned"].get("ekg") for r in group]),
+                **{
+                    tuner: stats([r["finetuned"].get(tuner) for r in group])
+                    for tuner in finetuner_columns(records)
+                },
                 "final": stats([final_accuracy(r) for r in group]),
                 "ms_batch1": stats([r["slim"]["ms_batch1"] for r in group]),
                 "folded_ms_batch1": stats(
@@ -432,7 +450,13 @@ def summarize(records, settings):
                 "search_s": stats([r["seconds"]["search"] for r in group]),
             }
         )
-    return rows, paired_tests(keyed)
+    return rows, paired_tests(keyed, settings.reference)
+
+
+def finetuner_columns(records):
+    """The fine-tuners the records used: the common one first."""
+    used = {tuner for r in records for tuner in r["finetuned"]}
+    return [COMMON_FINETUNER] + sorted(used - {COMMON_FINETUNER})
 
 
 #: What the paired tests compare: accuracy right after pruning (batch norm
@@ -444,15 +468,16 @@ MEASURES = {
 }
 
 
-def paired_tests(keyed):
-    """Per baseline, budget and measure: each method against EKG, paired
-    by seed (t-test on the per-seed differences)."""
+def paired_tests(keyed, reference_name):
+    """Per baseline, budget and measure: each method against the method
+    `reference_name`, paired by seed (t-test on the per-seed
+    differences)."""
     from scipy import stats as scipy_stats
 
     tests = []
     for (base, name, budget), group in keyed.items():
-        reference = keyed.get((base, "ekg", budget))
-        if name == "ekg" or not reference:
+        reference = keyed.get((base, reference_name, budget))
+        if name == reference_name or not reference:
             continue
         for measure, value in MEASURES.items():
             mine = {r["seed"]: value(r) for r in group}
@@ -473,8 +498,8 @@ def paired_tests(keyed):
                     "budget": budget,
                     "method": name,
                     "measure": measure,
-                    "mean_difference_vs_ekg": sum(differences)
-                    / len(differences),
+                    "reference": reference_name,
+                    "mean_difference": sum(differences) / len(differences),
                     "seeds": seeds,
                     "p_value": p_value,
                     "significant": p_value is not None and p_value < 0.05,
@@ -483,41 +508,57 @@ def paired_tests(keyed):
     return tests
 
 
-def markdown(rows, tests, unpruned):
-    def cell(stat, scale=100, digits=1, suffix="%"):
-        if stat is None:
-            return "-"
-        mean, std = stat
-        return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{suffix}"
-
-    lines = []
-    for record in unpruned:
-        lines.append(
-            f"Unpruned {record['baseline']}: {record['pruned']:.2%}, "
-            f"{record['macs'] / 1e6:.2f} M MACs, "
-            f"{record['slim']['ms_batch1']:.2f} ms at batch 1."
-        )
-    lines += [
-        "",
-        "| baseline | flops | method | pruned (recal.) | + plain FT | "
-        "+ EKG FT | FLOPs kept | params | ms b=1 (folded) | img/s b=64 | "
-        "search s |",
-        "|" + "---|" * 11,
+def markdown(rows, tests, unpruned, tuners, reference):
+    """The results (one row per baseline, budget and method; a column per
+    fine-tuner in `tuners`) and the paired tests against `reference`."""
+    lines = [
+        f"Unpruned {record['baseline']}: {record['pruned']:.2%}, "
+        f"{record['macs'] / 1e6:.2f} M MACs, "
+        f"{record['slim']['ms_batch1']:.2f} ms at batch 1."
+        for record in unpruned
     ]
+    lines += ["", *results_table(rows, tuners)]
+    lines += ["", *tests_table(tests, reference)]
+    return "\n".join(lines) + "\n"
+
+
+def cell(stat, scale=100, digits=1, suffix="%"):
+    """`mean ± std` of a `[mean, std]` pair, or "-"."""
+    if stat is None:
+        return "-"
+    mean, std = stat
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{suffix}"
+
+
+def results_table(rows, tuners):
+    header = (
+        ["baseline", "flops", "method", "pruned (recal.)"]
+        + [f"+ {tuner} FT" for tuner in tuners]
+        + ["FLOPs kept", "params", "ms b=1 (folded)", "img/s b=64"]
+        + ["search s"]
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append(
-            f"| {r['baseline']} | {r['budget']} | {r['method']} | "
-            f"{cell(r['pruned'])} | {cell(r['plain'])} | {cell(r['ekg'])} | "
-            f"{cell(r['flops_fraction'], 100, 1, '%')} | "
-            f"{cell(r['params'], 1e-3, 1, 'k')} | "
+        cells = [
+            r["baseline"],
+            r["budget"],
+            r["method"],
+            cell(r["pruned"]),
+            *(cell(r.get(tuner)) for tuner in tuners),
+            cell(r["flops_fraction"], 100, 1, "%"),
+            cell(r["params"], 1e-3, 1, "k"),
             f"{cell(r['ms_batch1'], 1, 2, '')} "
-            f"({cell(r['folded_ms_batch1'], 1, 2, '')}) | "
-            f"{cell(r['images_per_s'], 1, 0, '')} | "
-            f"{cell(r['search_s'], 1, 0, '')} |"
-        )
-    lines += [
-        "",
-        "Against EKG, paired over seeds (t-test on the per-seed "
+            f"({cell(r['folded_ms_batch1'], 1, 2, '')})",
+            cell(r["images_per_s"], 1, 0, ""),
+            cell(r["search_s"], 1, 0, ""),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def tests_table(tests, reference):
+    lines = [
+        f"Against {reference}, paired over seeds (t-test on the per-seed "
         "differences; significant at p < 0.05), right after pruning and "
         "after fine-tuning (the best fine-tuner):",
         "",
@@ -538,14 +579,14 @@ def markdown(rows, tests, unpruned):
             t = by_key[(base, budget, name, measure)]
             p = "-" if t["p_value"] is None else f"{t['p_value']:.3f}"
             cells += [
-                f"{t['mean_difference_vs_ekg'] * 100:+.2f} pts",
+                f"{t['mean_difference'] * 100:+.2f} pts",
                 p,
                 "yes" if t["significant"] else "no",
             ]
         lines.append(
             f"| {base} | {budget} | {name} | " + " | ".join(cells) + " |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plots(records, rows, directory):
@@ -558,11 +599,24 @@ def plots(records, rows, directory):
     except ImportError:
         progress("matplotlib is missing: no plots (pip install matplotlib)")
         return []
+    figures = {
+        "compare_accuracy_flops.png": plot_accuracy_flops(plt, rows),
+        "compare_accuracy_latency.png": plot_accuracy_latency(plt, rows),
+        "compare_trajectories.png": plot_trajectories(plt, records),
+        "compare_widths.png": plot_widths(plt, records, rows),
+    }
     written = []
+    for name, figure in figures.items():
+        figure.tight_layout()
+        written.append(save(figure, directory / name))
+    return written
+
+
+def plot_accuracy_flops(plt, rows):
+    """One row per baseline: right after pruning (where the methods
+    differ) and after fine-tuning (where most of them meet again)."""
     bases = sorted({r["baseline"] for r in rows})
     methods = sorted({r["method"] for r in rows})
-    # One row per baseline: right after pruning (where the methods differ)
-    # and after fine-tuning (where most of them meet again).
     panels = (("pruned", "right after pruning"), ("final", "after fine-tuning"))
     figure, axes = plt.subplots(
         len(bases), 2, figsize=(12, 4.5 * len(bases)), squeeze=False
@@ -589,11 +643,12 @@ def plots(records, rows, directory):
             axis.set_xlabel("FLOPs kept")
             axis.set_ylabel("test accuracy (%)")
     axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    written.append(save(figure, directory / "compare_accuracy_flops.png"))
+    return figure
 
+
+def plot_accuracy_latency(plt, rows):
     figure, axis = plt.subplots(figsize=(6, 4.5))
-    for name in methods:
+    for name in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == name and r["final"]]
         axis.scatter(
             [r["folded_ms_batch1"][0] for r in mine],
@@ -603,16 +658,15 @@ def plots(records, rows, directory):
     axis.set_xlabel("latency, batch 1, folded (ms)")
     axis.set_ylabel("test accuracy after fine-tuning (%)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    written.append(save(figure, directory / "compare_accuracy_latency.png"))
+    return figure
 
+
+def plot_trajectories(plt, records):
+    """The search trajectories of seed 0 at the smallest budget."""
     figure, axis = plt.subplots(figsize=(6, 4.5))
+    smallest = min(x["budget"] for x in records)
     for r in records:
-        if (
-            r.get("trajectory")
-            and r["seed"] == 0
-            and r["budget"] == min(x["budget"] for x in records)
-        ):
+        if r.get("trajectory") and r["seed"] == 0 and r["budget"] == smallest:
             points = r["trajectory"]
             axis.plot(
                 [p[0] for p in points],
@@ -624,17 +678,22 @@ def plots(records, rows, directory):
     axis.set_ylabel("validation loss")
     axis.set_title("search trajectories (seed 0)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    written.append(save(figure, directory / "compare_trajectories.png"))
+    return figure
 
+
+def plot_widths(plt, records, rows):
+    """Kept widths per group on the first baseline, seed 0, at the
+    smallest budget."""
     figure, axis = plt.subplots(figsize=(10, 4.5))
+    base = sorted({r["baseline"] for r in rows})[0]
+    smallest = min(x["budget"] for x in records)
     chosen = [
         r
         for r in records
         if r["seed"] == 0
         and r.get("widths")
-        and r["budget"] == min(x["budget"] for x in records)
-        and r["baseline"] == bases[0]
+        and r["budget"] == smallest
+        and r["baseline"] == base
     ]
     for r in chosen:
         layers = list(r["widths"])
@@ -646,11 +705,9 @@ def plots(records, rows, directory):
         )
     axis.set_xlabel("prunable group (in graph order)")
     axis.set_ylabel("fraction of channels kept")
-    axis.set_title(f"{bases[0]}: kept widths per group (seed 0)")
+    axis.set_title(f"{base}: kept widths per group (seed 0)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    written.append(save(figure, directory / "compare_widths.png"))
-    return written
+    return figure
 
 
 def save(figure, path):
@@ -678,7 +735,9 @@ def main(argv=None):
     records = run_all(settings)
     rows, tests = summarize(records, settings)
     unpruned = [r for r in records if r["method"] == "unpruned"]
-    table = markdown(rows, tests, unpruned)
+    table = markdown(
+        rows, tests, unpruned, finetuner_columns(records), settings.reference
+    )
     settings.results.mkdir(parents=True, exist_ok=True)
     result = {
         "settings": {

@@ -291,8 +291,8 @@ def build_floor(model, repeats=3):
     """
     import copy
 
-    from ekg_keras._keras_private import deferred_variables
-    from ekg_keras._keras_private import initialize_deferred
+    from ekg_keras.deferred import deferred_variables
+    from ekg_keras.deferred import initialize_deferred
 
     config = model.get_config()
     build = type(model).from_config
@@ -764,8 +764,9 @@ def format_batch(model_result, batch, args):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """Runs the benchmark; returns a dict of figures (also printed)."""
+def parse_args(argv=None):
+    """The flags, with the defaults that depend on --quick filled in and
+    `args.forms` a tuple of known forms."""
     parser = _timing.base_parser(
         __doc__.splitlines()[0],
         "ResNet-56 only (and 96x96 inputs for the others), 2 short rounds",
@@ -828,6 +829,13 @@ def main(argv=None):
         parser.error(f"unknown forms {unknown}; known: {list(FORMS)}")
     if "openvino_bf16" in forms and "openvino" not in forms:
         forms = forms + ("openvino",)
+    args.forms = forms
+    return args
+
+
+def main(argv=None):
+    """Runs the benchmark; returns a dict of figures (also printed)."""
+    args = parse_args(argv)
     argv_line = " ".join(
         [
             "python benchmarks/deploy.py",
@@ -838,8 +846,36 @@ def main(argv=None):
     print(_timing.environment_line(_timing.environment()), flush=True)
     start = time.perf_counter()
     results = [
-        bench_model(name, forms, args) for name in args.models.split(",")
+        bench_model(name, args.forms, args) for name in args.models.split(",")
     ]
+    result = {
+        "benchmark": "deploy",
+        "environment": _timing.environment(),
+        "flops_target": FLOPS,
+        "round_to": args.round_to,
+        "latency_target": LATENCY,
+        "latency_runtime": args.latency_runtime,
+        "models": results,
+        "total_s": time.perf_counter() - start,
+        "summary": summary_line(results),
+    }
+    warning = _timing.load_warning(
+        [b["other_cores"] for r in results for b in r["batches"]]
+        + [r["prune_and_slim"]["other_cores"] for r in results],
+        os.cpu_count(),
+        "absolute figures are low and noisy (interleaved rounds keep the "
+        "ratios fairer).",
+    )
+    if warning:
+        print(warning)
+    print(result["summary"])
+    print(f"total benchmark run {result['total_s']:.1f} s", flush=True)
+    _timing.write_json(args.json, result)
+    return result
+
+
+def summary_line(results):
+    """Prune + slim times and the best form's speed-up, per model."""
     summary = []
     for res in results:
         times = res["prune_and_slim"]
@@ -855,30 +891,7 @@ def main(argv=None):
             f"{res['model']} b{first['batch_size']}: best {best[0]} "
             f"{best[1]['speedup']:.2f}x of {res['theoretical_speedup']:.2f}x"
         )
-    result = {
-        "benchmark": "deploy",
-        "environment": _timing.environment(),
-        "flops_target": FLOPS,
-        "round_to": args.round_to,
-        "latency_target": LATENCY,
-        "latency_runtime": args.latency_runtime,
-        "models": results,
-        "total_s": time.perf_counter() - start,
-        "summary": "; ".join(summary),
-    }
-    warning = _timing.load_warning(
-        [b["other_cores"] for r in results for b in r["batches"]]
-        + [r["prune_and_slim"]["other_cores"] for r in results],
-        os.cpu_count(),
-        "absolute figures are low and noisy (interleaved rounds keep the "
-        "ratios fairer).",
-    )
-    if warning:
-        print(warning)
-    print(result["summary"])
-    print(f"total benchmark run {result['total_s']:.1f} s", flush=True)
-    _timing.write_json(args.json, result)
-    return result
+    return "; ".join(summary)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
+from common import train
 
 FLOPS = 0.5
 FLOOR = 0.5  # Relative channel floor compared against the default of 1.
@@ -128,36 +129,6 @@ def wait_for_quiet(threshold, max_wait):
         time.sleep(20)
         load = os.getloadavg()[0]
     return load
-
-
-def train(name, data, epochs):
-    import keras
-
-    import ekg_keras
-
-    keras.utils.set_random_seed(0)
-    model = getattr(ekg_keras.models, name)(input_shape=data.input_shape)
-    return fit_digits(model, data, epochs)
-
-
-def fit_digits(model, data, epochs):
-    """Trains `model` on `data.train` (SGD 0.1 cosine, Nesterov, weight
-    decay 5e-4: the benchmarks' baseline recipe); returns it."""
-    import keras
-
-    steps = epochs * len(data.train)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras.optimizers.schedules.CosineDecay(0.1, steps),
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(data.train, epochs=epochs, verbose=0)
-    return model
 
 
 def accuracies(model, data):

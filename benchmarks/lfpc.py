@@ -39,7 +39,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
-from ekg_search import train  # The same pre-training recipe.
+from common import accuracy
+from common import train  # The same pre-training recipe.
 
 TARGETS = (0.5, 0.3)
 METHODS = ("lfpc", "ekg", "fpgm", "l1")
@@ -143,15 +144,13 @@ def fitter(data):
 def test_accuracy(model, data):
     """Inference accuracy on the test split after recalibration; the
     model's weights are restored afterwards."""
-    import numpy as np
-
     import ekg_keras
 
     weights = model.get_weights()
     ekg_keras.recalibrate_batchnorm(model, (data.x_train, data.y_train))
-    logits = np.concatenate([model(x, training=False) for x, _ in data.test])
+    result = accuracy(model, data)
     model.set_weights(weights)
-    return float(np.mean(logits.argmax(-1) == data.y_test))
+    return result
 
 
 def prune_and_finetune(name, model, flops, data, args):

@@ -38,6 +38,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
+from common import FINETUNE_SETTINGS
+from common import accuracy
+from common import compared_finetuners
+from common import train
 
 from ekg_keras.methods.nppm import NPPM  # noqa: E402
 
@@ -86,42 +90,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def pretrain(data, epochs):
-    import keras
-
-    import ekg_keras
-
-    keras.utils.set_random_seed(0)
-    model = ekg_keras.models.resnet20(input_shape=data.input_shape)
-    steps = epochs * len(data.train)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            keras.optimizers.schedules.CosineDecay(0.1, steps),
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=5e-4,
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(data.train, epochs=epochs, verbose=0)
-    return model
-
-
 def test_accuracy(model, data):
     """Inference accuracy after exact batch-norm recalibration (on a copy)."""
-    import numpy as np
-
     import ekg_keras
 
     model = ekg_keras.wrap(model)
     ekg_keras.recalibrate_batchnorm(model, (data.x_train, data.y_train))
-    logits = np.concatenate(
-        [
-            model(data.x_test[i : i + 256], training=False)
-            for i in range(0, len(data.y_test), 256)
-        ]
-    )
-    return float(np.mean(logits.argmax(-1) == data.y_test))
+    return accuracy(model, data)
 
 
 def prune(name, model, flops, data, method_options):
@@ -145,16 +120,14 @@ def finetuned_accuracies(method, masked, data, epochs):
     from ekg_keras.training import finetuners
 
     start = masked.get_weights()
-    tuners = ["plain"]
-    if method.trajectory() is not None:
-        tuners.append("ekg")
     results = {}
-    for tuner in tuners:
+    for tuner in compared_finetuners(method):
         masked.set_weights(start)
         keras.utils.set_random_seed(1)
         fitter = Fitter((data.x_train, data.y_train), batch_size=64, verbose=0)
-        options = {"augment": None, "verbose": 0} if tuner == "ekg" else {}
-        finetuners.finetune(method, epochs, fitter, tuner, **options)
+        finetuners.finetune(
+            method, epochs, fitter, tuner, settings=FINETUNE_SETTINGS
+        )
         results[tuner] = test_accuracy(masked, data)
     masked.set_weights(start)
     return results
@@ -268,7 +241,7 @@ def main(argv=None):
         f" for {args.pretrain_epochs} epochs ...",
         flush=True,
     )
-    model = pretrain(data, args.pretrain_epochs)
+    model = train("resnet20", data, args.pretrain_epochs)
     base_accuracy = test_accuracy(model, data)
     rows = []
     for flops in targets:

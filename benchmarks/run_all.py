@@ -5,11 +5,12 @@
     .venv/bin/python benchmarks/run_all.py --only slim_speedup
 
 A benchmark is any `benchmarks/<name>.py` not starting with `_` (other than
-this file); it must accept `--quick` and `--json PATH`. Each runs in a fresh
-interpreter, so that TensorFlow's thread settings and memory do not leak
-from one to the next. Their output is printed as it comes; TensorFlow's
-start-up chatter on stderr is dropped unless a benchmark fails. Exits with
-1 if any benchmark fails (non-zero exit status), else 0.
+this file and the shared helpers of `common.py`); it must accept `--quick`
+and `--json PATH`. Each runs in a fresh interpreter, so that TensorFlow's
+thread settings and memory do not leak from one to the next. Their output
+is printed as it comes; TensorFlow's start-up chatter on stderr is dropped
+unless a benchmark fails. Exits with 1 if any benchmark fails (non-zero
+exit status), else 0.
 """
 
 import argparse
@@ -23,6 +24,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: Scripts beside the benchmarks that are not benchmarks.
+NOT_BENCHMARKS = ("run_all.py", "common.py")
 
 # Lines TensorFlow prints to stderr at start-up, before its log level applies.
 _NOISE = (
@@ -42,7 +45,7 @@ def discover():
     return sorted(
         path.stem
         for path in HERE.glob("*.py")
-        if not path.stem.startswith("_") and path.name != "run_all.py"
+        if not path.stem.startswith("_") and path.name not in NOT_BENCHMARKS
     )
 
 

@@ -164,15 +164,26 @@ def group_widths(model):
 
 
 def format_results(res, argv_line):
-    thr = res["threads"]
-    env = res["environment"]
-    names = list(res["models"])
+    """The report: settings, the models, timings per batch, the headline."""
     lines = [
+        *format_settings(res, argv_line),
+        "",
+        format_models(res),
+        "",
+        format_batches(res),
+        *format_headline(res),
+    ]
+    return "\n".join(lines)
+
+
+def format_settings(res, argv_line):
+    thr = res["threads"]
+    return [
         (
             "== slim_speedup: ResNet-56 original vs slim (flops=0.5), CPU "
             "inference =="
         ),
-        _timing.environment_line(env),
+        _timing.environment_line(res["environment"]),
         f"command: {argv_line}",
         (
             f"threads: intra_op={thr['intra_op']} inter_op={thr['inter_op']} "
@@ -188,31 +199,36 @@ def format_results(res, argv_line):
             else ""
         )
         + "tf.function(jit_compile=False) over model(x, training=False)",
-        "",
-        _timing.table(
-            [
-                "model",
-                "pruned with",
-                "params",
-                "MACs/image",
-                "theoretical",
-                "conv widths",
-            ],
-            [
-                [
-                    name,
-                    info["how"],
-                    f"{info['params']:,.0f}",
-                    f"{info['macs'] / 1e6:.2f}M",
-                    f"{info['theoretical_speedup']:.2f}x",
-                    "/".join(map(str, info["widths"])),
-                ]
-                for name, info in res["models"].items()
-            ],
-            left=2,
-        ),
-        "",
     ]
+
+
+def format_models(res):
+    return _timing.table(
+        [
+            "model",
+            "pruned with",
+            "params",
+            "MACs/image",
+            "theoretical",
+            "conv widths",
+        ],
+        [
+            [
+                name,
+                info["how"],
+                f"{info['params']:,.0f}",
+                f"{info['macs'] / 1e6:.2f}M",
+                f"{info['theoretical_speedup']:.2f}x",
+                "/".join(map(str, info["widths"])),
+            ]
+            for name, info in res["models"].items()
+        ],
+        left=2,
+    )
+
+
+def format_batches(res):
+    names = list(res["models"])
     rows = []
     for b in res["batches"]:
         for name in names:
@@ -236,28 +252,29 @@ def format_results(res, argv_line):
                     ),
                 ]
             )
-    lines.append(
-        _timing.table(
-            [
-                "batch",
-                "model",
-                "rounds x reps",
-                "img/s",
-                "ms/batch",
-                "round spread",
-                "speed-up",
-                "speed-up IQR",
-                "theoretical",
-                "cores own/others",
-            ],
-            rows,
-            left=2,
-        )
+    return _timing.table(
+        [
+            "batch",
+            "model",
+            "rounds x reps",
+            "img/s",
+            "ms/batch",
+            "round spread",
+            "speed-up",
+            "speed-up IQR",
+            "theoretical",
+            "cores own/others",
+        ],
+        rows,
+        left=2,
     )
+
+
+def format_headline(res):
     head = res["headline"]
     slim = head["slim"]
     theory = res["models"]["slim"]["theoretical_speedup"]
-    lines += [
+    lines = [
         "",
         (
             f"headline (batch {head['batch_size']}): the slim model runs "
@@ -269,7 +286,7 @@ def format_results(res, argv_line):
     ]
     warning = _timing.load_warning(
         [b["other_cores"] for b in res["batches"]],
-        thr["cpu_count"],
+        res["threads"]["cpu_count"],
         "absolute figures are low and noisy (the alternating rounds keep "
         "the ratios fairer).",
     )
@@ -279,11 +296,10 @@ def format_results(res, argv_line):
         f"prune {res['prune_s']:.2f} s; total benchmark run "
         f"{res['total_s']:.1f} s"
     )
-    return "\n".join(lines)
+    return lines
 
 
-def main(argv=None):
-    """Runs the benchmark; returns a dict of figures (also printed)."""
+def parse_args(argv=None):
     parser = _timing.base_parser(
         __doc__.splitlines()[0], "few rounds (smoke check only)"
     )
@@ -319,7 +335,12 @@ def main(argv=None):
         "frozen to constants (batch norm folded into the "
         "convolutions)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Runs the benchmark; returns a dict of figures (also printed)."""
+    args = parse_args(argv)
     argv_line = " ".join(
         [
             "python benchmarks/slim_speedup.py",
@@ -328,61 +349,9 @@ def main(argv=None):
     )
     start = time.perf_counter()
     threads = set_threads(args.intra, args.inter)
-
-    import keras
-
-    import ekg_keras
-
-    keras.utils.set_random_seed(0)
-    model = ekg_keras.models.resnet56()
-    small, prune_s = _timing.time_once(
-        ekg_keras.prune, model, flops=FLOPS, verbose=0
-    )
-    models = {"original": model, "slim": small}
-    how = {"original": "-", "slim": f"prune(flops={FLOPS})"}
-    if args.round_to:
-        name = f"slim_r{args.round_to}"
-        models[name] = ekg_keras.prune(
-            model,
-            flops=FLOPS,
-            round_to=args.round_to,
-            allocation="global",
-            verbose=0,
-        )
-        how[name] = (
-            f"prune(flops={FLOPS}, round_to={args.round_to}, "
-            "allocation='global')"
-        )
-    full = ekg_keras.count_flops(model)
-    infos = {}
-    for name, m in models.items():
-        report = ekg_keras.count_flops(m)
-        infos[name] = {
-            "how": how[name],
-            "macs": report.macs,
-            "params": report.params,
-            "theoretical_speedup": full.macs / report.macs,
-            "widths": group_widths(m),
-        }
-
-    rounds = args.rounds or (3 if args.quick else 21)
-    batches = []
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        # About 0.6 s (original) per round at batch 64, 0.4 s at batch 1.
-        reps = max(1, min(50, 256 // batch_size))
-        if args.quick:
-            reps = max(1, reps // 10)
-        batches.append(
-            bench_batch(
-                models,
-                batch_size,
-                reps,
-                rounds,
-                warmup=2 if args.quick else 3 * reps,
-                frozen=args.frozen,
-            )
-        )
-
+    models, how, prune_s = pruned_models(args)
+    infos = model_infos(models, how)
+    batches = time_batches(models, args)
     result = {
         "benchmark": "slim_speedup",
         "environment": _timing.environment(),
@@ -407,6 +376,77 @@ def main(argv=None):
     print(format_results(result, argv_line), flush=True)
     _timing.write_json(args.json, result)
     return result
+
+
+def pruned_models(args):
+    """ResNet-56 and its slim versions by name, how each was pruned, and
+    the seconds the first prune took."""
+    import keras
+
+    import ekg_keras
+
+    keras.utils.set_random_seed(0)
+    model = ekg_keras.models.resnet56()
+    small, prune_s = _timing.time_once(
+        ekg_keras.prune, model, flops=FLOPS, verbose=0
+    )
+    models = {"original": model, "slim": small}
+    how = {"original": "-", "slim": f"prune(flops={FLOPS})"}
+    if args.round_to:
+        name = f"slim_r{args.round_to}"
+        models[name] = ekg_keras.prune(
+            model,
+            flops=FLOPS,
+            round_to=args.round_to,
+            allocation="global",
+            verbose=0,
+        )
+        how[name] = (
+            f"prune(flops={FLOPS}, round_to={args.round_to}, "
+            "allocation='global')"
+        )
+    return models, how, prune_s
+
+
+def model_infos(models, how):
+    """Size, MACs and theoretical speed-up of each model (the first is the
+    original)."""
+    import ekg_keras
+
+    full = ekg_keras.count_flops(models["original"])
+    infos = {}
+    for name, m in models.items():
+        report = ekg_keras.count_flops(m)
+        infos[name] = {
+            "how": how[name],
+            "macs": report.macs,
+            "params": report.params,
+            "theoretical_speedup": full.macs / report.macs,
+            "widths": group_widths(m),
+        }
+    return infos
+
+
+def time_batches(models, args):
+    """Alternating timing rounds of every model at each batch size."""
+    rounds = args.rounds or (3 if args.quick else 21)
+    batches = []
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        # About 0.6 s (original) per round at batch 64, 0.4 s at batch 1.
+        reps = max(1, min(50, 256 // batch_size))
+        if args.quick:
+            reps = max(1, reps // 10)
+        batches.append(
+            bench_batch(
+                models,
+                batch_size,
+                reps,
+                rounds,
+                warmup=2 if args.quick else 3 * reps,
+                frozen=args.frozen,
+            )
+        )
+    return batches
 
 
 if __name__ == "__main__":

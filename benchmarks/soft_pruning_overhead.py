@@ -230,6 +230,26 @@ def bench_model(model_name, train, rounds, prune_calls, timed):
         direct[name] = seconds[len(in_fit) + 1 :]
         seconds[:] = in_fit
 
+    configs = config_figures(
+        models, names, timers, warmup_s, in_fit_prune, direct
+    )
+    return {
+        "model": model_name,
+        "params": base.count_params(),
+        "rounds": rounds,
+        "steps_per_epoch": int(train.cardinality().numpy()),
+        "prune_calls": prune_calls,
+        "build_s": build_s,
+        "timed_s": timed_s,
+        "own_cores": own_cores,
+        "other_cores": other_cores,
+        "configs": configs,
+    }
+
+
+def config_figures(models, names, timers, warmup_s, in_fit_prune, direct):
+    """Per configuration: epoch times and overheads against plain (for the
+    timed ones `names`), and its pruning step's times."""
     plain = timers["plain"].seconds
     configs = {}
     for name in models:
@@ -273,18 +293,7 @@ def bench_model(model_name, train, rounds, prune_calls, timed):
                 / statistics.median(plain),
             )
         configs[name] = info
-    return {
-        "model": model_name,
-        "params": base.count_params(),
-        "rounds": rounds,
-        "steps_per_epoch": int(train.cardinality().numpy()),
-        "prune_calls": prune_calls,
-        "build_s": build_s,
-        "timed_s": timed_s,
-        "own_cores": own_cores,
-        "other_cores": other_cores,
-        "configs": configs,
-    }
+    return configs
 
 
 def _cell(info, key, fmt):
@@ -293,13 +302,21 @@ def _cell(info, key, fmt):
 
 
 def format_results(res, argv_line):
-    env = res["environment"]
-    lines = [
+    """The report: settings, a table per model, the legend, the headline."""
+    lines = format_settings(res, argv_line)
+    for m in res["models"]:
+        lines += ["", *format_model(m)]
+    lines += ["", *format_legend(res), "", *format_headline(res)]
+    return "\n".join(lines)
+
+
+def format_settings(res, argv_line):
+    return [
         (
             "== soft_pruning_overhead: SoftFilterPruning fit vs plain fit, "
             "epoch wall time (CPU) =="
         ),
-        _timing.environment_line(env),
+        _timing.environment_line(res["environment"]),
         f"command: {argv_line}",
         (
             f"data: digits, {res['train_images']} training images "
@@ -309,79 +326,70 @@ def format_results(res, argv_line):
             "of each per round (rotating order)"
         ),
     ]
+
+
+def format_model(m):
+    """The line and the table of one model."""
     percent = "{:+.1%}".format
-    for m in res["models"]:
-        lines += [
-            "",
-            (
-                f"{m['model']}: {m['params']:,} parameters, "
-                f"{m['steps_per_epoch']} steps/epoch, {m['rounds']} timed "
-                f"rounds ({m['timed_s']:.1f} s), cores own/others "
-                f"{m['own_cores']:.2f}/"
-                + (
-                    "n/a"
-                    if m["other_cores"] is None
-                    else f"{m['other_cores']:.2f}"
-                )
-                + f"; build of the 4 models {m['build_s']:.1f} s"
-            ),
-        ]
-        rows = []
-        for name, c in m["configs"].items():
-            rows.append(
-                [
-                    name,
-                    _cell(c, "median_epoch_s", "{:.3f}".format),
-                    _cell(c, "min_epoch_s", "{:.3f}".format),
-                    _cell(c, "spread", "{:.0%}".format),
-                    "-" if name == "plain" else _cell(c, "overhead", percent),
-                    (
-                        "-"
-                        if name == "plain" or not c["timed"]
-                        else f"{c['overhead_p25']:+.1%}.."
-                        f"{c['overhead_p75']:+.1%}"
-                    ),
-                    (
-                        "-"
-                        if name == "plain"
-                        else _cell(c, "overhead_of_medians", percent)
-                    ),
-                    _cell(c, "prune_in_fit_s", _timing.fmt_seconds),
-                    _cell(c, "prune_share", "{:.1%}".format),
-                    _cell(c, "prune_direct_s", _timing.fmt_seconds),
-                    _cell(
-                        c, "extra_minus_prune_s", lambda v: f"{v * 1e3:+.0f} ms"
-                    ),
-                    _cell(
-                        c,
-                        "pruned_inside_timed_epoch",
-                        lambda v: "yes" if v else "NO",
-                    ),
-                    _cell(c, "warmup_epoch_s", "{:.1f}".format),
-                ]
-            )
-        lines.append(
-            _timing.table(
-                [
-                    "config",
-                    "epoch s (median)",
-                    "min",
-                    "spread",
-                    "overhead",
-                    "overhead IQR",
-                    "of medians",
-                    "prune_step in fit",
-                    "step/plain epoch",
-                    "prune_step alone",
-                    "rest/epoch",
-                    "step in span",
-                    "warm-up s",
-                ],
-                rows,
-            )
+    line = (
+        f"{m['model']}: {m['params']:,} parameters, "
+        f"{m['steps_per_epoch']} steps/epoch, {m['rounds']} timed "
+        f"rounds ({m['timed_s']:.1f} s), cores own/others "
+        f"{m['own_cores']:.2f}/"
+        + ("n/a" if m["other_cores"] is None else f"{m['other_cores']:.2f}")
+        + f"; build of the 4 models {m['build_s']:.1f} s"
+    )
+    rows = []
+    for name, c in m["configs"].items():
+        rows.append(
+            [
+                name,
+                _cell(c, "median_epoch_s", "{:.3f}".format),
+                _cell(c, "min_epoch_s", "{:.3f}".format),
+                _cell(c, "spread", "{:.0%}".format),
+                "-" if name == "plain" else _cell(c, "overhead", percent),
+                (
+                    "-"
+                    if name == "plain" or not c["timed"]
+                    else f"{c['overhead_p25']:+.1%}..{c['overhead_p75']:+.1%}"
+                ),
+                (
+                    "-"
+                    if name == "plain"
+                    else _cell(c, "overhead_of_medians", percent)
+                ),
+                _cell(c, "prune_in_fit_s", _timing.fmt_seconds),
+                _cell(c, "prune_share", "{:.1%}".format),
+                _cell(c, "prune_direct_s", _timing.fmt_seconds),
+                _cell(c, "extra_minus_prune_s", lambda v: f"{v * 1e3:+.0f} ms"),
+                _cell(
+                    c,
+                    "pruned_inside_timed_epoch",
+                    lambda v: "yes" if v else "NO",
+                ),
+                _cell(c, "warmup_epoch_s", "{:.1f}".format),
+            ]
         )
-    lines += [
-        "",
+    header = [
+        "config",
+        "epoch s (median)",
+        "min",
+        "spread",
+        "overhead",
+        "overhead IQR",
+        "of medians",
+        "prune_step in fit",
+        "step/plain epoch",
+        "prune_step alone",
+        "rest/epoch",
+        "step in span",
+        "warm-up s",
+    ]
+    return [line, _timing.table(header, rows)]
+
+
+def format_legend(res):
+    lines = [
         (
             "overhead: median over rounds of (config epoch / plain epoch, "
             "same round) - 1; 'of medians': ratio of the median epoch times "
@@ -399,9 +407,12 @@ def format_results(res, argv_line):
     ]
     for name in CONFIGS:
         lines.append(f"  {name:13s} {DESCRIPTIONS[name]}")
+    return lines
+
+
+def format_headline(res):
     head = res["headline"]
-    lines += [
-        "",
+    lines = [
         (
             f"headline ({head['model']}, sfp vs plain): epoch "
             f"{head['plain_s']:.3f} s -> {head['sfp_s']:.3f} s, overhead "
@@ -411,18 +422,17 @@ def format_results(res, argv_line):
     ]
     warning = _timing.load_warning(
         [m["other_cores"] for m in res["models"]],
-        env["cpu_count"],
+        res["environment"]["cpu_count"],
         "epoch times are long and noisy (the paired, rotating rounds keep "
         "the ratios fairer).",
     )
     if warning:
         lines.append(warning)
     lines.append(f"total benchmark run {res['total_s']:.1f} s")
-    return "\n".join(lines)
+    return lines
 
 
-def main(argv=None):
-    """Runs the benchmark; returns a dict of figures (also printed)."""
+def parse_args(argv=None):
     parser = _timing.base_parser(
         __doc__.splitlines()[0],
         "resnet20, plain and sfp, one round (smoke check only)",
@@ -465,6 +475,12 @@ def main(argv=None):
                 f"--configs should hold plain and sfp, from {list(CONFIGS)}; "
                 f"received {args.configs!r}"
             )
+    return args
+
+
+def main(argv=None):
+    """Runs the benchmark; returns a dict of figures (also printed)."""
+    args = parse_args(argv)
     argv_line = " ".join(
         [
             "python benchmarks/soft_pruning_overhead.py",

@@ -38,7 +38,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _timing  # Silences TF logging before TF is imported.
-from ekg_search import train
+from common import accuracy
+from common import train
 
 from ekg_keras.methods.sp import StagewisePruning  # noqa: E402
 
@@ -88,18 +89,10 @@ def parse_args(argv=None):
 def test_accuracy(model, data):
     """Top-1 on the test split after recalibrating batch normalization
     (the weights of `model` change: its moving statistics)."""
-    import numpy as np
-
     import ekg_keras
 
     ekg_keras.recalibrate_batchnorm(model, (data.x_train, data.y_train))
-    logits = np.concatenate(
-        [
-            model(data.x_test[i : i + 256], training=False).numpy()
-            for i in range(0, len(data.x_test), 256)
-        ]
-    )
-    return float(np.mean(logits.argmax(-1) == data.y_test))
+    return accuracy(model, data)
 
 
 def copy_of(model):

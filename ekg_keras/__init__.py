@@ -15,6 +15,7 @@ in its package, `ekg_keras.methods.<name>`.
 from ekg_keras import allocation
 from ekg_keras import criteria
 from ekg_keras import data
+from ekg_keras import deferred
 from ekg_keras import graph
 from ekg_keras import layers
 from ekg_keras import methods

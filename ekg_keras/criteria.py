@@ -22,6 +22,7 @@ import numpy as np
 
 from ekg_keras import ties
 from ekg_keras.graph.registry import get_handler
+from ekg_keras.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -205,7 +206,7 @@ def fpgm_mix(share=FPGM_SHARE):
     return Criterion("l2+fpgm", l2_norm, select=select)
 
 
-_CRITERIA = {}
+_CRITERIA = Registry("criterion")
 
 
 def register_criterion(name, score, *, prepare=None, select=None):
@@ -235,28 +236,18 @@ def register_criterion(name, score, *, prepare=None, select=None):
     ekg_keras.prune(model, flops=0.5, criterion="mean_abs")
     ```
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(
-            f"A criterion name should be a non-empty string. Received: {name!r}"
-        )
-    if name in _CRITERIA:
-        raise ValueError(
-            f"A criterion named {name!r} is registered already. Registered: "
-            f"{', '.join(names())}"
-        )
     if not callable(score):
         raise ValueError(
             f"`score` of criterion {name!r} should be callable. Received: "
             f"{score!r}"
         )
     criterion = Criterion(name, score, prepare=prepare, select=select)
-    _CRITERIA[name] = criterion
-    return criterion
+    return _CRITERIA.register(name, criterion)
 
 
 def names():
-    """Names of the registered criteria."""
-    return tuple(_CRITERIA)
+    """Names of the registered criteria, sorted."""
+    return _CRITERIA.names()
 
 
 def get(criterion):
@@ -283,7 +274,7 @@ def get(criterion):
             f"`criterion` should be one of {names()} or a callable. "
             f"Received: criterion={criterion!r}"
         )
-    return _CRITERIA[criterion]
+    return _CRITERIA.get(criterion)
 
 
 def requires_data(criterion):
@@ -407,4 +398,4 @@ register_criterion("fpgm", geometric_median)
 register_criterion("bn_scale", bn_scale)
 register_criterion("taylor", taylor, prepare=_prepare_taylor)
 register_criterion("random", random)
-_CRITERIA["l2+fpgm"] = fpgm_mix()
+_CRITERIA.register("l2+fpgm", fpgm_mix())

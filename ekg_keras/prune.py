@@ -10,7 +10,6 @@ from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.training import finetuners
 from ekg_keras.training.fitting import Fitter
-from ekg_keras.training.fitting import check_ids
 
 
 def prune(
@@ -152,7 +151,7 @@ def prune(
             "arguments, e.g. prune(model, flops, data=data, "
             f"{', '.join(f'{k}={v!r}' for k, v in search_options.items())})."
         )
-    entry = methods.get(method or ("oneshot" if data is None else "ekg"))
+    entry = methods.get(method or methods.default(with_data=data is not None))
     if scope.fraction >= 1.0:
         if verbose:
             log.info(
@@ -176,14 +175,17 @@ def prune(
         fitter = fitter or Fitter(
             data, strategy=pruning.strategy, verbose=verbose, **fitter_options
         )
-        if finetuner == "ekg" and not isinstance(data, (tuple, list)):
-            check_ids(data)  # Fail before the search, not after it.
+        # Fail before the search, not after it.
+        finetuners.get(finetuner).check_data(data)
     masked = pruning.run(fitter)
     if finetune_epochs:
-        if finetuner == "ekg":
-            tuner_options.setdefault("verbose", verbose)
         finetuners.finetune(
-            pruning, finetune_epochs, fitter, finetuner, **tuner_options
+            pruning,
+            finetune_epochs,
+            fitter,
+            finetuner,
+            settings={"verbose": verbose},
+            **tuner_options,
         )
     if recalibrate and data is not None:
         batches = recalibrate_batchnorm(masked, data, steps=recalibrate_steps)

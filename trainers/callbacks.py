@@ -7,10 +7,10 @@ import shutil
 import keras
 import tensorflow as tf
 
-from ekg_keras import _keras_private
 from ekg_keras import flops as flops_lib
 from ekg_keras.graph import trace
 from ekg_keras.layers import prunable_layers
+from ekg_keras.training import custom_loop
 from ekg_keras.training import inner_model
 
 
@@ -123,7 +123,7 @@ class Backup(keras.callbacks.Callback):
         with open(self._state_path) as handle:
             state = json.load(handle)
         self.model.load_weights(os.path.join(self.directory, state["weights"]))
-        _keras_private.set_initial_epoch(self.model, state["epoch"])
+        custom_loop.set_initial_epoch(self.model, state["epoch"])
         self._writes = state["writes"]
 
     def on_epoch_begin(self, epoch, logs=None):

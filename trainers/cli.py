@@ -80,7 +80,7 @@ def define_flags(flag_values, **defaults):
     )
     define_string(
         "method",
-        default("method", "ekg"),
+        default("method", methods.default(with_data=True)),
         "Pruning method, one of the registered methods (checked when the "
         "run starts; a method registered with ekg_keras.methods."
         "register_method is one too): "

@@ -26,7 +26,8 @@ class RunConfig:
 
     Attributes:
         model: A name from `ekg_keras.models.names()`.
-        method: A registered method (`ekg_keras.methods.names()`).
+        method: A registered method (`ekg_keras.methods.names()`;
+            default: the registry's default with data, the EKG search).
         method_options: The method's options as "key=value" strings
             (`--method_options`), over those the run settings give.
         finetuner: The fine-tuner of stage finetune, or None for the
@@ -63,7 +64,7 @@ class RunConfig:
     """
 
     model: str
-    method: str = "ekg"
+    method: str = methods.default(with_data=True)
     method_options: tuple = ()
     finetuner: str = None
     flops: float = 0.45

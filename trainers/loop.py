@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ekg_keras import _keras_private
 from ekg_keras.batchnorm import batchnorm_settings
+from ekg_keras.training import custom_loop
 
 
 def train(
@@ -85,9 +85,9 @@ def train(
         step = step_function(model, strategy, jit_compile)
         model.stop_training = False
         # Backups restore the epoch to start at here, as with `fit`.
-        _keras_private.set_initial_epoch(model, 0)
+        custom_loop.set_initial_epoch(model, 0)
         callback_list.on_train_begin()
-        start = _keras_private.initial_epoch(model)
+        start = custom_loop.initial_epoch(model)
         per_epoch = callable(dataset)
         iterator = None if per_epoch else iter(dataset)
         logs = {}
@@ -133,7 +133,7 @@ def _build(model, strategy, element_spec):
     which is what fails on several workers; the batch's spec is enough.
     """
     with strategy.scope():
-        _keras_private.build_for_spec(model, element_spec)
+        custom_loop.build_from_spec(model, element_spec)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
 

@@ -271,16 +271,14 @@ class Run:
         if tuner.needs_trajectory:
             trajectory = self._trajectory(tuner)
         fitter = self._fitter("finetune")
-        apply_keep = self._method.apply_keep if self._method else None
-        fitter.fit(
-            tuner.phase(
-                model,
-                config.epochs,
-                fitter,
-                trajectory=trajectory,
-                apply_keep=apply_keep,
-                **tuner.options_from(self._settings()),
-            )
+        finetuners.finetune_model(
+            model,
+            config.epochs,
+            fitter,
+            tuner,
+            trajectory=trajectory,
+            apply_keep=self._method.apply_keep if self._method else None,
+            settings=self._settings(),
         )
         self._keep("finetune", model)
         return {

@@ -7,8 +7,11 @@ from ekg_keras.graph import channelwise_handlers as CH
 from ekg_keras.graph import conv_handlers as C
 from ekg_keras.graph import handlers as H
 from ekg_keras.graph import operation_handlers as O
+from ekg_keras.registry import Registry
 
-_REGISTRY = {}
+# Keyed by class; registering a class again replaces its handler (a user's
+# handler over a built-in one).
+_REGISTRY = Registry("layer handler", replace=True, key_type=type)
 
 _UNKNOWN = H.UnknownHandler()
 _MODEL = H.ModelHandler()
@@ -44,7 +47,7 @@ def register_handler(layer_class, handler):
             "`handler` should be a `LayerHandler` instance. "
             f"Received: {handler!r}"
         )
-    _REGISTRY[layer_class] = handler
+    _REGISTRY.register(layer_class, handler)
 
 
 def register_passthrough(layer_class):
@@ -67,9 +70,8 @@ def get_handler(layer):
     if K.is_graph_model(layer):
         return _MODEL
     for cls in type(layer).__mro__:
-        handler = _REGISTRY.get(cls)
-        if handler is not None:
-            return handler.specialize(layer)
+        if cls in _REGISTRY:
+            return _REGISTRY.get(cls).specialize(layer)
     if K.is_layer(layer) and CH.per_channel_weights(layer):
         return _CHANNELWISE
     return _UNKNOWN

@@ -1,7 +1,7 @@
 """Pruning methods behind one protocol and one registry.
 
 ```python
-ekg_keras.methods.names()        # ('oneshot', 'l1', 'l2', 'sfp', ...)
+ekg_keras.methods.names()        # ('asfp', 'ekg', 'fpgm', 'l1', ...)
 entry = ekg_keras.methods.get("ekg")
 search = entry.create(model, 0.5, data, val_per_class=16)
 masked = search.run()
@@ -26,6 +26,7 @@ from ekg_keras.methods.options import from_settings
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.options import parse as parse_options
 from ekg_keras.methods.registry import MethodEntry
+from ekg_keras.methods.registry import default
 from ekg_keras.methods.registry import describe
 from ekg_keras.methods.registry import get
 from ekg_keras.methods.registry import names

@@ -5,11 +5,18 @@ again under another name with some options fixed (e.g. "sfp" is soft
 pruning with the L2 criterion and a constant rate). `get`, `names` and
 `describe` are what `prune(method=...)`, the trainers' `--method` and the
 comparison benchmark read, so a registered method reaches all of them.
+A method may also be the default that `prune` runs when none is named,
+with data or without (`default`).
 """
 
 import dataclasses
 
-_METHODS = {}
+from ekg_keras.registry import Registry
+
+_METHODS = Registry("method")
+
+#: What a method can be the default for (`register_method(default_for=)`).
+DEFAULT_ROLES = ("with data", "without data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,21 +45,25 @@ class MethodEntry:
         return method
 
 
-def register_method(name, summary=None, **presets):
+def register_method(name, summary=None, *, default_for=None, **presets):
     """Class decorator that registers a `PruningMethod` subclass as `name`.
 
     Args:
         name: The name for `prune(method=...)` and `--method`.
         summary: One line describing it (default: the class docstring's
             first line).
+        default_for: Optional role in `DEFAULT_ROLES`: the method runs
+            when none is named ("with data": `prune(model, flops,
+            data=...)`, the trainers' `--method`; "without data":
+            `prune(model, flops)`).
         **presets: Options this name fixes, for presets of one class.
 
     Returns:
         The decorator (which returns the class unchanged).
 
     Raises:
-        ValueError: If `name` is taken or a preset is not an option of the
-            class.
+        ValueError: If `name` is taken, a preset is not an option of the
+            class, or `default_for` is unknown or has a default already.
 
     Example:
 
@@ -64,9 +75,20 @@ def register_method(name, summary=None, **presets):
             return self.model
     ```
     """
+    if default_for is not None and default_for not in DEFAULT_ROLES:
+        raise ValueError(
+            f"`default_for` should be one of {DEFAULT_ROLES}. Received: "
+            f"default_for={default_for!r}"
+        )
 
     def decorate(method_class):
         add(name, method_class, summary, **presets)
+        if default_for is not None:
+            try:
+                _METHODS.set_default(default_for, name)
+            except ValueError:
+                _METHODS.unregister(name)
+                raise
         return method_class
 
     return decorate
@@ -74,15 +96,6 @@ def register_method(name, summary=None, **presets):
 
 def add(name, method_class, summary=None, **presets):
     """Registers `method_class` as `name` (the non-decorator form)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(
-            f"A method name should be a non-empty string. Received: {name!r}"
-        )
-    if name in _METHODS:
-        raise ValueError(
-            f"A method named {name!r} is registered already. Registered: "
-            f"{', '.join(names())}"
-        )
     known = {f.name for f in dataclasses.fields(method_class.Options)}
     unknown = sorted(set(presets) - known)
     if unknown:
@@ -92,9 +105,11 @@ def add(name, method_class, summary=None, **presets):
             f"Received: {', '.join(unknown)}"
         )
     if summary is None:
-        doc = (method_class.__doc__ or name).strip().splitlines()
-        summary = doc[0] if doc else name
-    _METHODS[name] = MethodEntry(name, method_class, dict(presets), summary)
+        doc = (method_class.__doc__ or str(name)).strip().splitlines()
+        summary = doc[0] if doc else str(name)
+    _METHODS.register(
+        name, MethodEntry(name, method_class, dict(presets), summary)
+    )
     if getattr(method_class, "name", None) is None:
         method_class.name = name
 
@@ -105,16 +120,12 @@ def unregister_method(name):
     Raises:
         KeyError: If `name` is not registered.
     """
-    if name not in _METHODS:
-        raise KeyError(
-            f"No method named {name!r}. Registered: {', '.join(names())}"
-        )
-    del _METHODS[name]
+    _METHODS.unregister(name)
 
 
 def names():
-    """The registered method names, in registration order."""
-    return tuple(_METHODS)
+    """The registered method names, sorted."""
+    return _METHODS.names()
 
 
 def get(name):
@@ -123,13 +134,22 @@ def get(name):
     Raises:
         ValueError: For an unknown name, listing the registered ones.
     """
-    if name not in _METHODS:
-        raise ValueError(
-            f"Unknown method {name!r}. Registered: {', '.join(names())}"
-        )
-    return _METHODS[name]
+    return _METHODS.get(name)
+
+
+def default(*, with_data):
+    """The name of the method `prune` runs when none is named.
+
+    Args:
+        with_data: Whether there is training data (the trainers always
+            have some).
+
+    Raises:
+        ValueError: If no registered method is that default.
+    """
+    return _METHODS.default("with data" if with_data else "without data")
 
 
 def describe():
-    """`name: summary` lines of every registered method."""
-    return "\n".join(f"{e.name}: {e.summary}" for e in _METHODS.values())
+    """`name: summary` lines of every registered method, sorted."""
+    return "\n".join(f"{name}: {get(name).summary}" for name in names())

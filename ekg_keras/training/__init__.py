@@ -5,6 +5,7 @@ network a method's training model trains)."""
 from ekg_keras.training.finetuners import FineTuner
 from ekg_keras.training.finetuners import PlainFineTuning
 from ekg_keras.training.finetuners import finetune
+from ekg_keras.training.finetuners import finetune_model
 from ekg_keras.training.finetuners import register_finetuner
 from ekg_keras.training.fitting import Fitter
 from ekg_keras.training.fitting import TrainingPhase

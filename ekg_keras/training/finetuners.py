@@ -6,12 +6,20 @@ that a `Fitter` (or the trainers' loop) runs. "plain" is cross-entropy on
 the training data; methods register others (EKG registers "ekg", its
 memory-bank distillation, usable after any method that leaves a
 trajectory of sub-networks).
+
+A fine-tuner declares what it needs, so that callers (`prune`, the
+trainers, the benchmarks) never branch on its name: `needs_trajectory`
+(the method's sub-networks), `needs_sample_ids` (batches that carry sample
+ids; `check_data` tests data for what it needs before a long search runs)
+and `options_from` (its options from a run's settings, e.g. `verbose`).
 """
 
+from ekg_keras.registry import Registry
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase
+from ekg_keras.training.fitting import check_ids
 
-_FINETUNERS = {}
+_FINETUNERS = Registry("fine-tuner")
 
 
 class FineTuner:
@@ -21,10 +29,30 @@ class FineTuner:
         name: The registered name.
         needs_trajectory: Whether it reads the sub-networks a method passed
             through (`PruningMethod.trajectory()`).
+        needs_sample_ids: Whether it trains on batches that carry sample
+            ids (`({"image": x, "id": id}, y)`, from
+            `Fitter.training_data(with_ids=True)`).
     """
 
     name = None
     needs_trajectory = False
+    needs_sample_ids = False
+
+    def check_data(self, data):
+        """Checks that it can fine-tune on `data`, before a search runs.
+
+        The default checks sample ids when `needs_sample_ids`: a
+        `tf.data.Dataset` must carry them, `(x, y)` arrays get theirs from
+        the `Fitter`.
+
+        Args:
+            data: The training data a `Fitter` will be given.
+
+        Raises:
+            ValueError: If `data` lacks what the fine-tuner needs.
+        """
+        if self.needs_sample_ids and not isinstance(data, (tuple, list)):
+            check_ids(data)
 
     def phase(
         self,
@@ -52,7 +80,8 @@ class FineTuner:
 
     def options_from(self, settings):
         """Its options taken from a run's settings (a trainer's flags and
-        data source), so trainers need not know the fine-tuner.
+        data source, `prune`'s `verbose`), so callers need not know the
+        fine-tuner.
 
         Args:
             settings: Dict of run settings.
@@ -100,31 +129,26 @@ def register_finetuner(finetuner_class):
             f"{finetuner_class.__name__}.name should be a non-empty string."
             f" Received: {name!r}"
         )
-    if name in _FINETUNERS:
-        raise ValueError(f"A fine-tuner named {name!r} is registered already.")
-    _FINETUNERS[name] = finetuner_class
-    return finetuner_class
+    return _FINETUNERS.register(name, finetuner_class)
 
 
 def names():
-    """The registered fine-tuner names."""
-    return tuple(_FINETUNERS)
+    """The registered fine-tuner names, sorted."""
+    return _FINETUNERS.names()
 
 
 def get(name):
     """A new instance of the fine-tuner registered as `name`.
 
     Raises:
-        ValueError: For an unknown name.
+        ValueError: For an unknown name, listing the registered ones.
     """
-    if name not in _FINETUNERS:
-        raise ValueError(
-            f"Unknown fine-tuner {name!r}. Registered: {', '.join(names())}"
-        )
-    return _FINETUNERS[name]()
+    return _FINETUNERS.get(name)()
 
 
-def finetune(method, epochs, fitter, finetuner=None, **options):
+def finetune(
+    method, epochs, fitter, finetuner=None, *, settings=None, **options
+):
     """Fine-tunes a finished method's masked model in place.
 
     Args:
@@ -132,7 +156,9 @@ def finetune(method, epochs, fitter, finetuner=None, **options):
         epochs: Epochs of fine-tuning.
         fitter: The `Fitter` that runs the phase.
         finetuner: A fine-tuner name; default the method's own.
-        **options: Options of the fine-tuner.
+        settings: Run settings the fine-tuner takes options from
+            (`FineTuner.options_from`, e.g. `{"verbose": 0}`).
+        **options: Options of the fine-tuner (over those of `settings`).
 
     Returns:
         The fine-tuned masked model (`method.model`).
@@ -148,16 +174,72 @@ def finetune(method, epochs, fitter, finetuner=None, **options):
             f"Fine-tuner {tuner.name!r} learns from the sub-networks a "
             f"method passed through; method {method.name!r} leaves none."
         )
-    phase = tuner.phase(
+    return finetune_model(
         method.model,
         epochs,
         fitter,
+        tuner,
         trajectory=trajectory,
         apply_keep=method.apply_keep,
+        settings=settings,
         **options,
     )
-    fitter.fit(phase)
-    return method.model
+
+
+def finetune_model(
+    model,
+    epochs,
+    fitter,
+    finetuner,
+    *,
+    trajectory=None,
+    apply_keep=None,
+    settings=None,
+    **options,
+):
+    """Fine-tunes a masked model in place, without the method object
+    (e.g. a model and a trajectory that an earlier run saved).
+
+    Args:
+        model: The masked model.
+        epochs: Epochs of fine-tuning.
+        fitter: What runs the phase: a `Fitter`, or any object with its
+            `fit(phase)`, `ordered_data`, `training_data` and `strategy`
+            (the trainers' own).
+        finetuner: A fine-tuner name or `FineTuner` instance.
+        trajectory: The method's `Trajectory`, for fine-tuners that need
+            one.
+        apply_keep: Writes one of the method's keep configurations into
+            `model` (default: the plain masks).
+        settings: Run settings the fine-tuner takes options from
+            (`FineTuner.options_from`).
+        **options: Options of the fine-tuner (over those of `settings`).
+
+    Returns:
+        `model`, fine-tuned.
+
+    Raises:
+        ValueError: For an unknown fine-tuner, or one that needs a
+            trajectory when none is given.
+    """
+    tuner = get(finetuner) if isinstance(finetuner, str) else finetuner
+    if tuner.needs_trajectory and trajectory is None:
+        raise ValueError(
+            f"Fine-tuner {tuner.name!r} learns from the sub-networks a "
+            "method passed through: pass their `trajectory`."
+        )
+    options = {**tuner.options_from(dict(settings or {})), **options}
+    fitter.fit(
+        tuner.phase(
+            model,
+            epochs,
+            fitter,
+            trajectory=trajectory,
+            apply_keep=apply_keep,
+            **options,
+        )
+    )
+    return model
 
 
 def resolve(method, finetuner=None):

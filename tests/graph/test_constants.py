@@ -132,7 +132,7 @@ def test_custom_layers_get_constants_on_inputs_of_their_own_shape():
             _chain(keras.layers.Activation("sigmoid"), _Blur()), "consumer"
         )
     finally:
-        graph.registry._REGISTRY.pop(_Blur)
+        graph.registry._REGISTRY.unregister(_Blur)
     np.testing.assert_allclose(values, [0.5] * 4)
 
 
@@ -155,7 +155,7 @@ def test_a_custom_layer_that_pads_makes_constants_vary():
             "consumer",
         )
     finally:
-        graph.registry._REGISTRY.pop(_SamePaddedBlur)
+        graph.registry._REGISTRY.unregister(_SamePaddedBlur)
     assert np.isnan(values).all()
 
 

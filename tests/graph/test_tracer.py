@@ -214,7 +214,7 @@ def test_registered_handler_makes_a_custom_layer_prunable():
     try:
         channel_graph = graph.trace(model)
     finally:
-        graph.registry._REGISTRY.pop(_Scale)
+        graph.registry._REGISTRY.unregister(_Scale)
     assert _group_of(channel_graph, "before").prunable
 
 

@@ -113,6 +113,19 @@ def test_unknown_names_and_presets():
     assert asfp.method_class is methods.get("sfp").method_class
 
 
+def test_defaults_come_from_the_registry():
+    assert methods.default(with_data=True) == "ekg"
+    assert methods.default(with_data=False) == "oneshot"
+    assert methods.names() == tuple(sorted(methods.names()))
+    with pytest.raises(ValueError, match="`default_for` should be one of"):
+        methods.register_method("toy", default_for="always")
+    with pytest.raises(ValueError, match="default method with data is 'ekg'"):
+        methods.register_method("toy", default_for="with data")(
+            methods.get("oneshot").method_class
+        )
+    assert "toy" not in methods.names()  # Not left half-registered.
+
+
 def test_every_method_declares_its_protocol_attributes():
     for name in methods.names():
         cls = methods.get(name).method_class

@@ -63,12 +63,15 @@ def test_help_documents_every_flag(capsys):
     [
         (["--strategy=horovod"], "flag --strategy=horovod: value should be"),
         (["--model=resnet7"], "flag --model=resnet7: value should be"),
-        (["--method=magic"], "--method should be one of ekg, "),
+        (["--method=magic"], "--method should be one of asfp, ekg, "),
         (
             ["--method=ekg", "--method_options=tau=1"],
             "--method_options: Unknown option 'tau' for method 'ekg'",
         ),
-        (["--finetuner=magic"], "--finetuner should be one of plain, ekg"),
+        (
+            ["--finetuner=magic"],
+            "--finetuner should be one of cosine, ekg, plain",
+        ),
         (["--dataset=mnist"], "flag --dataset=mnist: value should be"),
         (["--flops=1.5"], "--flops should be the fraction of FLOPs to keep"),
         (["--flops=0"], "--flops should be the fraction of FLOPs to keep"),

@@ -95,3 +95,54 @@ def test_every_method_with_a_trajectory_can_use_ekg_finetuning():
     oneshot.run()
     with pytest.raises(ValueError, match="leaves none"):
         finetuners.finetune(oneshot, 1, fitter, finetuner="ekg")
+
+
+def test_a_finetuner_declares_what_data_it_needs():
+    x, y = _data()
+    plain_dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    ekg = finetuners.get("ekg")
+    assert ekg.needs_sample_ids and ekg.needs_trajectory
+    ekg.check_data((x, y))  # Arrays get their ids from the Fitter.
+    with pytest.raises(ValueError, match="indexed by sample id"):
+        ekg.check_data(plain_dataset)
+    plain = finetuners.get("plain")
+    assert not plain.needs_sample_ids and not plain.needs_trajectory
+    plain.check_data(plain_dataset)
+    settings = {"verbose": 0, "views_augment": None, "epochs": 3}
+    assert ekg.options_from(settings) == {"verbose": 0, "augment": None}
+    assert plain.options_from(settings) == {}
+    with pytest.raises(ValueError, match="'plain' is registered already"):
+        finetuners.register_finetuner(finetuners.PlainFineTuning)
+
+
+def test_finetune_model_takes_options_from_settings():
+    seen = {}
+
+    @finetuners.register_finetuner
+    class Recording(finetuners.PlainFineTuning):
+        name = "test_recording"
+
+        def options_from(self, settings):
+            return {k: v for k, v in settings.items() if k == "colour"}
+
+        def phase(self, model, epochs, fitter, trajectory=None, **options):
+            seen.clear()
+            seen.update(options)
+            return super().phase(model, epochs, fitter)
+
+    model = ekg_keras.wrap(_model())
+    fitter = Fitter(_data(), batch_size=16, verbose=0)
+    try:
+        settings = {"colour": "red", "size": 2}
+        tuned = finetuners.finetune_model(
+            model, 1, fitter, "test_recording", settings=settings
+        )
+        assert tuned is model and seen == {"apply_keep": None, "colour": "red"}
+        finetuners.finetune_model(
+            model, 1, fitter, Recording(), settings=settings, colour="blue"
+        )
+        assert seen["colour"] == "blue"
+    finally:
+        finetuners._FINETUNERS.unregister("test_recording")
+    with pytest.raises(ValueError, match="pass their `trajectory`"):
+        finetuners.finetune_model(model, 1, fitter, "ekg")

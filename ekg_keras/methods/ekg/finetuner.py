@@ -29,6 +29,7 @@ class DistillationFineTuning(FineTuner):
 
     name = "ekg"
     needs_trajectory = True
+    needs_sample_ids = True
 
     def phase(
         self,

@@ -31,7 +31,11 @@ from ekg_keras.numerics import first_non_finite_layer
 from ekg_keras.taylor import ends_in_softmax
 
 
-@register_method("ekg", summary="EKG search, then memory-bank distillation")
+@register_method(
+    "ekg",
+    summary="EKG search, then memory-bank distillation",
+    default_for="with data",
+)
 class EKGSearch(PruningMethod):
     """Greedy filter-pruning search guided by ensemble knowledge (EKG).
 

@@ -10,7 +10,9 @@ from ekg_keras.methods.registry import register_method
 
 
 @register_method(
-    "oneshot", summary="one-shot pruning: criterion scores, allocation"
+    "oneshot",
+    summary="one-shot pruning: criterion scores, allocation",
+    default_for="without data",
 )
 class OneShot(PruningMethod):
     """Scores every channel with a criterion and keeps the best per group.
