@@ -157,11 +157,11 @@ def test_slim_files_load_without_ekg_keras(pruned):
         },
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The other process may run other kernels (its oneDNN setting is the
+    # default, whatever this one's is): the outputs agree to float32
+    # rounding relative to their scale, not element by element.
     for family in MODELS:
-        np.testing.assert_allclose(
-            np.load(directory / f"{family}_loaded.npy"),
-            np.load(directory / f"{family}_y.npy"),
-            rtol=1e-5,
-            atol=1e-5,
-            err_msg=family,
-        )
+        loaded = np.load(directory / f"{family}_loaded.npy")
+        expected = np.load(directory / f"{family}_y.npy")
+        assert loaded.shape == expected.shape, family
+        assert max_relative_difference(loaded, expected) < 1e-5, family

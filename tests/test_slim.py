@@ -186,6 +186,8 @@ def test_slim_keras_file_loads_without_ekg_keras(tmp_path):
         },
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_allclose(
-        np.load(tmp_path / "y.npy"), np.asarray(slim(x)), rtol=1e-5, atol=1e-6
-    )
+    # The other process runs with the default oneDNN setting, whatever
+    # this one's is: equal to float32 rounding relative to the scale.
+    loaded, expected = np.load(tmp_path / "y.npy"), np.asarray(slim(x))
+    assert loaded.shape == expected.shape
+    assert max_relative_difference(loaded, expected) < 1e-5
