@@ -28,7 +28,9 @@ EXTRAS = ".[test,plot,deploy,docs]"
 
 TASKS = {
     "demo": ["examples/demo.py"],
-    "test": ["-m", "pytest", "tests"],
+    # One worker per core; a test module stays on one worker, so its
+    # module-scoped fixtures (a trained network, a search) run once.
+    "test": ["-m", "pytest", "-n", "auto", "--dist", "loadfile", "tests"],
     "bench": ["benchmarks/run_all.py"],
     "docs": ["-m", "mkdocs", "build", "--strict", "--site-dir", "site"],
 }

@@ -30,7 +30,8 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        # pytest-xdist: the suite runs on every core (python3 dev.py test).
+        "test": ["pytest", "pytest-xdist", "hypothesis"],
         "plot": ["matplotlib"],
         # Runtimes and converters of `ekg_keras.export` beyond TensorFlow:
         # LiteRT's interpreter, ONNX (Keras converts with tf2onnx; float16
