@@ -82,15 +82,26 @@ def trained_resnet20():
     return train_resnet20.compile_like_training(model)
 
 
-# Fixtures whose set-up trains or searches a network: a test that uses one
-# is an end-to-end run, left out of `python3 dev.py test --quick`.
+# Fixtures of a trained network: a test that uses one searches or trains
+# on it, an end-to-end run left out of `python3 dev.py test --quick`.
 END_TO_END_FIXTURES = ("trained_resnet20",)
 
 
 def pytest_collection_modifyitems(config, items):
     """Marks the tests on a trained network `slow`, so the quick subset
-    never pays for training one (the full suite runs them all)."""
+    never pays for searching one (the full suite runs them all), and puts
+    the modules that hold end-to-end runs first.
+
+    With `pytest -n` (`python3 dev.py test`), a worker takes a whole
+    module at a time in this order: long modules first leave the short
+    ones to even out the end, instead of one worker finishing a long
+    trainer run while the other idles.
+    """
     del config
     for item in items:
         if any(f in END_TO_END_FIXTURES for f in item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    long_modules = {
+        item.path for item in items if item.get_closest_marker("slow")
+    }
+    items.sort(key=lambda item: item.path not in long_modules)

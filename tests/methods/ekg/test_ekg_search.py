@@ -377,24 +377,27 @@ def test_the_search_takes_the_recorded_path(searched):
     assert final == recorded["final_masks"]
 
 
+def _tiny_search(**options):
+    """A whole tiny search to 0.4 of the FLOPs (subset fine-tune on)."""
+    keras.utils.set_random_seed(7)
+    search = ekg_keras.EKGSearch(
+        _small_model(),
+        0.4,
+        _small_data(),
+        val_per_class=8,
+        subset_per_class=8,
+        batch_size=32,
+        verbose=0,
+        **options,
+    )
+    search.run()
+    return search
+
+
 def test_cached_and_plain_searches_agree_to_the_end():
     """A whole tiny search, subset fine-tune on: same group at every step
     and the same final masks with and without the cache."""
-    runs = []
-    for cache in (True, False):
-        keras.utils.set_random_seed(7)
-        search = ekg_keras.EKGSearch(
-            _small_model(),
-            0.4,
-            _small_data(),
-            val_per_class=8,
-            subset_per_class=8,
-            batch_size=32,
-            cache=cache,
-            verbose=0,
-        )
-        search.run()
-        runs.append(search)
+    runs = [_tiny_search(cache=cache) for cache in (True, False)]
     fast, plain = runs
     assert fast.finished and plain.finished
     assert len(fast.history) > 3
@@ -406,19 +409,8 @@ def test_cached_and_plain_searches_agree_to_the_end():
 
 
 def _tiny_search_groups():
-    """The groups a whole tiny search chooses (subset fine-tune on)."""
-    keras.utils.set_random_seed(7)
-    search = ekg_keras.EKGSearch(
-        _small_model(),
-        0.4,
-        _small_data(),
-        val_per_class=8,
-        subset_per_class=8,
-        batch_size=32,
-        verbose=0,
-    )
-    search.run()
-    return [h.group for h in search.history]
+    """The groups `_tiny_search` chooses."""
+    return [h.group for h in _tiny_search().history]
 
 
 @pytest.mark.slow
