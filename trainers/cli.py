@@ -96,6 +96,13 @@ def define_flags(flag_values, **defaults):
         "run setting, e.g. a batch size following --eval_batch_size, takes "
         "the setting unless given here).",
     )
+    define_list(
+        "finetuner_options",
+        [],
+        "The fine-tuner's own options as key=value pairs, e.g. "
+        "--finetuner_options=num_teachers=2 (names and defaults: the "
+        "fine-tuner's Options class).",
+    )
     define_string(
         "finetuner",
         None,
@@ -191,7 +198,6 @@ def define_flags(flag_values, **defaults):
         "Weight decay of pre-training.",
     )
     define_float("momentum", 0.9, "SGD (Nesterov) momentum.")
-    define_integer("num_teachers", 5, "EKG: teachers in the memory bank (K).")
     define_float(
         "min_channels",
         1,
@@ -266,6 +272,7 @@ def config_from_flags(flag_values, dataset):
     settings.update(
         model_dir=model_dir,
         method_options=tuple(values.method_options),
+        finetuner_options=tuple(values.finetuner_options),
         stages=tuple(values.stages),
         decay_points=_floats(values, "decay_points"),
         pretrain_decay_points=_floats(values, "pretrain_decay_points"),

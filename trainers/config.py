@@ -32,6 +32,8 @@ class RunConfig:
             (`--method_options`), over those the run settings give.
         finetuner: The fine-tuner of stage finetune, or None for the
             method's own (`ekg_keras.training.finetuners.names()`).
+        finetuner_options: The fine-tuner's options as "key=value" strings
+            (`--finetuner_options`; names: its `Options` class).
         flops: Fraction of FLOPs to keep, in (0, 1].
         model_dir: Where checkpoints, summaries and exports go.
         stages: The stages to run, a subset of `STAGES` (run in that order).
@@ -51,7 +53,6 @@ class RunConfig:
         pretrain_learning_rate, pretrain_decay_points, pretrain_decay_rate,
         pretrain_weight_decay: The same for pre-training.
         momentum: SGD (Nesterov) momentum.
-        num_teachers: EKG memory-bank teachers.
         min_channels: Fewest channels a group keeps (int) or that fraction.
         jit_compile: Compile train steps with XLA.
         sync_batchnorm: Normalize with global-batch statistics over several
@@ -67,6 +68,7 @@ class RunConfig:
     method: str = methods.default(with_data=True)
     method_options: tuple = ()
     finetuner: str = None
+    finetuner_options: tuple = ()
     flops: float = 0.45
     model_dir: str = "runs/default"
     stages: tuple = STAGES
@@ -85,7 +87,6 @@ class RunConfig:
     pretrain_decay_rate: float = 0.2
     pretrain_weight_decay: float = 5e-4
     momentum: float = 0.9
-    num_teachers: int = 5
     min_channels: float = 1
     jit_compile: bool = False
     sync_batchnorm: bool = True
@@ -122,6 +123,30 @@ class RunConfig:
                 entry.method_class.Options, self.method_options, self.method
             )
         )
+        return values
+
+    @property
+    def finetuner_entry(self):
+        """The fine-tuner of stage finetune (None for a method that trains
+        while it prunes and names none)."""
+        name = self.finetuner or self.method_entry.method_class.finetuner
+        return None if name is None else finetuners.get(name)
+
+    def finetuner_values(self):
+        """The fine-tuner's options from `finetuner_options`, typed."""
+        tuner = self.finetuner_entry
+        if tuner is None:
+            if self.finetuner_options:
+                raise ValueError(
+                    f"Method {self.method!r} has no fine-tuning stage, so it "
+                    "takes no fine-tuner options. Received: "
+                    f"{list(self.finetuner_options)}"
+                )
+            return {}
+        values = options_lib.parse(
+            tuner.Options, self.finetuner_options, tuner.name
+        )
+        options_lib.make_options(tuner.Options, values=values, method=tuner.name)
         return values
 
     def to_json(self):
@@ -164,6 +189,10 @@ def check(config):
             config.finetuner,
             f"one of {', '.join(finetuners.names())}",
         )
+    try:
+        config.finetuner_values()
+    except ValueError as error:
+        raise ConfigError(f"--finetuner_options: {first_line(error)}") from None
     if isinstance(config.flops, bool) or not 0 < config.flops <= 1:
         _fail(
             "flops",
@@ -181,8 +210,7 @@ def check(config):
         _fail("model_dir", config.model_dir, "a directory")
     for name in ("epochs", "pretrain_epochs", "batch_size"):
         _positive_int(config, name)
-    for name in ("eval_batch_size", "num_teachers"):
-        _positive_int(config, name)
+    _positive_int(config, "eval_batch_size")
     for name in ("steps_per_epoch", "backup_every_steps"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

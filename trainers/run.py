@@ -279,6 +279,7 @@ class Run:
             trajectory=trajectory,
             apply_keep=self._method.apply_keep if self._method else None,
             settings=self._settings(),
+            **config.finetuner_values(),
         )
         self._keep("finetune", model)
         return {

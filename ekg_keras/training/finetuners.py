@@ -14,6 +14,7 @@ ids; `check_data` tests data for what it needs before a long search runs)
 and `options_from` (its options from a run's settings, e.g. `verbose`).
 """
 
+from ekg_keras.methods.options import NoOptions
 from ekg_keras.registry import Registry
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase
@@ -32,11 +33,15 @@ class FineTuner:
         needs_sample_ids: Whether it trains on batches that carry sample
             ids (`({"image": x, "id": id}, y)`, from
             `Fitter.training_data(with_ids=True)`).
+        Options: A frozen dataclass of the options a run may set by name
+            (the trainers' `--finetuner_options`), validated before the run
+            starts; its fields are keyword arguments of `phase`.
     """
 
     name = None
     needs_trajectory = False
     needs_sample_ids = False
+    Options = NoOptions
 
     def check_data(self, data):
         """Checks that it can fine-tune on `data`, before a search runs.

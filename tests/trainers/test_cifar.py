@@ -78,7 +78,7 @@ def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, request):
         "--flops=0.8",
         "--method_options=cache=false,val_per_class=3,subset_per_class=4",
         "--epochs=2",
-        "--num_teachers=2",
+        "--finetuner_options=num_teachers=2",
         f"--pretrained={pretrained}",
     ]
     straight_dir = tmp_path / "straight"

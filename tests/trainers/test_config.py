@@ -58,6 +58,40 @@ def test_bad_method_options(options, message):
         RunConfig(model="resnet20", method_options=options)
 
 
+def test_finetuner_options_are_the_finetuners_own():
+    config = RunConfig(
+        model="resnet20", finetuner_options=("num_teachers=2",)
+    )
+    assert config.finetuner_entry.name == "ekg"
+    assert config.finetuner_values() == {"num_teachers": 2}
+    assert RunConfig(model="resnet20", method="l1").finetuner_values() == {}
+    as_json = json.loads(json.dumps(config.to_json()))
+    assert RunConfig.from_json(as_json) == config
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"finetuner_options": ("nonsense=1",)}, "Unknown option 'nonsense'"),
+        ({"finetuner_options": ("num_teachers=0",)}, "positive integer"),
+        ({"finetuner_options": ("num_teachers",)}, "key=value pairs"),
+        (
+            {"method": "sfp", "finetuner_options": ("num_teachers=2",)},
+            "no fine-tuning stage",
+        ),
+        (
+            {"finetuner": "plain", "finetuner_options": ("num_teachers=2",)},
+            "Unknown option 'num_teachers'",
+        ),
+    ],
+)
+def test_bad_finetuner_options(settings, message):
+    with pytest.raises(
+        ConfigError, match=f"^--finetuner_options: .*{message}"
+    ):
+        RunConfig(model="resnet20", **settings)
+
+
 @pytest.mark.parametrize(
     "settings, flag",
     [

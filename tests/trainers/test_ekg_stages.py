@@ -25,7 +25,7 @@ EKG = [
     "--steps_per_epoch=2",
     "--batch_size=64",
     "--method_options=val_per_class=2,subset_per_class=4",
-    "--num_teachers=2",
+    "--finetuner_options=num_teachers=2",
     "--verbose=0",
 ]
 

@@ -41,7 +41,7 @@ def test_two_workers_end_with_identical_masks_and_weights(tmp_path):
         "--method=ekg",
         "--flops=0.8",
         "--method_options=cache=false,val_per_class=4,subset_per_class=4",
-        "--num_teachers=2",
+        "--finetuner_options=num_teachers=2",
         f"--pretrained={pretrained}",
     ]
     args = [

@@ -1,10 +1,33 @@
 """EKG's fine-tuner: memory bank from a trajectory, then distillation."""
 
+import dataclasses
+
 from ekg_keras.methods.ekg.distillation import EKGFineTuning
 from ekg_keras.methods.ekg.memory_bank import build_memory_bank
 from ekg_keras.training.finetuners import FineTuner
 from ekg_keras.training.finetuners import register_finetuner
 from ekg_keras.training.fitting import TrainingPhase
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillationOptions:
+    """The EKG fine-tuner's options a run sets by name.
+
+    Attributes:
+        num_teachers: K, the sub-networks of the trajectory whose logits
+            fill the memory bank (5, as the EKG reference code).
+    """
+
+    num_teachers: int = 5
+
+    def __post_init__(self):
+        if isinstance(self.num_teachers, bool) or not (
+            isinstance(self.num_teachers, int) and self.num_teachers >= 1
+        ):
+            raise ValueError(
+                "`num_teachers` should be a positive integer. Received: "
+                f"num_teachers={self.num_teachers!r}"
+            )
 
 
 @register_finetuner
@@ -30,6 +53,7 @@ class DistillationFineTuning(FineTuner):
     name = "ekg"
     needs_trajectory = True
     needs_sample_ids = True
+    Options = DistillationOptions
 
     def phase(
         self,
@@ -61,12 +85,10 @@ class DistillationFineTuning(FineTuner):
         )
 
     def options_from(self, settings):
-        """`num_teachers`, `seed`, `verbose` and the data source's two-view
-        augmentation (`views_augment`) from a run's settings."""
+        """`seed`, `verbose` and the data source's two-view augmentation
+        (`views_augment`) from a run's settings."""
         options = {
-            key: settings[key]
-            for key in ("num_teachers", "seed", "verbose")
-            if key in settings
+            key: settings[key] for key in ("seed", "verbose") if key in settings
         }
         if "views_augment" in settings:
             options["augment"] = settings["views_augment"]
