@@ -146,7 +146,9 @@ class RunConfig:
         values = options_lib.parse(
             tuner.Options, self.finetuner_options, tuner.name
         )
-        options_lib.make_options(tuner.Options, values=values, method=tuner.name)
+        options_lib.make_options(
+            tuner.Options, values=values, method=tuner.name
+        )
         return values
 
     def to_json(self):
