@@ -28,18 +28,9 @@ EXTRAS = ".[test,plot,deploy,docs]"
 
 TASKS = {
     "demo": ["examples/demo.py"],
-    # One worker more than cores (a worker waits on subprocesses and
-    # Python between TensorFlow's multi-threaded kernels); a test module
-    # stays on one worker, so its module-scoped fixtures run once.
-    "test": [
-        "-m",
-        "pytest",
-        "-n",
-        str((os.cpu_count() or 1) + 1),
-        "--dist",
-        "loadfile",
-        "tests",
-    ],
+    # One worker per core; a test module stays on one worker, so its
+    # module-scoped fixtures (a trained network, a search) run once.
+    "test": ["-m", "pytest", "-n", "auto", "--dist", "loadfile", "tests"],
     "bench": ["benchmarks/run_all.py"],
     "docs": ["-m", "mkdocs", "build", "--strict", "--site-dir", "site"],
 }
