@@ -99,6 +99,11 @@ def spatial_operation_classes():
     return _classes(_SPATIAL_OPS)
 
 
+def reshape_operation_class():
+    """The class of `keras.ops.reshape` nodes."""
+    return _ops_numpy.Reshape
+
+
 def concatenate_operation_class():
     """The class of `keras.ops.concatenate` nodes."""
     return _ops_numpy.Concatenate
@@ -208,7 +213,7 @@ def node_call_kwargs(node):
     return dict(node.arguments.kwargs)
 
 
-def rebuild_model(model, clone_layer, call_layer):
+def rebuild_model(model, clone_layer, call_layer, input_shapes=None):
     """A new model that runs `model`'s graph through replacement layers.
 
     Every layer call of `model` (nested graph models included) becomes a
@@ -224,6 +229,8 @@ def rebuild_model(model, clone_layer, call_layer):
         clone_layer: `fn(layer) -> new layer` (or any value `call_layer`
             understands).
         call_layer: `fn(layer, new_layer, *args, **kwargs) -> outputs`.
+        input_shapes: Batch shapes of the new model's inputs (one per
+            input), default those of `model`'s.
 
     Returns:
         The new `keras.Model`.
@@ -242,10 +249,11 @@ def rebuild_model(model, clone_layer, call_layer):
     def call_fn(op, *args, **kwargs):
         return op(*args, **kwargs)
 
-    def rebuild(graph, name, tensors):
+    def rebuild(graph, name, tensors, shapes=None):
+        shapes = shapes or [t.shape for t in tensors]
         inputs = [
-            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=input_name(x))
-            for t, x in zip(tensors, graph.inputs)
+            keras.Input(batch_shape=shape, dtype=t.dtype, name=input_name(x))
+            for shape, t, x in zip(shapes, tensors, graph.inputs)
         ]
         outputs = run_graph(graph, inputs, operation_fn, call_fn)
         structure = graph.input
@@ -263,7 +271,7 @@ def rebuild_model(model, clone_layer, call_layer):
         return new_models[id(op)](*args, **kwargs)
 
     graph = functional_of(model)
-    return rebuild(graph, model.name, graph.inputs)
+    return rebuild(graph, model.name, graph.inputs, input_shapes)
 
 
 @contextlib.contextmanager

@@ -3,24 +3,48 @@
 FLOPs here are multiply-accumulates, as in every pruning paper (nobody
 doubles them). Counting never runs the model: a `FlopsCounter` turns the
 traced graph into a few arrays once, and then evaluates any per-group keep
-counts in microseconds, which is what searches need. The count is that of
+counts in microseconds, which is what searches need. A layer or operation
+the channel graph does not know (a custom layer that cannot be traced
+through, `keras.ops.matmul`) keeps its channels whole and is counted from
+the TensorFlow graph of its call (`ekg_keras.traced_macs`). The count is that of
 the model `ekg_keras.slim` builds, including the extra input channel of
 ones through which it keeps removed channels that are non-zero constants
 at a zero-padded convolution (see `ekg_keras.graph.constants`).
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 
+from ekg_keras._keras_private import is_layer
 from ekg_keras.graph import trace
+from ekg_keras.graph.expansion import expand
+from ekg_keras.graph.expansion import is_custom_layer
+from ekg_keras.graph.handlers import IncompatibleChannels
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import follows_training
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.graph.registry import get_handler
 from ekg_keras.layers import is_prunable
+from ekg_keras.traced_macs import node_macs
 
 FOLDS = ("exact", "bias")
+
+# `keras.ops` operations that multiply and accumulate (the rest of the
+# operations the graph does not know, such as transposes, count none).
+_MAC_OPERATIONS = (
+    "Matmul",
+    "Einsum",
+    "Tensordot",
+    "Dot",
+    "Inner",
+    "Outer",
+    "Conv",
+    "DepthwiseConv",
+    "SeparableConv",
+    "ConvTranspose",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +167,7 @@ class FlopsCounter:
         self._terms = {"macs": _Terms(), "params": _Terms()}
         self._fixed_params = 0.0
         self._fixed_param_layers = {}
+        self.uncounted = {}
         self._collect()
         if fold == "exact":
             self._collect_folds()
@@ -225,10 +250,35 @@ class FlopsCounter:
             record = self.graph.layers[id(layer)]
             first_call = id(layer) not in seen
             seen.add(id(layer))
-            terms = get_handler(layer).cost(layer, call.node)
-            if not terms and first_call and record.kind != "model":
+            terms = self._cost(record, call)
+            has_params = any(term[1] == "params" for term in terms)
+            if not has_params and first_call and record.kind != "model":
                 self._add_fixed_params(record)
             self._add(record.path, terms, call, first_call)
+
+    def _cost(self, record, call):
+        layer = call.layer
+        try:
+            terms = get_handler(layer).cost(layer, call.node)
+        except IncompatibleChannels as error:
+            shapes = [tuple(t.shape) for t in call.node.outputs]
+            raise ValueError(
+                f"Cannot count the FLOPs of layer '{record.path}': {error} "
+                f"(its output shape is {shapes[0] if len(shapes) == 1 else shapes}"
+                "). A model with dynamic sizes is counted at one size: pass "
+                "`input_shape=` (e.g. input_shape=(224, 224, 3)) to "
+                "`ekg_keras.prune`, `count_flops` or `PruningScope`."
+            ) from None
+        if record.kind == "unknown" and _may_compute(layer):
+            try:
+                macs = node_macs(layer, call.node)
+            except Exception as error:  # Whatever TF makes of the call.
+                self.uncounted[record.path] = (
+                    f"{type(error).__name__}: {str(error)[:200]}"
+                )
+            else:
+                terms = terms + [("conv", "macs", macs, None, None)]
+        return terms
 
     def _collect_folds(self):
         actual = consumer_constants(self.graph)
@@ -398,6 +448,25 @@ def group_keep_masks(graph):
     return keep
 
 
+def _may_compute(operation):
+    """Whether an operation the graph does not know may hold MACs: a layer
+    with weights or a custom layer, or a product-like `keras.ops` op."""
+    if is_layer(operation):
+        return bool(operation.weights) or is_custom_layer(operation)
+    return type(operation).__name__ in _MAC_OPERATIONS
+
+
+def warn_uncounted(counter):
+    """Warns, naming them, about layers whose MACs could not be counted."""
+    if counter.uncounted:
+        listed = "; ".join(f"'{k}' ({v})" for k, v in counter.uncounted.items())
+        warnings.warn(
+            "FLOPs leave out the MACs of layers the channel graph does not "
+            f"know and whose TensorFlow graph could not be traced: {listed}",
+            stacklevel=3,
+        )
+
+
 def check_flops_fraction(flops):
     """Returns `flops` if it is a fraction of FLOPs to keep in (0, 1].
 
@@ -417,13 +486,21 @@ def check_flops_fraction(flops):
 
 
 def count_flops(
-    model, include_bn=False, include_fc=True, graph=None, fold="exact"
+    model,
+    include_bn=False,
+    include_fc=True,
+    graph=None,
+    fold="exact",
+    input_shape=None,
 ):
     """Counts the MACs and parameters of `model`, masks included.
 
     A masked (wrapped) model counts only live channels: the result equals the
     count of the model `ekg_keras.slim(model, fold=fold)` would produce,
-    extra ones channels for constant folds included.
+    extra ones channels for constant folds included. Custom layers are
+    traced through (see `ekg_keras.graph.expansion`); what the channel
+    graph does not know is counted from its TensorFlow graph, and a layer
+    that cannot be counted either way is named in a warning.
 
     Args:
         model: A functional or Sequential Keras model.
@@ -431,13 +508,21 @@ def count_flops(
         include_fc: Count `Dense` layers, see `FlopsCounter`.
         graph: Its `ChannelGraph`, if already traced.
         fold: `"exact"` or `"bias"`, as for `ekg_keras.slim`.
+        input_shape: The input size to count at (without the batch axis),
+            for a model with dynamic sizes such as `(None, None, 3)`.
 
     Returns:
         A `FlopsReport`.
+
+    Raises:
+        ValueError: If a size is unknown (pass `input_shape`), or
+            `input_shape` does not fit the model.
     """
-    graph = trace(model, warn=False) if graph is None else graph
+    if graph is None:
+        graph = trace(expand(model, input_shape).model, warn=False)
     counter = FlopsCounter(
         graph, include_bn=include_bn, include_fc=include_fc, fold=fold
     )
+    warn_uncounted(counter)
     masks = group_keep_masks(graph)
     return counter.report(keep_counts(graph, masks), masks=masks)

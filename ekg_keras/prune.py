@@ -27,6 +27,7 @@ def prune(
     min_channels=1,
     include_bn=False,
     include_fc=True,
+    input_shape=None,
     slim=True,
     recalibrate=True,
     recalibrate_steps=None,
@@ -89,6 +90,11 @@ def prune(
             (0, 1): that fraction of each group's width (rounded up).
         include_bn: Count batch normalization in FLOPs (EKG convention).
         include_fc: Count dense layers in FLOPs.
+        input_shape: The input size FLOPs and latency are counted at,
+            without the batch axis (e.g. `(224, 224, 3)`): needed for a
+            model with dynamic sizes (KerasHub's default `(None, None,
+            3)`). The pruned model keeps the dynamic input; methods that
+            train on `data` see the model at this size.
         slim: Return the slim plain model (default). With False, return the
             masked model (prunable layers) for further training;
             `ekg_keras.slim` turns it into the slim model later.
@@ -142,6 +148,7 @@ def prune(
         latency_batch_size=latency_batch_size,
         runtime=runtime,
         latency_cache=latency_cache,
+        input_shape=input_shape,
     )
     if scope.budget is None:
         check_budget(flops, latency)  # Says that a budget is needed.
@@ -194,7 +201,8 @@ def prune(
                 f"ekg_keras.prune: recalibrated batch normalization on "
                 f"{batches} batches of `data`"
             )
-    return slim_model(masked, pruning.graph) if slim else masked
+    result = slim_model(masked, pruning.graph) if slim else masked
+    return pruning.setup.restore_inputs(result)
 
 
 def _split_finetune_options(options):

@@ -54,11 +54,18 @@ class PruningScope:
             `ekg_keras.latency.default_cache_path()`).
         latency_options: Options of the `LatencyCounter` (`grid`, `runs`,
             `warmup`, `attempts`, `verbose`).
+        input_shape: The input size FLOPs and latency are counted at,
+            without the batch axis (e.g. `(224, 224, 3)`; one shape per
+            input for a model with several): needed for a model with
+            dynamic sizes (KerasHub's default `(None, None, 3)`), whose
+            cost depends on the image size. The pruned model keeps its
+            dynamic input. Methods that train see the model at this size.
 
     Raises:
         ValueError: For a budget outside (0, 1] or both budgets, a bad
-            `round_to`, `min_channels` or `latency_batch_size`, an unknown
-            `runtime`, or `ignored_layers` that are not names.
+            `round_to`, `min_channels`, `latency_batch_size` or
+            `input_shape`, an unknown `runtime`, or `ignored_layers` that
+            are not names.
         ImportError: If `runtime`'s package is not installed.
 
     Example:
@@ -80,6 +87,7 @@ class PruningScope:
     runtime: str = "tf"
     latency_cache: str = None
     latency_options: dict = None
+    input_shape: tuple = None
 
     def __post_init__(self):
         flops, latency = _number(self.flops), _number(self.latency)
@@ -95,6 +103,7 @@ class PruningScope:
             "min_channels", check_min_channels(_number(self.min_channels))
         )
         self._set("latency_options", _frozen(self.latency_options))
+        self._set("input_shape", check_input_shape(self.input_shape))
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
@@ -159,11 +168,51 @@ class PruningScope:
         config["ignored_layers"] = list(self.ignored_layers)
         if self.latency_options is not None:
             config["latency_options"] = dict(self.latency_options)
+        if self.input_shape is not None:
+            config["input_shape"] = _lists(self.input_shape)
         return config
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def check_input_shape(input_shape):
+    """`input_shape` as a tuple of positive ints (or a tuple of such
+    tuples, one per model input), or None.
+
+    Raises:
+        ValueError: Otherwise, saying what was received.
+    """
+    if input_shape is None:
+        return None
+    value = _shape(input_shape)
+    if value is None and isinstance(input_shape, (tuple, list)):
+        shapes = [_shape(s) for s in input_shape]
+        if shapes and None not in shapes:
+            return tuple(shapes)
+    if value is None:
+        raise ValueError(
+            "`input_shape` should be the input size without the batch axis, "
+            "positive integers such as (224, 224, 3) (or one such shape per "
+            f"model input). Received: input_shape={input_shape!r}"
+        )
+    return value
+
+
+def _shape(value):
+    if not isinstance(value, (tuple, list)) or not value:
+        return None
+    sizes = [_number(v) for v in value]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+        return None
+    return tuple(sizes)
+
+
+def _lists(shape):
+    if all(isinstance(s, tuple) for s in shape):
+        return [list(s) for s in shape]
+    return list(shape)
 
 
 #: The scope's field names, in order.

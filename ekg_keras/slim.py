@@ -178,7 +178,7 @@ class _Rebuilder:
                 layer, weights = self._slim_layer(op)
                 self._pending[id(layer)] = weights
             else:
-                layer = plain_copy(op)  # An operation: no weights.
+                layer = self._slim_operation(op)
             self._layers[id(op)] = layer
         return self._layers[id(op)]
 
@@ -212,9 +212,26 @@ class _Rebuilder:
             )
         return self._models[id(op)](*args, **kwargs)
 
+    def _slim_operation(self, op):
+        """A copy of a `keras.ops` operation (it has no weights), with the
+        kept widths in its arguments where its handler writes them."""
+        record = self._graph.layers.get(id(op))
+        if record is None:
+            return plain_copy(op)
+        try:
+            config = copy.deepcopy(op.get_config())
+        except NotImplementedError:
+            return plain_copy(op)
+        in_keep = [m.keep_positions(self._keep) for m in record.inputs]
+        out_keep = [m.keep_positions(self._keep) for m in record.outputs]
+        config = record.handler.slim_config(op, config, in_keep, out_keep)
+        return type(op).from_config(config)
+
     def _slim_layer(self, layer):
         record = self._graph.layers[id(layer)]
         handler = record.handler
+        if not layer.weights and record.kind == "unknown":
+            return plain_copy(layer), {}
         config = copy.deepcopy(layer.get_config())
         layer_class = type(layer)
         if is_prunable(layer):

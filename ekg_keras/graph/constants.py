@@ -114,7 +114,10 @@ def _call_key(operation, node, values):
         return None
     if not type(operation).__module__.startswith("keras."):
         return None
-    config = dict(operation.get_config())
+    try:
+        config = dict(operation.get_config())
+    except NotImplementedError:  # Built with arguments it cannot serialize.
+        return None
     config.pop("name", None)
     return (
         type(operation),

@@ -150,3 +150,29 @@ class ConcatenateOperationHandler(LayerHandler):
 
     def removed_values(self, operation, node, values):
         return [concatenate_values(operation.axis, node, values)]
+
+
+class ReshapeOperationHandler(LayerHandler):
+    """`keras.ops.reshape` that keeps the last axis (`(b, h*w, c)` to
+    `(b, h, w, c)` and back): channels pass through; slimming writes the
+    kept width into the new shape. Any other reshape keeps its channels
+    whole."""
+
+    kind = "reshape"
+
+    def trace(self, ctx, operation, node, inputs):
+        if len(inputs) != 1 or len(node.outputs) != 1:
+            raise IncompatibleChannels("expected one tensor input and output")
+        before = tuple(node.input_tensors[0].shape)
+        after = tuple(node.outputs[0].shape)
+        if not before or not after or before[-1] != after[-1]:
+            raise IncompatibleChannels("the reshape moves the channel axis")
+        return [inputs[0]]
+
+    def removed_values(self, operation, node, values):
+        return [values[0]]
+
+    def slim_config(self, operation, config, in_keep, out_keep):
+        shape = tuple(config["newshape"])
+        config["newshape"] = shape[:-1] + (len(out_keep[0]),)
+        return config

@@ -1,5 +1,6 @@
 """`wrap` a model into prunable layers and `strip` it back to plain ones."""
 
+import inspect
 import warnings
 
 import keras
@@ -165,13 +166,52 @@ def _warn_if_nonzero_at_zero(layer):
 
 def plain_copy(operation):
     """A fresh copy of a layer (no weights set) or of a `keras.ops`
-    operation (which has none)."""
+    operation (which has none).
+
+    A layer whose config its own `from_config` refuses (a third-party
+    layer that writes computed values such as `num_patches` into its
+    config) is copied from the config without the keys its constructor
+    does not take, and the copy reports that repaired config, so that it
+    also saves and loads. A layer without weights that cannot be copied
+    at all (built from arguments it cannot serialize) is shared.
+    """
     try:
         return operation.__class__.from_config(operation.get_config())
+    except (TypeError, ValueError, AttributeError, NotImplementedError) as error:
+        if not is_layer(operation):
+            return operation  # Stateless: sharing it is harmless.
+        copy = _repaired_copy(operation)
+        if copy is not None:
+            return copy
+        if not operation.weights:
+            return operation
+        raise ValueError(
+            f"Cannot copy layer '{operation.name}' "
+            f"({type(operation).__name__}): its `from_config(get_config())` "
+            f"fails ({type(error).__name__}: {str(error)[:200]}). Give it a "
+            "`get_config` that its `from_config` accepts."
+        ) from error
+
+
+def _repaired_copy(layer):
+    """`from_config` of the layer's config without keys its `__init__`
+    does not take, or None if that fails too."""
+    try:
+        config = layer.get_config()
+    except (AttributeError, NotImplementedError):
+        return None
+    accepted = set(inspect.signature(type(layer).__init__).parameters)
+    accepted |= set(inspect.signature(keras.layers.Layer.__init__).parameters)
+    accepted |= {"name", "trainable", "dtype"}
+    repaired = {k: v for k, v in config.items() if k in accepted}
+    if repaired == config:
+        return None
+    try:
+        copy = type(layer).from_config(repaired)
     except (TypeError, ValueError):
-        if is_layer(operation):
-            raise
-        return operation  # Stateless: sharing it is harmless.
+        return None
+    copy.get_config = lambda: dict(repaired)
+    return copy
 
 
 def _clone(model, make, weights):

@@ -9,7 +9,11 @@ from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import group_keep_masks
 from ekg_keras.fold import fold_batchnorm
+from ekg_keras.flops import warn_uncounted
 from ekg_keras.graph import trace
+from ekg_keras.graph.expansion import expand
+from ekg_keras.graph.expansion import model_input_shapes
+from ekg_keras.graph.expansion import with_input_shapes
 from ekg_keras.latency import LatencyCounter
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
@@ -20,8 +24,10 @@ from ekg_keras.slim import slim
 class PruningSetup:
     """A model made ready for pruning, with its cost and budget.
 
-    Traces `model` (validating it and warning about layers the channel
-    graph does not know), clones it into prunable layers (`mode`), traces
+    Rebuilds `model` with its custom layers traced through and at the
+    scope's `input_shape` (see `ekg_keras.graph.expansion`), traces it
+    (validating it and warning about layers the channel graph does not
+    know), clones it into prunable layers (`mode`), traces
     the clone, keeps the scope's `ignored_layers` whole, builds the cost
     (FLOPs under the scope's convention, or with a latency budget the
     measured-latency model), derives the keep counts each group may take
@@ -50,6 +56,8 @@ class PruningSetup:
 
     Attributes:
         source: The user's model.
+        source_input_shapes: Its input batch shapes (dynamic ones
+            included), which `restore_inputs` gives the result back.
         scope: The `PruningScope`.
         model: The wrapped clone, whose masks methods set.
         graph: Its `ChannelGraph`, ignored layers frozen.
@@ -85,8 +93,10 @@ class PruningSetup:
     ):
         self.scope = scope = PruningScope.of(scope, **scope_fields)
         self.source = model
+        self.source_input_shapes = model_input_shapes(model)
         lap = _Laps()
         if masked is None:
+            model = expand(model, scope.input_shape).model
             trace(model)  # Validates the model, warns about unknown layers.
             lap("trace")
             strategy = strategy or tf.distribute.get_strategy()
@@ -109,6 +119,7 @@ class PruningSetup:
             include_bn=scope.include_bn,
             include_fc=scope.include_fc,
         )
+        warn_uncounted(self.flops_counter)
         self.counter = cost or self._cost()
         self.levels = KeepLevels(
             self.graph.sizes,
@@ -181,6 +192,12 @@ class PruningSetup:
                 f"{self.scope.round_to!r}) the network keeps that much. "
                 f"Received: {self.budget}={fraction}"
             )
+
+    def restore_inputs(self, model):
+        """`model` (the masked or slim result) on the user's model's input
+        shapes, e.g. dynamic again after counting at `input_shape`; the
+        layers are shared, not copied."""
+        return with_input_shapes(model, self.source_input_shapes)
 
     def keep_counts(self, keep):
         """Channels kept per group by boolean keep masks, as floats."""
