@@ -104,6 +104,11 @@ def reshape_operation_class():
     return _ops_numpy.Reshape
 
 
+def pad_operation_class():
+    """The class of `keras.ops.pad` nodes."""
+    return _ops_numpy.Pad
+
+
 def concatenate_operation_class():
     """The class of `keras.ops.concatenate` nodes."""
     return _ops_numpy.Concatenate

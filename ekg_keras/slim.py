@@ -230,9 +230,12 @@ class _Rebuilder:
     def _slim_layer(self, layer):
         record = self._graph.layers[id(layer)]
         handler = record.handler
-        if not layer.weights and record.kind == "unknown":
+        try:
+            config = copy.deepcopy(layer.get_config())
+        except NotImplementedError:  # Built from unserializable arguments.
+            if layer.weights:
+                raise
             return plain_copy(layer), {}
-        config = copy.deepcopy(layer.get_config())
         layer_class = type(layer)
         if is_prunable(layer):
             layer_class = layer.base_layer_class

@@ -176,3 +176,24 @@ class ReshapeOperationHandler(LayerHandler):
         shape = tuple(config["newshape"])
         config["newshape"] = shape[:-1] + (len(out_keep[0]),)
         return config
+
+
+class PadOperationHandler(LayerHandler):
+    """`keras.ops.pad` of the spatial axes only: channels pass through;
+    a padded border breaks a removed channel's constant unless it is the
+    padding value itself."""
+
+    def trace(self, ctx, operation, node, inputs):
+        widths = tuple(tuple(w) for w in operation.pad_width)
+        last = widths[-1] if len(widths) == len(node.outputs[0].shape) else None
+        if len(inputs) != 1 or last is None or tuple(last) != (0, 0):
+            raise IncompatibleChannels("it pads the channel axis")
+        return [inputs[0]]
+
+    def removed_values(self, operation, node, values):
+        value = np.asarray(values[0], dtype=np.float64)
+        fill = [c for c in node_constants(node) if np.ndim(c) == 0]
+        fill = float(fill[0]) if fill and operation.mode == "constant" else 0.0
+        if operation.mode != "constant":
+            return [value]  # Reflect / edge padding repeats the constant.
+        return [np.where(value == fill, value, np.nan)]

@@ -136,6 +136,7 @@ def _register_builtins():
         register_handler(
             getattr(layers, f"ZeroPadding{rank}D"), H.ZeroPaddingHandler()
         )
+    register_handler(layers.Resizing, O.SpatialOperationHandler())
     _register_operations()
     _register_applications_layers()
 
@@ -156,6 +157,7 @@ def _register_operations():
         K.concatenate_operation_class(), O.ConcatenateOperationHandler()
     )
     register_handler(K.reshape_operation_class(), O.ReshapeOperationHandler())
+    register_handler(K.pad_operation_class(), O.PadOperationHandler())
 
 
 def _register_applications_layers():
