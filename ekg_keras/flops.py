@@ -213,7 +213,7 @@ class FlopsCounter:
 
     def _counts(self, category):
         return (
-            category == "conv"
+            category in ("conv", "attention")
             or (category == "bn" and self.include_bn)
             or (category == "fc" and self.include_fc)
         )
@@ -258,18 +258,17 @@ class FlopsCounter:
             self._add(record.path, terms, call, first_call, condition)
 
     def _add(self, path, terms, call, first_call, condition=None):
-        sides = {
-            "in": call.inputs[0] if call.inputs else None,
-            "out": call.outputs[0] if call.outputs else None,
-            None: None,
-        }
         for category, quantity, coef, side_a, side_b in terms:
             if quantity == "params" and not first_call:
                 continue
             if quantity == "macs" and not self._counts(category):
                 continue
             self._terms[quantity].add(
-                path, coef, sides[side_a], sides[side_b], condition
+                path,
+                coef,
+                cost_side(call, side_a),
+                cost_side(call, side_b),
+                condition,
             )
 
     def _add_fixed_params(self, record):
@@ -282,6 +281,22 @@ class FlopsCounter:
         if count:
             self._fixed_params += count
             self._fixed_param_layers[record.path] = float(count)
+
+
+def cost_side(call, side):
+    """The `ChannelMap` a cost term's side names in a call.
+
+    Args:
+        call: A `CallRecord`.
+        side: "in" or "out" (the first input or output), `("in", i)` or
+            `("out", i)` (the i-th; an attention layer lists its heads
+            after its outputs), or None (no channels: a factor of 1).
+    """
+    if side is None:
+        return None
+    kind, index = (side, 0) if isinstance(side, str) else side
+    maps = call.inputs if kind == "in" else call.outputs
+    return maps[index] if index < len(maps) else None
 
 
 class _Terms:

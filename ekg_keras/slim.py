@@ -268,7 +268,8 @@ def _weights_of(layer):
         if layer.mode == "hard":
             for variable, value in layer.masked_weight_values():
                 values[id(variable)] = value
-        values.pop(id(layer.filter_mask))
+        for mask in layer.mask_weights():
+            values.pop(id(mask))
     names = [v.name for v in layer.weights if id(v) in values]
     if len(set(names)) != len(names):
         # Duplicate names: keep the order instead (layers we do not slice).
