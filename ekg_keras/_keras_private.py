@@ -104,6 +104,11 @@ def concatenate_operation_class():
     return _ops_numpy.Concatenate
 
 
+def reshape_operation_class():
+    """The class of `keras.ops.reshape` nodes."""
+    return _ops_numpy.Reshape
+
+
 def applications_layers():
     """Custom layers of `keras.applications` models, by role.
 

@@ -178,9 +178,24 @@ class _Rebuilder:
                 layer, weights = self._slim_layer(op)
                 self._pending[id(layer)] = weights
             else:
-                layer = plain_copy(op)  # An operation: no weights.
+                layer = self._slim_operation(op)
             self._layers[id(op)] = layer
         return self._layers[id(op)]
+
+    def _slim_operation(self, op):
+        """A copy of a `keras.ops` operation (no weights), its config
+        slimmed by its handler (a reshape's channel count)."""
+        new = plain_copy(op)
+        record = self._graph.layers.get(id(op))
+        if new is op or record is None:
+            return new
+        config = record.handler.slim_config(
+            op,
+            copy.deepcopy(op.get_config()),
+            [m.keep_positions(self._keep) for m in record.inputs],
+            [m.keep_positions(self._keep) for m in record.outputs],
+        )
+        return type(op).from_config(config)
 
     def _call(self, layer, *args, **kwargs):
         if id(layer) in self._with_ones:

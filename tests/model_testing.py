@@ -329,7 +329,9 @@ def tf_graph_macs(model, input_shape):
         if op.type == "Einsum":
             equation = op.get_attr("equation").decode()
             sizes = {}
-            for letters, tensor in zip(equation.split("->")[0].split(","), op.inputs):
+            for letters, tensor in zip(
+                equation.split("->")[0].split(","), op.inputs
+            ):
                 sizes.update(zip(letters, tensor.shape.as_list()))
             macs = int(np.prod(list(sizes.values())))
         elif op.type == "Conv2D":

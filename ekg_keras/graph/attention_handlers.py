@@ -161,7 +161,6 @@ class MultiHeadAttentionHandler(LayerHandler):
         roles, _ = _input_roles(node)
         query = node.input_tensors[roles["query"]]
         key = node.input_tensors[roles["key"]]
-        value = node.input_tensors[roles["value"]]
         queries = _positions(query, "query")
         keys = _positions(key, "key")
         attended = _attended(layer, key)

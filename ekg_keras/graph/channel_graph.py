@@ -229,9 +229,7 @@ class ChannelGraph:
                 f"`ignored_layers` names layers the model does not have: "
                 f"{unknown}. Received: ignored_layers={names}"
             )
-        owners = {
-            r.path: r.owner for r in self.layers.values() if r.owner
-        }
+        owners = {r.path: r.owner for r in self.layers.values() if r.owner}
 
         def named(path):
             return path in names or path.split("/")[-1] in names

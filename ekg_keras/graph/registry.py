@@ -159,6 +159,7 @@ def _register_operations():
     register_handler(
         K.concatenate_operation_class(), O.ConcatenateOperationHandler()
     )
+    register_handler(K.reshape_operation_class(), O.ReshapeOperationHandler())
 
 
 def _register_applications_layers():

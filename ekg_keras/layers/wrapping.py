@@ -153,9 +153,7 @@ def _baked_weights(layer):
         baked = {id(v): value for v, value in layer.masked_weight_values()}
     masks = {id(mask) for mask in layer.mask_weights()}
     return [
-        baked.get(id(v), v.numpy())
-        for v in layer.weights
-        if id(v) not in masks
+        baked.get(id(v), v.numpy()) for v in layer.weights if id(v) not in masks
     ]
 
 
