@@ -19,12 +19,12 @@ import numpy as np
 
 from ekg_keras._keras_private import is_layer
 from ekg_keras.graph import trace
-from ekg_keras.graph.expansion import expand
-from ekg_keras.graph.expansion import is_custom_layer
-from ekg_keras.graph.handlers import IncompatibleChannels
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import follows_training
 from ekg_keras.graph.constants import nonzero_positions
+from ekg_keras.graph.expansion import expand
+from ekg_keras.graph.expansion import is_custom_layer
+from ekg_keras.graph.handlers import IncompatibleChannels
 from ekg_keras.graph.registry import get_handler
 from ekg_keras.layers import is_prunable
 from ekg_keras.traced_macs import node_macs
@@ -238,7 +238,7 @@ class FlopsCounter:
 
     def _counts(self, category):
         return (
-            category == "conv"
+            category in ("conv", "attention")
             or (category == "bn" and self.include_bn)
             or (category == "fc" and self.include_fc)
         )
@@ -261,11 +261,10 @@ class FlopsCounter:
         try:
             terms = get_handler(layer).cost(layer, call.node)
         except IncompatibleChannels as error:
-            shapes = [tuple(t.shape) for t in call.node.outputs]
+            shape = tuple(call.node.outputs[0].shape)
             raise ValueError(
                 f"Cannot count the FLOPs of layer '{record.path}': {error} "
-                f"(its output shape is {shapes[0] if len(shapes) == 1 else shapes}"
-                "). A model with dynamic sizes is counted at one size: pass "
+                f"(its output shape is {shape}). A model with dynamic sizes is counted at one size: pass "
                 "`input_shape=` (e.g. input_shape=(224, 224, 3)) to "
                 "`ekg_keras.prune`, `count_flops` or `PruningScope`."
             ) from None
@@ -308,18 +307,17 @@ class FlopsCounter:
             self._add(record.path, terms, call, first_call, condition)
 
     def _add(self, path, terms, call, first_call, condition=None):
-        sides = {
-            "in": call.inputs[0] if call.inputs else None,
-            "out": call.outputs[0] if call.outputs else None,
-            None: None,
-        }
         for category, quantity, coef, side_a, side_b in terms:
             if quantity == "params" and not first_call:
                 continue
             if quantity == "macs" and not self._counts(category):
                 continue
             self._terms[quantity].add(
-                path, coef, sides[side_a], sides[side_b], condition
+                path,
+                coef,
+                cost_side(call, side_a),
+                cost_side(call, side_b),
+                condition,
             )
 
     def _add_fixed_params(self, record):
@@ -332,6 +330,22 @@ class FlopsCounter:
         if count:
             self._fixed_params += count
             self._fixed_param_layers[record.path] = float(count)
+
+
+def cost_side(call, side):
+    """The `ChannelMap` a cost term's side names in a call.
+
+    Args:
+        call: A `CallRecord`.
+        side: "in" or "out" (the first input or output), `("in", i)` or
+            `("out", i)` (the i-th; an attention layer lists its heads
+            after its outputs), or None (no channels: a factor of 1).
+    """
+    if side is None:
+        return None
+    kind, index = (side, 0) if isinstance(side, str) else side
+    maps = call.inputs if kind == "in" else call.outputs
+    return maps[index] if index < len(maps) else None
 
 
 class _Terms:

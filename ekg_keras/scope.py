@@ -110,7 +110,7 @@ class PruningScope:
 
     @property
     def budget(self):
-        """"flops", "latency", or None without a target."""
+        """ "flops", "latency", or None without a target."""
         if self.latency is not None:
             return "latency"
         return "flops" if self.flops is not None else None
@@ -204,7 +204,9 @@ def _shape(value):
     if not isinstance(value, (tuple, list)) or not value:
         return None
     sizes = [_number(v) for v in value]
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+    if any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes
+    ):
         return None
     return tuple(sizes)
 

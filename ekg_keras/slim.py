@@ -182,6 +182,21 @@ class _Rebuilder:
             self._layers[id(op)] = layer
         return self._layers[id(op)]
 
+    def _slim_operation(self, op):
+        """A copy of a `keras.ops` operation (no weights), its config
+        slimmed by its handler (a reshape's channel count)."""
+        new = plain_copy(op)
+        record = self._graph.layers.get(id(op))
+        if new is op or record is None:
+            return new
+        config = record.handler.slim_config(
+            op,
+            copy.deepcopy(op.get_config()),
+            [m.keep_positions(self._keep) for m in record.inputs],
+            [m.keep_positions(self._keep) for m in record.outputs],
+        )
+        return type(op).from_config(config)
+
     def _call(self, layer, *args, **kwargs):
         if id(layer) in self._with_ones:
             channels, calls = self._with_ones[id(layer)]
@@ -211,21 +226,6 @@ class _Rebuilder:
                 name=op.name,
             )
         return self._models[id(op)](*args, **kwargs)
-
-    def _slim_operation(self, op):
-        """A copy of a `keras.ops` operation (it has no weights), with the
-        kept widths in its arguments where its handler writes them."""
-        record = self._graph.layers.get(id(op))
-        if record is None:
-            return plain_copy(op)
-        try:
-            config = copy.deepcopy(op.get_config())
-        except NotImplementedError:
-            return plain_copy(op)
-        in_keep = [m.keep_positions(self._keep) for m in record.inputs]
-        out_keep = [m.keep_positions(self._keep) for m in record.outputs]
-        config = record.handler.slim_config(op, config, in_keep, out_keep)
-        return type(op).from_config(config)
 
     def _slim_layer(self, layer):
         record = self._graph.layers[id(layer)]
@@ -288,7 +288,8 @@ def _weights_of(layer):
         if layer.mode == "hard":
             for variable, value in layer.masked_weight_values():
                 values[id(variable)] = value
-        values.pop(id(layer.filter_mask))
+        for mask in layer.mask_weights():
+            values.pop(id(mask))
     names = [v.name for v in layer.weights if id(v) in values]
     if len(set(names)) != len(names):
         # Duplicate names: keep the order instead (layers we do not slice).

@@ -36,7 +36,9 @@ def traced_macs(model, input_shape=None):
     Raises:
         ValueError: If a size is still unknown.
     """
-    shapes = [(1,) + tuple(s)[1:] for s in input_batch_shapes(model, input_shape)]
+    shapes = [
+        (1,) + tuple(s)[1:] for s in input_batch_shapes(model, input_shape)
+    ]
     dtypes = [x.dtype for x in model.inputs]
 
     def run(*xs):

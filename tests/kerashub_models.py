@@ -85,7 +85,9 @@ def densenet(image_shape):
     return _classifier(keras_hub.models.DenseNetImageClassifier, backbone)
 
 
-def _efficientnet(image_shape, block_types, se_ratios=(0.0, 0.25, 0.25), **kwargs):
+def _efficientnet(
+    image_shape, block_types, se_ratios=(0.0, 0.25, 0.25), **kwargs
+):
     stacks = len(block_types)
     backbone = keras_hub.models.EfficientNetBackbone(
         stackwise_width_coefficients=[1.0] * stacks,

@@ -267,3 +267,82 @@ def reference_importance(
                 np.add.at(per_channel, out.index[rows], gradient[rows])
                 scores[group_id] += np.abs(per_channel)
     return scores
+
+
+def vit(image=16, patch=4, width=32, heads=4, depth=2, classes=5):
+    """A small ViT: patch embedding, `depth` pre-norm blocks (attention and
+    a `Dense -> gelu -> Dense` MLP, each with a residual `Add`), average
+    pooling over the tokens and a classifier."""
+    inputs = keras.Input((image, image, 3), name="image")
+    x = keras.layers.Conv2D(width, patch, strides=patch, name="patch")(inputs)
+    tokens = (image // patch) ** 2
+    x = keras.layers.Reshape((tokens, width), name="tokens")(x)
+    for i in range(depth):
+        y = keras.layers.LayerNormalization(name=f"ln{i}_attention")(x)
+        y = keras.layers.MultiHeadAttention(
+            heads, width // heads, name=f"attention{i}"
+        )(y, y)
+        x = keras.layers.Add(name=f"residual{i}_attention")([x, y])
+        y = keras.layers.LayerNormalization(name=f"ln{i}_mlp")(x)
+        y = keras.layers.Dense(4 * width, name=f"mlp{i}_in")(y)
+        y = keras.layers.Activation("gelu", name=f"mlp{i}_gelu")(y)
+        y = keras.layers.Dense(width, name=f"mlp{i}_out")(y)
+        x = keras.layers.Add(name=f"residual{i}_mlp")([x, y])
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name="vit")
+
+
+def mix_ffn_net(side=4, width=16, classes=3):
+    """SegFormer's Mix-FFN on (batch, side*side, width) tokens: `Dense ->
+    Reshape to an image -> DepthwiseConv2D -> Reshape back -> gelu ->
+    Dense`, with a residual `Add`."""
+    inputs = keras.Input((side * side, width), name="tokens")
+    x = keras.layers.Dense(4 * width, name="mlp_in")(inputs)
+    x = keras.layers.Reshape((side, side, 4 * width), name="to_image")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="mix")(x)
+    x = keras.layers.Reshape((side * side, 4 * width), name="to_tokens")(x)
+    x = keras.layers.Activation("gelu", name="gelu")(x)
+    x = keras.layers.Dense(width, name="mlp_out")(x)
+    x = keras.layers.Add(name="residual")([inputs, x])
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name="mix_ffn")
+
+
+def tf_graph_macs(model, input_shape):
+    """MACs of one sample, counted independently of `ekg_keras` from the
+    TensorFlow graph of `model`: every MatMul, BatchMatMulV2, Einsum and
+    Conv2D, from its static shapes.
+
+    Returns:
+        Dict mapping op type to its MACs.
+    """
+    function = tf.function(model).get_concrete_function(
+        tf.TensorSpec((1,) + tuple(input_shape), tf.float32)
+    )
+    totals = {}
+    for op in function.graph.get_operations():
+        if op.type not in ("MatMul", "BatchMatMulV2", "Einsum", "Conv2D"):
+            continue
+        out = op.outputs[0].shape.as_list()
+        if op.type == "Einsum":
+            equation = op.get_attr("equation").decode()
+            sizes = {}
+            for letters, tensor in zip(
+                equation.split("->")[0].split(","), op.inputs
+            ):
+                sizes.update(zip(letters, tensor.shape.as_list()))
+            macs = int(np.prod(list(sizes.values())))
+        elif op.type == "Conv2D":
+            kernel = op.inputs[1].shape.as_list()
+            macs = int(np.prod(out)) * int(np.prod(kernel[:-1]))
+        else:
+            a = op.inputs[0].shape.as_list()
+            transposed = op.get_attr(
+                "transpose_a" if op.type == "MatMul" else "adj_x"
+            )
+            inner = a[-2] if transposed else a[-1]
+            macs = int(np.prod(out)) * inner
+        totals[op.type] = totals.get(op.type, 0) + macs
+    return totals

@@ -9,6 +9,7 @@ from model_testing import images
 from model_testing import layer_classes
 from model_testing import max_relative_difference
 from model_testing import randomize_batchnorm
+from model_testing import vit
 
 import ekg_keras
 from ekg_keras import models
@@ -238,3 +239,31 @@ def test_keras_applications_prune_and_slim_exactly(name):
     assert np.std(np.asarray(masked(x))) > 0
     assert 0.49 <= _kept_fraction(model, slim) <= 0.5
     assert slim.count_params() < model.count_params()
+
+
+def test_vit_prunes_heads_mlp_and_residual_width_to_half_the_flops(tmp_path):
+    model = vit(heads=4, width=32, depth=2)
+    x = images(batch=4, size=16)
+
+    masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
+    slim = ekg_keras.slim(masked)
+
+    kept = ekg_keras.count_flops(slim).macs / ekg_keras.count_flops(model).macs
+    assert 0.4 < kept <= 0.5
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4
+    for i in range(2):
+        attention = slim.get_layer(f"attention{i}")
+        assert type(attention) is keras.layers.MultiHeadAttention
+        assert attention.num_heads < 4
+        assert attention.key_dim == 8
+        assert slim.get_layer(f"mlp{i}_in").units < 128
+    assert slim.get_layer("patch").filters < 32
+    assert layer_classes(slim) <= layer_classes(model)
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(slim(x)))
+    masked.save(tmp_path / "masked.keras")
+    reloaded = keras.saving.load_model(tmp_path / "masked.keras")
+    np.testing.assert_array_equal(
+        np.asarray(reloaded(x)), np.asarray(masked(x))
+    )

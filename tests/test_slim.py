@@ -9,6 +9,7 @@ import pytest
 from model_testing import images
 from model_testing import layer_classes
 from model_testing import max_relative_difference
+from model_testing import mix_ffn_net
 from model_testing import randomize_batchnorm
 
 import ekg_keras
@@ -191,3 +192,24 @@ def test_slim_keras_file_loads_without_ekg_keras(tmp_path):
     loaded, expected = np.load(tmp_path / "y.npy"), np.asarray(slim(x))
     assert loaded.shape == expected.shape
     assert max_relative_difference(loaded, expected) < 1e-5
+
+
+def test_mix_ffn_hidden_width_slims_through_reshapes_and_depthwise():
+    model = mix_ffn_net(side=4, width=16)
+    channel_graph = graph.trace(model, warn=False)
+    hidden = channel_graph.groups[
+        channel_graph.channels("mlp_in").outputs[0].group[0]
+    ]
+    assert hidden.prunable and hidden.size == 64
+    assert "mix" in hidden.members
+    x = np.random.default_rng(0).standard_normal((2, 16, 16)).astype("float32")
+
+    masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
+    slim = ekg_keras.slim(masked)
+
+    kept = slim.get_layer("mlp_in").units
+    assert kept < 64
+    assert slim.get_layer("to_image").output.shape == (None, 4, 4, kept)
+    assert slim.get_layer("mix").output.shape == (None, 4, 4, kept)
+    assert slim.get_layer("to_tokens").output.shape == (None, 16, kept)
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4

@@ -110,6 +110,9 @@ class LayerChannels:
             weightless layers; Taylor importance is read at terminal layers.
         handler: The handler that traced the layer (the `UnknownHandler`
             when its own could not follow the channels).
+        owner: For a part of a layer with a mask of its own (an attention
+            layer's heads, see `TraceContext.add_part`), the path of that
+            layer; None otherwise.
     """
 
     layer: object
@@ -119,6 +122,7 @@ class LayerChannels:
     outputs: list
     terminal: bool = True
     handler: object = None
+    owner: str = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -206,7 +210,8 @@ class ChannelGraph:
     def freeze_layers(self, names):
         """Marks the groups touching the named layers as not prunable.
 
-        A frozen layer keeps all its input and output channels.
+        A frozen layer keeps all its input and output channels, and its
+        parts (an attention layer's heads) keep theirs.
 
         Args:
             names: Layer names (or nested paths like "inner/conv").
@@ -224,12 +229,17 @@ class ChannelGraph:
                 f"`ignored_layers` names layers the model does not have: "
                 f"{unknown}. Received: ignored_layers={names}"
             )
+        owners = {r.path: r.owner for r in self.layers.values() if r.owner}
+
+        def named(path):
+            return path in names or path.split("/")[-1] in names
+
         for group in self.groups:
             roles = group.producers + group.members + group.consumers
             hits = [
                 path
                 for path in roles
-                if path in names or path.split("/")[-1] in names
+                if named(path) or (path in owners and named(owners[path]))
             ]
             if hits:
                 group.prunable = False

@@ -207,7 +207,8 @@ def input_batch_shapes(model, input_shape):
     shapes = []
     for shape, batch_shape in zip(per_input, current):
         fits = len(shape) == len(batch_shape) - 1 and all(
-            old is None or old == new for old, new in zip(batch_shape[1:], shape)
+            old is None or old == new
+            for old, new in zip(batch_shape[1:], shape)
         )
         if not fits:
             raise ValueError(
@@ -306,7 +307,9 @@ def _subgraph(layer, args, kwargs, opaque):
     """
     tensors = _tensors((args, kwargs))
     inputs = [
-        keras.Input(batch_shape=(TRACE_BATCH,) + tuple(t.shape)[1:], dtype=t.dtype)
+        keras.Input(
+            batch_shape=(TRACE_BATCH,) + tuple(t.shape)[1:], dtype=t.dtype
+        )
         for t in tensors
     ]
     by_id = {id(t): x for t, x in zip(tensors, inputs)}
@@ -402,7 +405,9 @@ def _check_same_outputs(layer, sub, args, kwargs, inputs):
             values.append(rng.normal(size=(2,) + shape).astype(x.dtype))
         else:
             values.append(np.zeros((2,) + shape, x.dtype))
-    by_id = {id(x): keras.ops.convert_to_tensor(v) for x, v in zip(inputs, values)}
+    by_id = {
+        id(x): keras.ops.convert_to_tensor(v) for x, v in zip(inputs, values)
+    }
     real_args, real_kwargs = keras.tree.map_structure(
         lambda x: by_id.get(id(x), x), (args, kwargs)
     )

@@ -10,8 +10,10 @@ operation nodes in the graph, which are not layers and have no weights:
   groups, like `keras.layers.Add`;
 * reductions over other axes than the channel axis, resizing and pooling
   pass channels through; concatenation composes them;
-* reductions over the channel axis, reshapes, transposes, slicing, a
-  per-channel constant and every other operation make the groups they
+* a reshape that keeps the channel axis (tokens to an image and back)
+  passes channels through; slimming gives it the kept channel count;
+* reductions over the channel axis, other reshapes, transposes, slicing,
+  a per-channel constant and every other operation make the groups they
   touch unprunable, with a warning that names the operation.
 
 Slimming keeps the operation nodes with their constants.
@@ -28,6 +30,32 @@ from ekg_keras.graph.handlers import concatenate_layouts
 from ekg_keras.graph.handlers import concatenate_values
 from ekg_keras.graph.handlers import merge_layouts
 from ekg_keras.graph.handlers import merge_values
+
+
+class ReshapeOperationHandler(LayerHandler):
+    """`keras.ops.reshape` that keeps the last axis, e.g. (b, h*w, c) to
+    (b, h, w, c): channel i stays channel i."""
+
+    kind = "reshape"
+
+    def trace(self, ctx, layer, node, inputs):
+        in_shape = node.input_tensors[0].shape
+        out_shape = node.outputs[0].shape
+        if len(inputs) != 1 or in_shape[-1] is None:
+            raise IncompatibleChannels("expected one tensor of known channels")
+        if out_shape[-1] != in_shape[-1]:
+            raise IncompatibleChannels("the reshape moves the channel axis")
+        return [inputs[0]]
+
+    def removed_values(self, layer, node, values):
+        return [values[0]]
+
+    def slim_config(self, layer, config, in_keep, out_keep):
+        shape = list(config["newshape"])
+        if shape[-1] != -1:
+            shape[-1] = len(out_keep[0])
+        config["newshape"] = tuple(shape)
+        return config
 
 
 def _check_constants(node):
@@ -150,32 +178,6 @@ class ConcatenateOperationHandler(LayerHandler):
 
     def removed_values(self, operation, node, values):
         return [concatenate_values(operation.axis, node, values)]
-
-
-class ReshapeOperationHandler(LayerHandler):
-    """`keras.ops.reshape` that keeps the last axis (`(b, h*w, c)` to
-    `(b, h, w, c)` and back): channels pass through; slimming writes the
-    kept width into the new shape. Any other reshape keeps its channels
-    whole."""
-
-    kind = "reshape"
-
-    def trace(self, ctx, operation, node, inputs):
-        if len(inputs) != 1 or len(node.outputs) != 1:
-            raise IncompatibleChannels("expected one tensor input and output")
-        before = tuple(node.input_tensors[0].shape)
-        after = tuple(node.outputs[0].shape)
-        if not before or not after or before[-1] != after[-1]:
-            raise IncompatibleChannels("the reshape moves the channel axis")
-        return [inputs[0]]
-
-    def removed_values(self, operation, node, values):
-        return [values[0]]
-
-    def slim_config(self, operation, config, in_keep, out_keep):
-        shape = tuple(config["newshape"])
-        config["newshape"] = shape[:-1] + (len(out_keep[0]),)
-        return config
 
 
 class PadOperationHandler(LayerHandler):

@@ -3,10 +3,12 @@
 import keras
 
 from ekg_keras import _keras_private as K
+from ekg_keras.graph import attention_handlers as A
 from ekg_keras.graph import channelwise_handlers as CH
 from ekg_keras.graph import conv_handlers as C
 from ekg_keras.graph import handlers as H
 from ekg_keras.graph import operation_handlers as O
+from ekg_keras.layers.attention import AttentionHeads
 from ekg_keras.registry import Registry
 
 # Keyed by class; registering a class again replaces its handler (a user's
@@ -95,6 +97,8 @@ def _register_builtins():
     register_handler(layers.Activation, H.ActivationHandler())
     register_handler(layers.Rescaling, H.RescalingHandler())
     register_handler(layers.Concatenate, H.ConcatenateHandler())
+    register_handler(layers.MultiHeadAttention, A.MultiHeadAttentionHandler())
+    register_handler(AttentionHeads, A.AttentionHeadsHandler())
     register_handler(layers.Flatten, H.FlattenHandler())
     register_handler(layers.Reshape, H.ReshapeHandler())
     for merge in (

@@ -117,6 +117,32 @@ class _Tracer:
         for channel in np.asarray(layout).tolist():
             self._blocked[channel].add(reason)
 
+    def add_part(self, owner, part, handler, outputs):
+        """Records `part`, a piece of layer `owner` with a mask of its own
+        (an attention layer's heads), as a layer of the graph.
+
+        The part opens its channels with `produce(part, ...)`; it has no
+        inputs, and its path is the owner's path followed by `part.name`.
+        Freezing the owner (`ignored_layers`) freezes the part.
+
+        Args:
+            owner: The layer being traced.
+            part: A stable object (the same on every trace) with a `name`.
+            handler: The part's handler (its kind, filters and slicing).
+            outputs: The layouts of the part's channels.
+        """
+        if id(part) not in self._records:
+            owner_path = "/".join(self._prefix + [owner.name])
+            self._records[id(part)] = LayerChannels(
+                part,
+                f"{owner_path}/{part.name}",
+                handler.kind,
+                [],
+                outputs,
+                handler=handler,
+                owner=owner_path,
+            )
+
     def trace_model(self, model, inputs, node=None, top_level=False):
         """Traces a (nested) model called on channels `inputs`.
 

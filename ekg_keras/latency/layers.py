@@ -6,6 +6,7 @@ import json
 import keras
 import numpy as np
 
+from ekg_keras.flops import cost_side
 from ekg_keras.flops import live_channel_rows
 from ekg_keras.graph.registry import get_handler
 from ekg_keras.latency.measure import interleaved_medians
@@ -136,9 +137,10 @@ def timed_layers(graph):
         if not terms:
             continue
         _, _, _, side_a, side_b = terms[0]
-        sides = {"in": call.inputs[0], "out": call.outputs[0], None: None}
         weights, fixed = live_channel_rows(
-            [sides[side_a], sides[side_b], call.outputs[0]], sizes, 3
+            [cost_side(call, side_a), cost_side(call, side_b), call.outputs[0]],
+            sizes,
+            3,
         )
         output_shape = call.node.output_tensors[0].shape[1:-1]
         config = dict(layer.get_config())

@@ -1,5 +1,6 @@
 """Prunable Keras layers: built-in layers with a filter mask weight."""
 
+from ekg_keras.layers.attention import PrunableMultiHeadAttention
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv1D
 from ekg_keras.layers.conv import PrunableConv2D

@@ -106,6 +106,17 @@ class PrunableMixin:
             mask = ops.reshape(mask, shape)
         return outputs * mask
 
+    def mask_weights(self):
+        """The layer's mask weights (`filter_mask`, and any other mask a
+        layer has, like an attention layer's `head_mask`)."""
+        return [self.filter_mask]
+
+    @property
+    def parts(self):
+        """Prunable parts of the layer that carry a mask of their own (an
+        attention layer's heads); `prunable_layers` lists them after it."""
+        return ()
+
     def _output_weights(self):
         """Yields `(variable, axes)` for the weights indexed by channel.
 

@@ -11,6 +11,7 @@ from ekg_keras._keras_private import initialize_deferred
 from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_layer
 from ekg_keras.graph.handlers import activation_at_zero
+from ekg_keras.layers.attention import PrunableMultiHeadAttention
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv1D
 from ekg_keras.layers.conv import PrunableConv2D
@@ -43,6 +44,7 @@ PRUNABLE_CLASSES = {
         PrunableDense,
         PrunableBatchNormalization,
         PrunableLayerNormalization,
+        PrunableMultiHeadAttention,
     )
 }
 
@@ -53,16 +55,23 @@ def is_prunable(layer):
 
 
 def prunable_layers(model):
-    """All prunable layers of `model`, nested models included."""
-    return [layer for layer in _flat_layers(model) if is_prunable(layer)]
+    """All prunable layers of `model`, nested models included, each
+    followed by its prunable parts (an attention layer's heads)."""
+    found = []
+    for layer in _flat_layers(model):
+        if is_prunable(layer):
+            found.append(layer)
+            found.extend(layer.parts)
+    return found
 
 
 def wrap(model, mode="hard"):
     """Returns a clone of `model` whose prunable layers carry masks.
 
     Every convolution (`Conv1D/2D/3D`, their `Transpose`, `DepthwiseConv1D/2D`,
-    `SeparableConv1D/2D`), `Dense`, `BatchNormalization` and
-    `LayerNormalization` over the last axis (exactly these classes, not user
+    `SeparableConv1D/2D`), `Dense`, `BatchNormalization`,
+    `LayerNormalization` over the last axis and `MultiHeadAttention` (exactly
+    these classes, not user
     subclasses; `PRUNABLE_CLASSES`) becomes its prunable counterpart, with
     the same config, the same weights and an all-ones mask, so the clone
     computes the same outputs. Layers that are already prunable keep their
@@ -89,7 +98,14 @@ def wrap(model, mode="hard"):
     def weights(old, new):
         values = old.get_weights()
         if is_prunable(new) and not is_prunable(old):
-            values.append(np.ones(new.filter_mask.shape, "float32"))
+            # The new masks are all ones, wherever they sit among the
+            # weights (after a Dense's bias, before attention projections).
+            masks = {id(mask) for mask in new.mask_weights()}
+            given = iter(values)
+            values = [
+                np.ones(w.shape, "float32") if id(w) in masks else next(given)
+                for w in new.weights
+            ]
         return values
 
     return _clone(model, make, weights)
@@ -132,14 +148,13 @@ def strip(model):
 
 
 def _baked_weights(layer):
-    """The layer's weights, mask excluded, with masked channels zeroed."""
+    """The layer's weights, masks excluded, with masked channels zeroed."""
     baked = {}
     if layer.mode == "hard":
         baked = {id(v): value for v, value in layer.masked_weight_values()}
+    masks = {id(mask) for mask in layer.mask_weights()}
     return [
-        baked.get(id(v), v.numpy())
-        for v in layer.weights
-        if v is not layer.filter_mask
+        baked.get(id(v), v.numpy()) for v in layer.weights if id(v) not in masks
     ]
 
 
@@ -177,7 +192,12 @@ def plain_copy(operation):
     """
     try:
         return operation.__class__.from_config(operation.get_config())
-    except (TypeError, ValueError, AttributeError, NotImplementedError) as error:
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        NotImplementedError,
+    ) as error:
         if not is_layer(operation):
             return operation  # Stateless: sharing it is harmless.
         copy = _repaired_copy(operation)

@@ -8,8 +8,8 @@ import tensorflow as tf
 from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import group_keep_masks
-from ekg_keras.fold import fold_batchnorm
 from ekg_keras.flops import warn_uncounted
+from ekg_keras.fold import fold_batchnorm
 from ekg_keras.graph import trace
 from ekg_keras.graph.expansion import expand
 from ekg_keras.graph.expansion import model_input_shapes

@@ -122,7 +122,11 @@ def test_channelwise_operations_pass_through(operation):
         ),
         (lambda x: x[..., :2], "get_item", "does not know"),
         (lambda x: ops.transpose(x, (0, 2, 1, 3)), "transpose", "not know"),
-        (lambda x: ops.reshape(x, (-1, 6, 24)), "reshape", "does not know"),
+        (
+            lambda x: ops.reshape(x, (-1, 6, 24)),
+            "reshape",
+            "moves the channel axis",
+        ),
         (lambda x: ops.softmax(x), "softmax", "does not know"),
     ],
     ids=[
@@ -182,3 +186,29 @@ def test_operation_constants_are_folded_exactly():
     assert ekg_keras.count_flops(masked).macs == pytest.approx(
         ekg_keras.count_flops(slim).macs
     )
+
+
+def _ops_mix_ffn(side=4, width=8):
+    tokens = keras.Input((side * side, width))
+    x = keras.layers.Dense(4 * width, name="mlp_in")(tokens)
+    x = ops.reshape(x, (-1, side, side, 4 * width))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="mix")(x)
+    x = ops.reshape(x, (-1, side * side, 4 * width))
+    x = keras.layers.Dense(width, activation="gelu", name="mlp_out")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(3, name="logits")(x))
+
+
+def test_reshape_operation_keeping_channels_passes_them_and_slims():
+    model = _ops_mix_ffn()
+    x = np.random.default_rng(0).standard_normal((2, 16, 8)).astype("float32")
+
+    channel_graph = graph.trace(model)
+    masked, slim = prune_masked_and_slim(model, flops=0.6)
+
+    hidden = group_of(channel_graph, "mlp_in")
+    assert hidden.prunable and "mix" in hidden.members
+    kept = slim.get_layer("mlp_in").units
+    assert kept < 32
+    assert slim.get_layer("mix").output.shape == (None, 4, 4, kept)
+    assert_same_outputs(slim, masked, x)

@@ -215,8 +215,9 @@ def _kept(case):
 def _randomize(layer, seed=0):
     """Random non-zero weights; positive variances; the mask is kept."""
     rng = np.random.default_rng(seed)
+    masks = {id(mask) for mask in layer.mask_weights()}
     for weight in layer.weights:
-        if weight is layer.filter_mask:
+        if id(weight) in masks:
             continue
         if weight.name == "moving_variance":
             value = rng.uniform(0.5, 1.5, weight.shape)
@@ -318,7 +319,15 @@ def test_is_instance_of_base_layer(case):
 
 
 def test_prunable_classes_cover_exactly_the_tested_layers():
-    assert PRUNABLE_CLASSES == {case.base: case.cls for case in CASES}
+    # MultiHeadAttention takes two inputs; tests/layers/test_attention.py.
+    attention = {
+        keras.layers.MultiHeadAttention: (
+            prunable_layers.PrunableMultiHeadAttention
+        )
+    }
+    assert PRUNABLE_CLASSES == {case.base: case.cls for case in CASES} | (
+        attention
+    )
 
 
 @pytest.mark.parametrize("case", WITH_ACTIVATION, ids=str)
@@ -466,9 +475,14 @@ def _all_classes_model():
     z = prunable_layers.PrunableConv3D(4, 3, name="conv3d")(volume)
     z = prunable_layers.PrunableConv3DTranspose(4, 2, name="up3d")(z)
     z = keras.layers.GlobalAveragePooling3D(name="pool3d")(z)
-    x = keras.layers.Concatenate(name="joined")([planar, y, z])
+    tokens = keras.Input((5, 4), name="tokens")
+    t = prunable_layers.PrunableMultiHeadAttention(2, 3, name="attention")(
+        tokens, tokens
+    )
+    t = keras.layers.GlobalAveragePooling1D(name="pool_tokens")(t)
+    x = keras.layers.Concatenate(name="joined")([planar, y, z, t])
     outputs = PrunableDense(3, mode="soft", name="dense")(x)
-    return keras.Model([image, signal, volume], outputs)
+    return keras.Model([image, signal, volume, tokens], outputs)
 
 
 def _set_random_masks(model, seed=0):
@@ -479,6 +493,8 @@ def _set_random_masks(model, seed=0):
             mask = np.ones(layer.filter_mask.shape, "float32")
             mask[rng.permutation(len(mask))[: len(mask) // 2]] = 0.0
             layer.filter_mask.assign(mask)
+            if getattr(layer, "head_mask", None) is not None:
+                layer.head_mask.assign([0.0, 1.0])
 
 
 def test_keras_file_restores_every_prunable_class_and_mask(tmp_path):
@@ -486,7 +502,7 @@ def test_keras_file_restores_every_prunable_class_and_mask(tmp_path):
     _set_random_masks(model)
     x = [
         layer_testing.random_inputs(shape)
-        for shape in ((2, 6, 6, 3), (2, 8, 3), (2, 4, 4, 4, 3))
+        for shape in ((2, 6, 6, 3), (2, 8, 3), (2, 4, 4, 4, 3), (2, 5, 4))
     ]
     expected = _np(model(x))
 
