@@ -24,6 +24,7 @@ from ekg_keras._keras_private import node_inputs
 from ekg_keras._keras_private import node_outputs
 from ekg_keras._keras_private import rebuild_model
 from ekg_keras.layers import prunable_layers
+from ekg_keras.layers.wrapping import plain_copy
 from ekg_keras.slim import slim
 
 
@@ -388,9 +389,9 @@ class _Folder:
     def _clone(self, layer):
         if id(layer) in self._dropped:
             return self._DROPPED
-        config = layer.get_config()
-        if id(layer) in self._by_producer:
-            config = dict(config, use_bias=True)
+        if id(layer) not in self._by_producer:
+            return plain_copy(layer)
+        config = dict(layer.get_config(), use_bias=True)
         return type(layer).from_config(config)
 
     def _call(self, layer, new, *args, **kwargs):

@@ -230,11 +230,11 @@ def deeplab_v3(image_shape):
 def vit(image_shape):
     backbone = keras_hub.models.ViTBackbone(
         image_shape=image_shape,
-        patch_size=16,
-        num_layers=2,
-        num_heads=2,
+        patch_size=8,
+        num_layers=3,
+        num_heads=4,
         hidden_dim=32,
-        mlp_dim=64,
+        mlp_dim=128,
     )
     return _classifier(keras_hub.models.ViTImageClassifier, backbone)
 

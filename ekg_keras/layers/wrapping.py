@@ -181,30 +181,24 @@ def _warn_if_nonzero_at_zero(layer):
 
 def plain_copy(operation):
     """A fresh copy of a layer (no weights set) or of a `keras.ops`
-    operation (which has none).
+    operation (which has none), by `layer_from_config`.
 
-    A layer whose config its own `from_config` refuses (a third-party
-    layer that writes computed values such as `num_patches` into its
-    config) is copied from the config without the keys its constructor
-    does not take, and the copy reports that repaired config, so that it
-    also saves and loads. A layer without weights that cannot be copied
-    at all (built from arguments it cannot serialize) is shared.
+    A layer without weights that cannot be copied (built from arguments
+    it cannot serialize) is shared, as are operations.
+
+    Raises:
+        ValueError: If a layer with weights cannot be copied.
     """
     try:
-        return operation.__class__.from_config(operation.get_config())
+        return layer_from_config(type(operation), operation.get_config())
     except (
         TypeError,
         ValueError,
         AttributeError,
         NotImplementedError,
     ) as error:
-        if not is_layer(operation):
+        if not is_layer(operation) or not operation.weights:
             return operation  # Stateless: sharing it is harmless.
-        copy = _repaired_copy(operation)
-        if copy is not None:
-            return copy
-        if not operation.weights:
-            return operation
         raise ValueError(
             f"Cannot copy layer '{operation.name}' "
             f"({type(operation).__name__}): its `from_config(get_config())` "
@@ -213,25 +207,54 @@ def plain_copy(operation):
         ) from error
 
 
-def _repaired_copy(layer):
-    """`from_config` of the layer's config without keys its `__init__`
-    does not take, or None if that fails too."""
+def layer_from_config(layer_class, config):
+    """`layer_class.from_config(config)`, tolerant of a third-party layer
+    whose `get_config` writes computed values its constructor does not
+    take (KerasHub's `ViTPatchingAndEmbedding` writes `num_patches`):
+    those keys are dropped, and the new layer reports its config without
+    them, so that it also saves and loads."""
     try:
-        config = layer.get_config()
-    except (AttributeError, NotImplementedError):
-        return None
-    accepted = set(inspect.signature(type(layer).__init__).parameters)
-    accepted |= set(inspect.signature(keras.layers.Layer.__init__).parameters)
-    accepted |= {"name", "trainable", "dtype"}
-    repaired = {k: v for k, v in config.items() if k in accepted}
-    if repaired == config:
-        return None
-    try:
-        copy = type(layer).from_config(repaired)
+        layer = layer_class.from_config(config)
     except (TypeError, ValueError):
+        accepted = _constructor_arguments(layer_class)
+        if accepted is None:
+            raise
+        config = {k: v for k, v in config.items() if k in accepted}
+        layer = layer_class.from_config(config)
+    _repair_written_config(layer)
+    return layer
+
+
+def _repair_written_config(layer):
+    accepted = _constructor_arguments(type(layer))
+    if accepted is None:
+        return
+    try:
+        written = layer.get_config()
+    except (AttributeError, NotImplementedError):
+        return
+    if not set(written) - accepted:
+        return
+    try:
+        type(layer).from_config(written)
+    except (TypeError, ValueError):
+        repaired = {k: v for k, v in written.items() if k in accepted}
+        layer.get_config = lambda: dict(repaired)
+
+
+def _constructor_arguments(layer_class):
+    """Names a layer class's `__init__` takes, or None if it takes any
+    (`**kwargs` passed on to another than `keras.layers.Layer`, or a class
+    of Keras itself)."""
+    if layer_class.__module__.split(".")[0] == "keras" or not issubclass(
+        layer_class, keras.layers.Layer
+    ):
         return None
-    copy.get_config = lambda: dict(repaired)
-    return copy
+    if "from_config" in vars(layer_class):
+        return None  # Its own `from_config` reads the config.
+    names = set(inspect.signature(layer_class.__init__).parameters)
+    names |= set(inspect.signature(keras.layers.Layer.__init__).parameters)
+    return names | {"name", "trainable", "dtype"}
 
 
 def _clone(model, make, weights):
