@@ -171,8 +171,12 @@ def with_input_shapes(model, shapes):
 
 
 def model_input_shapes(model):
-    """Batch shapes of `model`'s inputs."""
-    return [tuple(x.shape) for x in functional_of(model).inputs]
+    """Batch shapes of `model`'s inputs.
+
+    Raises:
+        ValueError: If `model` has no functional graph.
+    """
+    return input_batch_shapes(model, None)
 
 
 def input_batch_shapes(model, input_shape):
@@ -186,9 +190,11 @@ def input_batch_shapes(model, input_shape):
     graph = functional_of(model)
     if graph is None:
         raise ValueError(
-            "Expected a functional or built Sequential Keras model. "
-            f"Received: {type(model).__name__} '{model.name}' without a "
-            "functional graph."
+            "Expected a functional or built Sequential Keras model, whose "
+            "graph of layer calls can be traced. Received: "
+            f"{type(model).__name__} '{model.name}' without a functional "
+            "graph (a subclassed model, or a Sequential model that was "
+            "never built: give it an `Input` first)."
         )
     current = [tuple(x.shape) for x in graph.inputs]
     if input_shape is None:
