@@ -24,6 +24,7 @@ from ekg_keras._keras_private import node_inputs
 from ekg_keras._keras_private import node_outputs
 from ekg_keras._keras_private import rebuild_model
 from ekg_keras.layers import prunable_layers
+from ekg_keras.layers.wrapping import from_config_of
 from ekg_keras.slim import slim
 
 
@@ -391,7 +392,7 @@ class _Folder:
         config = layer.get_config()
         if id(layer) in self._by_producer:
             config = dict(config, use_bias=True)
-        return type(layer).from_config(config)
+        return from_config_of(layer, config)
 
     def _call(self, layer, new, *args, **kwargs):
         if new is self._DROPPED:

@@ -18,6 +18,7 @@ from ekg_keras.graph import trace
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable
+from ekg_keras.layers.wrapping import from_config_of
 from ekg_keras.layers.wrapping import plain_copy
 from ekg_keras.layers.wrapping import weight_pairs
 
@@ -236,7 +237,7 @@ class _Rebuilder:
             )
         config = handler.slim_config(layer, config, in_keep, out_keep)
         weights = handler.slim_weights(layer, weights, in_keep, out_keep)
-        new_layer = layer_class.from_config(config)
+        new_layer = from_config_of(layer, config, layer_class)
         if extra is not None:
             weights = handler.append_input_channel(layer, weights, extra)
             self._with_ones[id(new_layer)] = [handler.ones_channels(layer), 0]

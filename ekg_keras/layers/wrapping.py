@@ -9,6 +9,7 @@ from ekg_keras._keras_private import deferred_variables
 from ekg_keras._keras_private import initialize_deferred
 from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_layer
+from ekg_keras._keras_private import lambda_output_shape
 from ekg_keras.graph.handlers import activation_at_zero
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv1D
@@ -166,12 +167,40 @@ def _warn_if_nonzero_at_zero(layer):
 def plain_copy(operation):
     """A fresh copy of a layer (no weights set) or of a `keras.ops`
     operation (which has none)."""
+    if is_layer(operation):
+        return from_config_of(operation, operation.get_config())
     try:
         return operation.__class__.from_config(operation.get_config())
     except (TypeError, ValueError):
-        if is_layer(operation):
-            raise
         return operation  # Stateless: sharing it is harmless.
+
+
+#: The `Lambda` config entries that hold functions (or their arguments).
+_LAMBDA_OBJECTS = ("function", "output_shape", "mask", "arguments")
+
+
+def from_config_of(layer, config, layer_class=None):
+    """A new layer of `layer_class` (default: `layer`'s class) from
+    `config`, as `layer_class.from_config(config)`.
+
+    A `keras.layers.Lambda` is the exception: its config cannot always
+    rebuild its function (a Python lambda is refused in safe mode, a
+    function defined inside another cannot be located by name), so the new
+    `Lambda` calls the same function object, with the same `output_shape`,
+    `mask` and `arguments`, and takes the rest (name, dtype, trainable)
+    from `config`.
+    """
+    layer_class = layer_class or type(layer)
+    if layer_class is not keras.layers.Lambda:
+        return layer_class.from_config(config)
+    rest = {k: v for k, v in config.items() if k not in _LAMBDA_OBJECTS}
+    return keras.layers.Lambda(
+        layer.function,
+        output_shape=lambda_output_shape(layer),
+        mask=layer.mask,
+        arguments=dict(layer.arguments),
+        **rest,
+    )
 
 
 def _clone(model, make, weights):
