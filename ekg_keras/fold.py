@@ -23,6 +23,7 @@ from ekg_keras._keras_private import node_call_kwargs
 from ekg_keras._keras_private import node_inputs
 from ekg_keras._keras_private import node_outputs
 from ekg_keras._keras_private import rebuild_model
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers.wrapping import from_config_of
 from ekg_keras.slim import slim
@@ -369,7 +370,7 @@ def _warn_kept(kept):
     warnings.warn(
         f"fold_batchnorm kept {len(kept)} batch normalization layer(s) "
         f"that cannot be folded exactly: {details}.",
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 

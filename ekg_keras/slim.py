@@ -13,6 +13,7 @@ from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_graph_model
 from ekg_keras._keras_private import is_layer
 from ekg_keras._keras_private import run_graph
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.flops import group_keep_masks
 from ekg_keras.graph import trace
 from ekg_keras.graph.constants import consumer_constants
@@ -123,7 +124,7 @@ def _constant_folds(graph, keep, fold):
                     f"Removed channels entering '{record.path}' are non-zero "
                     "constants; folding them into the bias is exact except "
                     "at the zero-padded image border.",
-                    stacklevel=4,
+                    stacklevel=user_stacklevel(),
                 )
         folds[key] = (how, nonzero, values[nonzero])
     return folds
@@ -134,7 +135,7 @@ def _warn_not_constant(record):
         f"Removed channels entering '{record.path}' are not constants (they "
         "depend on the data, or a zero border was padded around a non-zero "
         "constant); the slim model differs from the masked model there.",
-        stacklevel=5,
+        stacklevel=user_stacklevel(),
     )
 
 

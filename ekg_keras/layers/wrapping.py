@@ -10,6 +10,7 @@ from ekg_keras._keras_private import initialize_deferred
 from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_layer
 from ekg_keras._keras_private import lambda_output_shape
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.graph.handlers import activation_at_zero
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
 from ekg_keras.layers.conv import PrunableConv1D
@@ -160,7 +161,7 @@ def _warn_if_nonzero_at_zero(layer):
             "the stripped layer outputs that constant for masked channels "
             "instead of 0. Use `ekg_keras.slim`, which folds it into the "
             "consumer.",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
