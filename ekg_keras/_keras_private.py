@@ -133,6 +133,12 @@ def is_layer(operation):
     return isinstance(operation, keras.layers.Layer)
 
 
+def lambda_output_shape(layer):
+    """The `output_shape` a `keras.layers.Lambda` was made with (None,
+    a shape or a function), which its config holds only serialized."""
+    return layer._output_shape
+
+
 def node_constants(node):
     """The arguments of a node's call that are not symbolic tensors.
 

@@ -9,11 +9,13 @@ against the Keras model.
 import os
 import tempfile
 
+import keras
 import numpy as np
 
 from ekg_keras import _logging as log
 from ekg_keras import runtimes
 from ekg_keras._inputs import features_only
+from ekg_keras._keras_private import input_name
 from ekg_keras.batchnorm import batchnorm_layers
 from ekg_keras.fold import fold_batchnorm as fold
 from ekg_keras.layers import prunable_layers
@@ -86,9 +88,12 @@ def export(
     for int8). The runtimes, `tf2onnx` and NNCF come with `pip install
     ekg_keras[deploy]`.
 
+    A model with several inputs is exported with all of them, named as
+    its `Input`s; the check feeds each input its own samples (random, or
+    from `data`) and compares every output.
+
     Args:
-        model: A Keras model, masked or plain, with one input (for a format
-            other than `"tf_saved_model"` or with `check`).
+        model: A Keras model, masked or plain, with one input or several.
         path: Where to write the artifact (see the table).
         keras_path: Optional path of a `.keras` file to save the exported
             Keras model to (slim, folded: it loads without `ekg_keras`).
@@ -97,6 +102,8 @@ def export(
         data: Input batches (`tf.data.Dataset` of inputs or `(inputs,
             labels)`, an array, or an `(x, y)` tuple): the calibration
             data of `"int8"` (required there) and the inputs of the check.
+            For a model with several inputs, the inputs are a dict of
+            arrays by input name, or a list in the model's order.
         calibration_samples: Inputs of `data` used to calibrate and check.
         fold_batchnorm: Fold batch normalizations before exporting.
         check: Run the artifact in its runtime and compare (see above).
@@ -118,7 +125,7 @@ def export(
     _check_arguments(model, path, format, quantize, data, check)
     samples = None
     if data is not None:
-        samples = _samples(data, calibration_samples)
+        samples = _samples(data, calibration_samples, model)
     given = model
     if prunable_layers(model):
         model = slim(model)
@@ -153,7 +160,9 @@ def compare_exported(path, model, inputs, format=None):
     Args:
         path: The artifact (see `ekg_keras.load_exported`).
         model: The Keras model it was exported from.
-        inputs: A NumPy array of inputs (first axis: samples).
+        inputs: A NumPy array of inputs (first axis: samples); for a model
+            with several inputs, a dict of such arrays by input name or a
+            list in the model's order.
         format: Its format; inferred from `path` by default.
 
     Returns:
@@ -163,26 +172,40 @@ def compare_exported(path, model, inputs, format=None):
         not a vector of several classes) and `samples`.
     """
     run = runtimes.load_exported(path, format=format)
+    inputs = _by_input(model, inputs)
+    count = len(next(iter(inputs.values())))
     expected, received = [], []
-    for start in range(0, len(inputs), _CHECK_BATCH):
-        batch = inputs[start : start + _CHECK_BATCH]
-        expected.append(np.asarray(model(batch, training=False)))
-        received.append(np.asarray(run(batch)))
-    expected = np.concatenate(expected).astype(np.float64)
-    received = np.concatenate(received).astype(np.float64)
-    scale = max(float(np.abs(expected).max()), 1e-12)
+    for start in range(0, count, _CHECK_BATCH):
+        batch = {k: v[start : start + _CHECK_BATCH] for k, v in inputs.items()}
+        outputs = model(_packed(model, batch), training=False)
+        expected.append(keras.tree.flatten(outputs))
+        received.append(keras.tree.flatten(run(_unpacked(batch))))
+    # Per output, its values over all batches.
+    expected = [_stacked(outputs) for outputs in zip(*expected)]
+    received = [_stacked(outputs) for outputs in zip(*received)]
+    scale = max(max(float(np.abs(e).max()) for e in expected), 1e-12)
+    difference = max(
+        float(np.abs(e - r).max()) for e, r in zip(expected, received)
+    )
     agreement = None
-    if expected.ndim == 2 and expected.shape[1] > 1:
+    if (
+        len(expected) == 1
+        and expected[0].ndim == 2
+        and expected[0].shape[1] > 1
+    ):
         agreement = float(
-            np.mean(expected.argmax(axis=1) == received.argmax(axis=1))
+            np.mean(expected[0].argmax(axis=1) == received[0].argmax(axis=1))
         )
     return {
-        "max_relative_difference": float(
-            np.abs(expected - received).max() / scale
-        ),
+        "max_relative_difference": difference / scale,
         "class_agreement": agreement,
-        "samples": len(inputs),
+        "samples": count,
     }
+
+
+def _stacked(batches):
+    """One output's batches as one float64 array."""
+    return np.concatenate([np.asarray(b) for b in batches]).astype(np.float64)
 
 
 def _describe(report):
@@ -237,11 +260,6 @@ def _check_arguments(model, path, format, quantize, data, check):
             f"`path` should end with {suffix!r} for format={format!r}. "
             f"Received: path={path!r}"
         )
-    if (format != "tf_saved_model" or check) and len(model.inputs) != 1:
-        raise ValueError(
-            f"Exporting to {format!r} (or checking) takes a model with one "
-            f"input. Received: {len(model.inputs)} inputs."
-        )
     for module, pip_name in _converters(format, quantize):
         runtimes.require(module, pip_name, f"Exporting to {format}")
     if check:
@@ -262,33 +280,124 @@ def _converters(format, quantize):
     return needs
 
 
-def _samples(data, count):
-    """Up to `count` single inputs of `data`, as one NumPy array."""
+def _samples(data, count, model):
+    """Up to `count` single inputs of `data`: one NumPy array, or for a
+    model with several inputs a dict of arrays by input name."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(
             "`calibration_samples` should be a positive integer. Received: "
             f"calibration_samples={count!r}"
         )
-    dataset = features_only(data).unbatch().take(count)
-    samples = [np.asarray(x) for x in dataset.as_numpy_iterator()]
+    if len(model.inputs) > 1:
+        dataset = _several_inputs(data, model)
+    else:
+        dataset = features_only(data)
+    dataset = dataset.unbatch().take(count)
+    samples = list(dataset.as_numpy_iterator())
     if not samples:
         raise ValueError("`data` should yield inputs. Received: no input.")
-    return np.stack(samples)
+    if len(model.inputs) > 1:
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+    return np.stack([np.asarray(x) for x in samples])
+
+
+def _input_names(model):
+    return [input_name(tensor) for tensor in model.inputs]
+
+
+def _several_inputs(data, model):
+    """A dataset of dicts of input batches by name, from `data` for a model
+    with several inputs: a dataset of inputs or of `(inputs, labels)`, a
+    dict or list of arrays, or an `(inputs, labels)` tuple, where inputs
+    are a dict by input name or a list in the model's order."""
+    import tensorflow as tf
+
+    names = _input_names(model)
+    structured = (dict, list, tuple)
+    if not isinstance(data, tf.data.Dataset):
+        if (
+            isinstance(data, (tuple, list))
+            and len(data) == 2
+            and isinstance(data[0], structured)
+        ):
+            data = data[0]  # (inputs, labels)
+        data = tf.data.Dataset.from_tensor_slices(_by_input(model, data))
+        return data.batch(_CHECK_BATCH)
+    spec = data.element_spec
+    if isinstance(spec, tuple) and isinstance(spec[0], structured):
+        data = data.map(lambda *element: element[0])
+        spec = data.element_spec
+    if isinstance(spec, dict):
+        return data.map(lambda x: {name: x[name] for name in names})
+    if isinstance(spec, (tuple, list)) and len(spec) == len(names):
+        return data.map(lambda *x: dict(zip(names, x)))
+    raise ValueError(
+        f"`data` should yield the model's {len(names)} inputs "
+        f"({', '.join(names)}) as a dict by name or a tuple in that order, "
+        f"alone or with labels. Received elements with spec {spec}."
+    )
+
+
+def _by_input(model, inputs):
+    """`inputs` as a dict of arrays by input name (in the model's order).
+
+    Raises:
+        ValueError: If they are not one array per input of the model.
+    """
+    names = _input_names(model)
+    if isinstance(inputs, dict):
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise ValueError(
+                f"The inputs should include {missing} (the model's inputs: "
+                f"{names}). Received: {sorted(inputs)}"
+            )
+        return {name: np.asarray(inputs[name]) for name in names}
+    if len(names) == 1:
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+            inputs = inputs[0]
+        return {names[0]: np.asarray(inputs)}
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != len(names):
+        raise ValueError(
+            f"A model with {len(names)} inputs ({', '.join(names)}) should "
+            "receive a dict of arrays by input name or a list in that "
+            f"order. Received: {type(inputs).__name__}"
+        )
+    return {name: np.asarray(x) for name, x in zip(names, inputs)}
+
+
+def _packed(model, batch):
+    """A batch dict by input name, in the structure `model` is called on."""
+    values = [batch[name] for name in _input_names(model)]
+    return keras.tree.pack_sequence_as(model.input, values)
+
+
+def _unpacked(batch):
+    """A batch dict as a runtime takes it: the array of a single input."""
+    return next(iter(batch.values())) if len(batch) == 1 else batch
 
 
 def _random_inputs(model):
-    tensor = model.inputs[0]
-    shape = [CHECK_SAMPLES] + [
-        OPEN_SIZE if d is None else d for d in tensor.shape[1:]
-    ]
-    values = np.random.default_rng(0).standard_normal(shape)
-    return values.astype(str(tensor.dtype))
+    """`CHECK_SAMPLES` random inputs (see `_samples`)."""
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for tensor in model.inputs:
+        shape = [CHECK_SAMPLES] + [
+            OPEN_SIZE if d is None else d for d in tensor.shape[1:]
+        ]
+        values = rng.standard_normal(shape)
+        inputs[input_name(tensor)] = values.astype(str(tensor.dtype))
+    return _unpacked(inputs)
 
 
 def _write(model, path, format, quantize, samples):
     # The ONNX export refuses a model that was never called (a new slim or
     # folded one): one call on a zero input marks it.
-    model(np.zeros_like(_random_inputs(model)[:1]), training=False)
+    zeros = {
+        name: np.zeros_like(x[:1])
+        for name, x in _by_input(model, _random_inputs(model)).items()
+    }
+    model(_packed(model, zeros), training=False)
     if format in ("tf_saved_model", "litert") or quantize is None:
         options = (
             _litert_options(quantize, samples) if format == "litert" else {}
@@ -316,8 +425,13 @@ def _litert_options(quantize, samples):
     else:
 
         def representative_dataset():
-            for sample in samples:
-                yield [sample[None].astype(np.float32)]
+            if not isinstance(samples, dict):
+                for sample in samples:
+                    yield [sample[None].astype(np.float32)]
+                return
+            # Several inputs: by name, as the serving signature has them.
+            for i in range(len(next(iter(samples.values())))):
+                yield {k: v[i : i + 1] for k, v in samples.items()}
 
         options["representative_dataset"] = representative_dataset
     return options
@@ -338,17 +452,19 @@ def _quantize_onnx(plain, path, quantize, samples):
     prepared = plain.replace(".onnx", "_prepared.onnx")
     # Shapes and fusions first (symbolic shapes are for transformers).
     quant_pre_process(plain, prepared, skip_symbolic_shape=True)
-    name = onnx.load(prepared).graph.input[0].name
+    names = [x.name for x in onnx.load(prepared).graph.input]
+    inputs = samples if isinstance(samples, dict) else {names[0]: samples}
+    count = len(next(iter(inputs.values())))
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self):
             self._batches = iter(
-                samples[i : i + 1] for i in range(len(samples))
+                {name: inputs[name][i : i + 1] for name in names}
+                for i in range(count)
             )
 
         def get_next(self):
-            batch = next(self._batches, None)
-            return None if batch is None else {name: batch}
+            return next(self._batches, None)
 
     quantization.quantize_static(
         prepared,
@@ -368,9 +484,15 @@ def _quantize_openvino(plain, path, quantize, samples):
     if quantize == "int8":
         import nncf
 
-        dataset = nncf.Dataset(
-            [samples[i : i + 1] for i in range(len(samples))]
-        )
-        model = nncf.quantize(model, dataset, subset_size=len(samples))
+        if isinstance(samples, dict):  # Several inputs, by name.
+            count = len(next(iter(samples.values())))
+            items = [
+                {k: v[i : i + 1] for k, v in samples.items()}
+                for i in range(count)
+            ]
+        else:
+            count = len(samples)
+            items = [samples[i : i + 1] for i in range(count)]
+        model = nncf.quantize(model, nncf.Dataset(items), subset_size=count)
     # Writes the weights beside `path` (`.bin`), as `model.export` does.
     ov.save_model(model, path, compress_to_fp16=quantize == "float16")

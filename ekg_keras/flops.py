@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from ekg_keras._keras_private import is_layer
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.graph import trace
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import follows_training
@@ -477,7 +478,7 @@ def warn_uncounted(counter):
         warnings.warn(
             "FLOPs leave out the MACs of layers the channel graph does not "
             f"know and whose TensorFlow graph could not be traced: {listed}",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 

@@ -23,7 +23,9 @@ from ekg_keras._keras_private import node_call_kwargs
 from ekg_keras._keras_private import node_inputs
 from ekg_keras._keras_private import node_outputs
 from ekg_keras._keras_private import rebuild_model
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.layers import prunable_layers
+from ekg_keras.layers.wrapping import from_config_of
 from ekg_keras.layers.wrapping import plain_copy
 from ekg_keras.slim import slim
 
@@ -369,7 +371,7 @@ def _warn_kept(kept):
     warnings.warn(
         f"fold_batchnorm kept {len(kept)} batch normalization layer(s) "
         f"that cannot be folded exactly: {details}.",
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -392,7 +394,7 @@ class _Folder:
         if id(layer) not in self._by_producer:
             return plain_copy(layer)
         config = dict(layer.get_config(), use_bias=True)
-        return type(layer).from_config(config)
+        return from_config_of(layer, config)
 
     def _call(self, layer, new, *args, **kwargs):
         if new is self._DROPPED:

@@ -72,8 +72,10 @@ def load_exported(path, format=None, num_threads=None, openvino_config=None):
             CPUs that have it).
 
     Returns:
-        A callable `fn(x)`: `x` a NumPy batch for the model's single
-        input; returns the output array (a list for several outputs).
+        A callable `fn(x)`: `x` a NumPy batch for a model with one input,
+        or for several a dict of batches by input name (the names of the
+        Keras model's `Input`s, which every format keeps); returns the
+        output array (a list for several outputs).
 
     Raises:
         ValueError: For an unknown format.
@@ -110,8 +112,19 @@ def _saved_model(tf, path, num_threads):
     # The function needs its loaded object alive (it owns the variables).
     loaded = tf.saved_model.load(path)
 
+    (signature,) = loaded.serve.concrete_functions
+    structure = signature.structured_input_signature[0][0]
+    specs = tf.nest.flatten(structure)
+
     def run(x):
-        outputs = loaded.serve(tf.constant(x))
+        if len(specs) == 1:
+            inputs = tf.constant(_one_input(x))
+        else:
+            values = _by_name([spec.name for spec in specs], x)
+            inputs = tf.nest.pack_sequence_as(
+                structure, [tf.constant(v) for v in values]
+            )
+        outputs = loaded.serve(inputs)
         if isinstance(outputs, dict):
             outputs = list(outputs.values())
         return _single(tf.nest.flatten(outputs))
@@ -122,12 +135,14 @@ def _saved_model(tf, path, num_threads):
 def _litert(runtime, path, num_threads):
     interpreter = runtime.Interpreter(model_path=path, num_threads=num_threads)
     interpreter.allocate_tensors()
+    if len(interpreter.get_input_details()) > 1:
+        return _litert_signature(interpreter)
     (source,) = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     shape = [tuple(source["shape"])]
 
     def run(x):
-        x = np.asarray(x, dtype=source["dtype"])
+        x = np.asarray(_one_input(x), dtype=source["dtype"])
         if x.shape != shape[0]:
             interpreter.resize_tensor_input(source["index"], x.shape)
             interpreter.allocate_tensors()
@@ -146,10 +161,14 @@ def _onnx(ort, path, num_threads):
     session = ort.InferenceSession(
         path, options, providers=["CPUExecutionProvider"]
     )
-    (source,) = session.get_inputs()
+    names = [source.name for source in session.get_inputs()]
 
     def run(x):
-        return _single(session.run(None, {source.name: np.asarray(x)}))
+        if len(names) == 1:
+            feed = {names[0]: np.asarray(_one_input(x))}
+        else:
+            feed = dict(zip(names, _by_name(names, x)))
+        return _single(session.run(None, feed))
 
     return run
 
@@ -159,15 +178,67 @@ def _openvino(ov, path, num_threads, config):
     if num_threads:
         config["INFERENCE_NUM_THREADS"] = num_threads
     compiled = ov.Core().compile_model(path, "CPU", config)
-    if len(compiled.inputs) != 1:
-        raise ValueError(
-            "Expected a model with one input. Received: "
-            f"{len(compiled.inputs)} inputs in {path!r}"
-        )
+    names = [source.get_any_name() for source in compiled.inputs]
     request = compiled.create_infer_request()
 
     def run(x):
-        results = request.infer([np.asarray(x)])
+        if len(names) == 1:
+            values = [np.asarray(_one_input(x))]
+        else:
+            values = _by_name(names, x)
+        results = request.infer(values)
         return _single(results[output] for output in compiled.outputs)
 
     return run
+
+
+def _litert_signature(interpreter):
+    """A model with several inputs runs through its serving signature,
+    which names them (the interpreter's own order is alphabetical)."""
+    runner = interpreter.get_signature_runner()
+    names = list(interpreter.get_signature_list().values())[0]["inputs"]
+
+    def run(x):
+        outputs = runner(**dict(zip(names, _by_name(names, x))))
+        # "output_0", "output_1", ...: in the order of the model's outputs.
+        order = sorted(outputs, key=lambda k: (len(k), k))
+        return _single(outputs[k] for k in order)
+
+    return run
+
+
+def _one_input(x):
+    """The array of a model with one input (an array, or a dict or list
+    holding one)."""
+    if isinstance(x, dict) and len(x) == 1:
+        return next(iter(x.values()))
+    if isinstance(x, (list, tuple)) and len(x) == 1:
+        return x[0]
+    return x
+
+
+def _by_name(names, x):
+    """The arrays of `x` (a dict by input name) in the order of the
+    artifact's input `names` (which a format may decorate, as TF does:
+    "serving_default_image:0").
+
+    Raises:
+        ValueError: If `x` is not such a dict.
+    """
+    if not isinstance(x, dict):
+        raise ValueError(
+            f"A model with {len(names)} inputs should receive a dict of "
+            f"batches by input name ({', '.join(names)}). Received: "
+            f"{type(x).__name__}"
+        )
+    values = []
+    for name in names:
+        bare = name.split(":")[0].removeprefix("serving_default_")
+        key = name if name in x else bare
+        if key not in x:
+            raise ValueError(
+                f"The inputs should include {bare!r} (the model's inputs: "
+                f"{', '.join(names)}). Received: {sorted(x)}"
+            )
+        values.append(np.asarray(x[key]))
+    return values

@@ -13,12 +13,13 @@ from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_graph_model
 from ekg_keras._keras_private import is_layer
 from ekg_keras._keras_private import run_graph
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.flops import group_keep_masks
 from ekg_keras.graph import trace
 from ekg_keras.graph.constants import consumer_constants
 from ekg_keras.graph.constants import nonzero_positions
 from ekg_keras.layers import is_prunable
-from ekg_keras.layers.wrapping import layer_from_config
+from ekg_keras.layers.wrapping import from_config_of
 from ekg_keras.layers.wrapping import plain_copy
 from ekg_keras.layers.wrapping import weight_pairs
 
@@ -123,7 +124,7 @@ def _constant_folds(graph, keep, fold):
                     f"Removed channels entering '{record.path}' are non-zero "
                     "constants; folding them into the bias is exact except "
                     "at the zero-padded image border.",
-                    stacklevel=4,
+                    stacklevel=user_stacklevel(),
                 )
         folds[key] = (how, nonzero, values[nonzero])
     return folds
@@ -134,7 +135,7 @@ def _warn_not_constant(record):
         f"Removed channels entering '{record.path}' are not constants (they "
         "depend on the data, or a zero border was padded around a non-zero "
         "constant); the slim model differs from the masked model there.",
-        stacklevel=5,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -257,7 +258,7 @@ class _Rebuilder:
             )
         config = handler.slim_config(layer, config, in_keep, out_keep)
         weights = handler.slim_weights(layer, weights, in_keep, out_keep)
-        new_layer = layer_from_config(layer_class, config)
+        new_layer = from_config_of(layer, config, layer_class)
         if extra is not None:
             weights = handler.append_input_channel(layer, weights, extra)
             self._with_ones[id(new_layer)] = [handler.ones_channels(layer), 0]

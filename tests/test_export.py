@@ -230,3 +230,128 @@ def test_load_exported_infers_the_format_and_runs(masked, tmp_path):
     assert max_relative_difference(run(x), exported(x)) < 1e-4
     with pytest.raises(ValueError, match="should be a SavedModel directory"):
         ekg_keras.load_exported(str(tmp_path / "model.pt"))
+
+
+@pytest.fixture(scope="module")
+def two_inputs():
+    """A masked model of two inputs at half its FLOPs: an image and a
+    vector, named so that their alphabetical order (LiteRT's) is not the
+    model's."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    extra = keras.Input((5,), name="extra")
+    x = keras.layers.Conv2D(8, 3, padding="same")(image)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    y = keras.layers.Dense(8, activation="relu")(extra)
+    outputs = keras.layers.Dense(4)(keras.layers.Concatenate()([x, y]))
+    model = randomize_batchnorm(keras.Model([image, extra], outputs))
+    return ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
+
+
+def two_input_batch(count, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.standard_normal((count, SIZE, SIZE, 3), np.float32),
+        "extra": rng.standard_normal((count, 5), np.float32),
+    }
+
+
+def run_two_inputs_with_runtime(format, path, x):
+    """Outputs of a two-input artifact, from its runtime's own API, the
+    inputs given by name."""
+    if format == "tf_saved_model":
+        loaded = tf.saved_model.load(path)
+        serve = loaded.signatures["serving_default"]
+        return serve(**{k: tf.constant(v) for k, v in x.items()})["output_0"]
+    if format == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = Interpreter(model_path=path).get_signature_runner()
+        return runner(**x)["output_0"]
+    if format == "onnx":
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(path).run(None, x)[0]
+    import openvino
+
+    compiled = openvino.Core().compile_model(
+        path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    return compiled(x)[compiled.outputs[0]]
+
+
+@pytest.mark.parametrize("format", list(SUFFIXES))
+def test_every_format_serves_a_model_with_two_inputs(
+    two_inputs, tmp_path, format
+):
+    path = str(tmp_path / f"model{SUFFIXES[format]}")
+    # The check (on by default) feeds each input its own random samples.
+    exported = ekg_keras.export(two_inputs, path, format=format, verbose=0)
+    assert len(exported.inputs) == 2
+    x = two_input_batch(5)
+    served = run_two_inputs_with_runtime(format, path, x)
+    expected = two_inputs([x["image"], x["extra"]])
+    assert max_relative_difference(served, expected) < 1e-4
+    # Both inputs reach the artifact: changing one changes its outputs.
+    shifted = run_two_inputs_with_runtime(
+        format, path, dict(x, extra=x["extra"] + 1.0)
+    )
+    assert max_relative_difference(shifted, served) > 1e-3
+    # The inputs as a list in the model's order work as well.
+    report = ekg_keras.compare_exported(
+        path, two_inputs, [x["image"], x["extra"]], format=format
+    )
+    assert report["samples"] == 5
+    assert report["max_relative_difference"] < 1e-4
+
+
+def test_the_check_feeds_every_input(two_inputs, tmp_path, monkeypatch):
+    from ekg_keras import runtimes
+
+    real = runtimes.load_exported
+
+    def without_extra(path, format=None, **kwargs):
+        run = real(path, format=format, **kwargs)
+        return lambda x: run(dict(x, extra=np.zeros_like(x["extra"])))
+
+    monkeypatch.setattr(runtimes, "load_exported", without_extra)
+    with pytest.raises(ekg_keras.ExportCheckError, match="outputs to 0.0001"):
+        ekg_keras.export(two_inputs, str(tmp_path / "saved"), verbose=0)
+
+
+def test_two_input_data_calibrates_and_checks(two_inputs, tmp_path, capsys):
+    x = two_input_batch(24, seed=1)
+    labels = np.zeros(24, np.int64)
+    # (inputs by name, labels) batches, as `fit` takes them.
+    data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+    path = str(tmp_path / "int8.tflite")
+    exported = ekg_keras.export(
+        two_inputs,
+        path,
+        format="litert",
+        quantize="int8",
+        data=data,
+        calibration_samples=16,
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "quantize=int8" in line and "on 16 inputs" in line
+    calibrated = {k: v[:16] for k, v in x.items()}
+    served = run_two_inputs_with_runtime("litert", path, calibrated)
+    expected = np.asarray(exported([x["image"][:16], x["extra"][:16]]))
+    assert 1e-4 < max_relative_difference(served, expected) < 0.2
+    assert np.mean(served.argmax(-1) == expected.argmax(-1)) >= 0.85
+
+
+def test_load_exported_takes_several_inputs_by_name(two_inputs, tmp_path):
+    path = str(tmp_path / "model.onnx")
+    ekg_keras.export(two_inputs, path, format="onnx", check=False, verbose=0)
+    run = ekg_keras.load_exported(path)
+    x = two_input_batch(2)
+    expected = two_inputs([x["image"], x["extra"]])
+    assert max_relative_difference(run(x), expected) < 1e-4
+    with pytest.raises(ValueError, match="dict of batches by input name"):
+        run([x["image"], x["extra"]])
+    with pytest.raises(ValueError, match="should include 'extra'"):
+        run({"image": x["image"]})

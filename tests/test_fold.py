@@ -207,6 +207,22 @@ def test_a_masked_model_is_slimmed_then_folded():
     assert max_relative_difference(folded(x), masked(x)) < TOLERANCE
 
 
+def test_folds_around_a_lambda_with_a_python_lambda():
+    # Its config cannot rebuild the function (refused in safe mode).
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Lambda(lambda t: t * 0.5 + 1.0, name="affine")(x)
+    model = randomize_batchnorm(keras.Model(inputs, x))
+    folded = fold_without_warnings(model)
+    assert not batchnorms(folded)
+    assert folded.get_layer("affine").function is (
+        model.get_layer("affine").function
+    )
+    x = images(2, size=8)
+    assert max_relative_difference(folded(x), model(x)) < TOLERANCE
+
+
 def test_a_subclassed_model_is_refused():
     class Subclassed(keras.Model):
         def call(self, x):

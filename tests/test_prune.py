@@ -207,6 +207,54 @@ def test_nothing_prunable():
         ekg_keras.prune(keras.Model(inputs, outputs), flops=0.5)
 
 
+def _lambda_model():
+    """Convolutions with `Lambda` layers between them: a Python lambda
+    and a function defined here, neither of which a config can rebuild
+    (the lambda is refused in safe mode, `double` cannot be located)."""
+
+    def double(x):
+        return x * 2.0
+
+    def conv(x):
+        return keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+
+    inputs = keras.Input((8, 8, 3))
+    x = conv(inputs)
+    x = keras.layers.Lambda(lambda t: t * 0.5 + 1.0, name="affine")(x)
+    x = conv(conv(x))
+    x = keras.layers.Lambda(double, name="double")(x)
+    x = conv(conv(x))
+    outputs = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_lambda_layers_prune_and_slim_with_their_own_functions():
+    model = _lambda_model()
+    with pytest.warns(UserWarning) as record:
+        masked = ekg_keras.prune(model, flops=0.5, slim=False, verbose=0)
+    messages = " ".join(str(w.message) for w in record)
+    # The channel graph does not know `Lambda`: what reaches one stays
+    # whole, and the warning names it.
+    for name in ("affine", "double"):
+        assert f"layer '{name}' (Lambda), which the channel graph" in messages
+    graph = ekg_keras.graph.trace(masked, warn=False)
+    whole = [g for g in graph.groups if "Lambda" in " ".join(g.reasons)]
+    assert len(whole) == 2
+    keep = ekg_keras.flops.keep_counts(graph)
+    np.testing.assert_array_equal(keep[[g.id for g in whole]], 16)
+    slim = ekg_keras.slim(masked)
+    x = images(2, size=8)
+    assert max_relative_difference(slim(x), masked(x)) < 1e-4
+    assert 0.45 <= _kept_fraction(model, slim) <= 0.5
+    for name in ("affine", "double"):
+        # The same function object, not one rebuilt from the config.
+        assert slim.get_layer(name).function is model.get_layer(name).function
+    with pytest.warns(UserWarning, match="Lambda") as record:
+        small = ekg_keras.prune(model, flops=0.5, verbose=0)
+    assert len(record) == 2
+    assert max_relative_difference(small(x), slim(x)) < 1e-4
+
+
 APPLICATIONS = {
     "resnet50": keras.applications.ResNet50,
     "mobilenet_v2": keras.applications.MobileNetV2,

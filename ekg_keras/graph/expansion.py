@@ -28,6 +28,7 @@ from ekg_keras._keras_private import graph_nodes
 from ekg_keras._keras_private import is_graph_model
 from ekg_keras._keras_private import is_layer
 from ekg_keras._keras_private import rebuild_model
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.graph.handlers import describe
 
 
@@ -97,7 +98,7 @@ def expand(model, input_shape=None, warn_opaque=True):
                 f"Custom layer '{name}' is not traced through: {reason}. "
                 "Its channels stay whole; its MACs are counted from the "
                 "TensorFlow graph of its call.",
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
     return Expansion(rebuilt, opaque, changed=True)
 

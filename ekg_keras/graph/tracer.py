@@ -7,6 +7,7 @@ import numpy as np
 
 from ekg_keras._keras_private import functional_of
 from ekg_keras._keras_private import graph_nodes
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.graph import handlers as H
 from ekg_keras.graph.channel_graph import CallRecord
 from ekg_keras.graph.channel_graph import ChannelGraph
@@ -443,7 +444,7 @@ def _groups_in(channel_maps):
 
 def _warn_unknown(graph, unfollowed_sources):
     for message in unfollowed_sources:
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=user_stacklevel())
     culprits = collections.defaultdict(list)
     for group in graph.groups:
         for reason in group.reasons:
@@ -454,5 +455,5 @@ def _warn_unknown(graph, unfollowed_sources):
             f"{len(group_ids)} channel group(s) are not prunable because "
             f"{reason}. Register a handler with "
             "`ekg_keras.graph.register_handler` to prune through it.",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )

@@ -10,6 +10,8 @@ from ekg_keras._keras_private import deferred_variables
 from ekg_keras._keras_private import initialize_deferred
 from ekg_keras._keras_private import input_name
 from ekg_keras._keras_private import is_layer
+from ekg_keras._keras_private import lambda_output_shape
+from ekg_keras._warnings import user_stacklevel
 from ekg_keras.graph.handlers import activation_at_zero
 from ekg_keras.layers.attention import PrunableMultiHeadAttention
 from ekg_keras.layers.batch_normalization import PrunableBatchNormalization
@@ -175,13 +177,13 @@ def _warn_if_nonzero_at_zero(layer):
             "the stripped layer outputs that constant for masked channels "
             "instead of 0. Use `ekg_keras.slim`, which folds it into the "
             "consumer.",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
 def plain_copy(operation):
     """A fresh copy of a layer (no weights set) or of a `keras.ops`
-    operation (which has none), by `layer_from_config`.
+    operation (which has none), by `from_config_of`.
 
     A layer without weights that cannot be copied (built from arguments
     it cannot serialize) is shared, as are operations.
@@ -190,7 +192,9 @@ def plain_copy(operation):
         ValueError: If a layer with weights cannot be copied.
     """
     try:
-        return layer_from_config(type(operation), operation.get_config())
+        if is_layer(operation):
+            return from_config_of(operation, operation.get_config())
+        return type(operation).from_config(operation.get_config())
     except (
         TypeError,
         ValueError,
@@ -205,6 +209,35 @@ def plain_copy(operation):
             f"fails ({type(error).__name__}: {str(error)[:200]}). Give it a "
             "`get_config` that its `from_config` accepts."
         ) from error
+
+
+#: The `Lambda` config entries that hold functions (or their arguments).
+_LAMBDA_OBJECTS = ("function", "output_shape", "mask", "arguments")
+
+
+def from_config_of(layer, config, layer_class=None):
+    """A new layer of `layer_class` (default: `layer`'s class) from
+    `config`, as `layer_class.from_config(config)` (through
+    `layer_from_config`).
+
+    A `keras.layers.Lambda` is the exception: its config cannot always
+    rebuild its function (a Python lambda is refused in safe mode, a
+    function defined inside another cannot be located by name), so the new
+    `Lambda` calls the same function object, with the same `output_shape`,
+    `mask` and `arguments`, and takes the rest (name, dtype, trainable)
+    from `config`.
+    """
+    layer_class = layer_class or type(layer)
+    if layer_class is not keras.layers.Lambda:
+        return layer_from_config(layer_class, config)
+    rest = {k: v for k, v in config.items() if k not in _LAMBDA_OBJECTS}
+    return keras.layers.Lambda(
+        layer.function,
+        output_shape=lambda_output_shape(layer),
+        mask=layer.mask,
+        arguments=dict(layer.arguments),
+        **rest,
+    )
 
 
 def layer_from_config(layer_class, config):
@@ -244,8 +277,7 @@ def _repair_written_config(layer):
 
 def _constructor_arguments(layer_class):
     """Names a layer class's `__init__` takes, or None if it takes any
-    (`**kwargs` passed on to another than `keras.layers.Layer`, or a class
-    of Keras itself)."""
+    (a class of Keras itself, or one with its own `from_config`)."""
     if layer_class.__module__.split(".")[0] == "keras" or not issubclass(
         layer_class, keras.layers.Layer
     ):

@@ -15,6 +15,7 @@ result keeps as much of the budget as the device allows.
 import warnings
 
 from ekg_keras import _logging as log
+from ekg_keras._warnings import user_stacklevel
 
 # Secant steps smaller than this (in predicted fraction) stop the search.
 _RESOLUTION = 0.005
@@ -71,7 +72,7 @@ def meet_measured_latency(method, masked, fitter):
             f"({reason}); the latency model predicted {above[1]:.1%}. Ask "
             "for a lower `latency`, or round widths to the device's SIMD "
             "width (`round_to`).",
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
         return masked
     if method.measured_latency > goal:

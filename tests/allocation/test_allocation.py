@@ -12,6 +12,7 @@ from ekg_keras.allocation import KeepLevels
 from ekg_keras.allocation.levels import channel_floor
 from ekg_keras.allocation.levels import check_min_channels
 from ekg_keras.allocation.levels import width_counts
+from ekg_keras.allocation.uniform import follows_proportional_rule
 from ekg_keras.flops import FlopsCounter
 
 
@@ -237,3 +238,117 @@ def test_uniform_floors_are_the_exception():
     )
     assert np.all(keep[[g.id for g in channel_graph.prunable_groups]] >= 6)
     assert counter.macs(keep) <= 0.8 * counter.macs(counter.full)
+
+
+def _narrow_network(seed):
+    """A small random CNN of 8 to 16 channels per layer (at most five
+    prunable groups): a stem, two plain, residual or concatenating
+    blocks, global pooling and a classifier."""
+    rng = np.random.default_rng(seed)
+
+    def conv(x, width, kernel=3, strides=1):
+        return keras.layers.Conv2D(
+            width, kernel, strides, padding="same", activation="relu"
+        )(x)
+
+    def width():
+        return int(rng.integers(8, 17))
+
+    inputs = keras.Input((8, 8, 3))
+    x = conv(inputs, width())
+    for kind in rng.integers(3, size=2):
+        if kind == 0:
+            x = conv(x, width(), strides=int(rng.integers(1, 3)))
+        elif kind == 1:
+            x = keras.layers.Add()([x, conv(conv(x, width()), x.shape[-1])])
+        else:
+            x = keras.layers.Concatenate()(
+                [conv(x, width(), 1), conv(x, width())]
+            )
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def _concat_network(stem, a, b):
+    """A stem, then `a` (1x1) and `b` (3x3) channels concatenated."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(stem, 3, padding="same", activation="relu")(inputs)
+    a = keras.layers.Conv2D(a, 1, activation="relu")(x)
+    b = keras.layers.Conv2D(b, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Concatenate()([a, b])
+    )
+    return keras.Model(inputs, keras.layers.Dense(5)(x))
+
+
+def _fullest_in_band(counter, levels, target, widths=None):
+    """Exhaustive enumeration: the largest cost <= target over every
+    combination of allowed counts that follows the rule (some s with
+    s*w <= keep <= s*w + step per prunable group; floors waive the upper
+    side, full sizes the lower)."""
+    free = np.flatnonzero(levels.prunable)
+    widths = levels.sizes if widths is None else np.asarray(widths)
+    grids = np.meshgrid(*[levels.levels[g] for g in free], indexing="ij")
+    combos = np.stack([grid.ravel() for grid in grids], axis=1)
+    w = widths[free].astype(np.float64)
+    lowest = np.where(
+        combos <= levels.lowest[free], -np.inf, (combos - levels.round_to) / w
+    )
+    highest = np.where(combos >= levels.sizes[free], np.inf, combos / w)
+    combos = combos[lowest.max(axis=1) <= highest.min(axis=1) + 1e-12]
+    keep = np.tile(levels.sizes, (len(combos), 1))
+    keep[:, free] = combos
+    costs = np.array([counter.macs(k) for k in keep])
+    return costs[costs <= target].max()
+
+
+@pytest.mark.parametrize("round_to", [1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_uniform_fills_the_band_like_exhaustive_enumeration(seed, round_to):
+    channel_graph = graph.trace(_narrow_network(seed), warn=False)
+    counter = FlopsCounter(channel_graph)
+    levels = _levels(channel_graph, round_to=round_to)
+    full = counter.macs(counter.full)
+    for fraction in (0.3, 0.5, 0.8):
+        keep = allocation.uniform(counter, fraction * full, None, levels)
+        assert counter.macs(keep) <= fraction * full
+        _assert_within_one_step(channel_graph, keep, step=round_to)
+        best = _fullest_in_band(counter, levels, fraction * full)
+        assert counter.macs(keep) == pytest.approx(best, rel=1e-12), fraction
+
+
+@pytest.mark.parametrize(
+    "widths, round_to, fraction, greedy",
+    [((12, 12, 6), 2, 0.8, 0.6543), ((8, 16, 8), 1, 0.5, 0.4515)],
+)
+def test_uniform_fills_the_budget_the_greedy_top_up_left(
+    widths, round_to, fraction, greedy
+):
+    # Issue 28: raising the least kept group one step at a time stopped at
+    # [10, 10, 4] (0.654 of the FLOPs for 0.8; [5, 11, 5], 0.452 for 0.5):
+    # no single step more fit, although [10, 8, 6] follows the rule and
+    # keeps 0.7975 ([5, 10, 6]: 0.495).
+    channel_graph = graph.trace(_concat_network(*widths), warn=False)
+    counter = FlopsCounter(channel_graph)
+    levels = _levels(channel_graph, round_to=round_to)
+    full = counter.macs(counter.full)
+    keep = allocation.uniform(counter, fraction * full, None, levels)
+    best = _fullest_in_band(counter, levels, fraction * full)
+    assert counter.macs(keep) == pytest.approx(best, rel=1e-12)
+    assert counter.macs(keep) / full > greedy + 0.005
+    _assert_within_one_step(channel_graph, keep, step=round_to)
+
+
+def test_proportional_fills_the_band_like_exhaustive_enumeration():
+    channel_graph = graph.trace(_narrow_network(5), warn=False)
+    counter = FlopsCounter(channel_graph)
+    levels = _levels(channel_graph)
+    full = counter.macs(counter.full)
+    widths = channel_graph.sizes * np.random.default_rng(0).uniform(
+        0.3, 1.0, len(channel_graph.sizes)
+    )
+    for fraction in (0.3, 0.5, 0.8):
+        keep = allocation.proportional(counter, fraction * full, widths, levels)
+        assert follows_proportional_rule(levels, keep, widths)
+        best = _fullest_in_band(counter, levels, fraction * full, widths)
+        assert counter.macs(keep) == pytest.approx(best, rel=1e-12), fraction

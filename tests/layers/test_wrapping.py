@@ -137,6 +137,38 @@ def test_wrap_keeps_outputs():
     )
 
 
+def _lambda_model():
+    """A `Lambda` whose function is local, with `arguments` and an
+    `output_shape` function: a config rebuilds none of them."""
+
+    def scale(x, factor):
+        return x * factor
+
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.Lambda(
+        scale,
+        output_shape=lambda shape: shape,
+        arguments={"factor": 3.0},
+        name="scale",
+    )(x)
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+
+
+def test_wrap_and_strip_call_the_lambda_function_itself():
+    model = _lambda_model()
+    original = model.get_layer("scale")
+    for clone in (wrap(model), strip(wrap(model))):
+        copy = clone.get_layer("scale")
+        assert copy is not original
+        assert copy.function is original.function
+        assert copy.arguments == {"factor": 3.0}
+        assert copy.compute_output_shape((1, 4, 4, 4)) == (1, 4, 4, 4)
+        np.testing.assert_allclose(
+            _np(clone(_images())), _np(model(_images())), rtol=0, atol=1e-6
+        )
+
+
 def test_wrap_converts_exactly_the_wrappable_layers():
     model = _model()
 
