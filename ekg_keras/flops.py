@@ -266,8 +266,9 @@ class FlopsCounter:
             raise ValueError(
                 f"Cannot count the FLOPs of layer '{record.path}': {error} "
                 f"(its output shape is {shape}). A model with dynamic "
-                "sizes is counted at one size: pass `input_shape=` (e.g. "
-                "input_shape=(224, 224, 3)) to `ekg_keras.prune`, `count_flops` or `PruningScope`."
+                "sizes is counted at one size: pass `input_shape=` "
+                "(e.g. input_shape=(224, 224, 3)) to `ekg_keras.prune`, "
+                "`count_flops` or `PruningScope`."
             ) from None
         if record.kind == "unknown" and _may_compute(layer):
             try:

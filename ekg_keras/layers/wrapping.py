@@ -201,14 +201,28 @@ def plain_copy(operation):
         AttributeError,
         NotImplementedError,
     ) as error:
-        if not is_layer(operation) or not operation.weights:
+        if not is_layer(operation):
             return operation  # Stateless: sharing it is harmless.
+        if not operation.weights:
+            return _default_copy(operation)
         raise ValueError(
             f"Cannot copy layer '{operation.name}' "
             f"({type(operation).__name__}): its `from_config(get_config())` "
             f"fails ({type(error).__name__}: {str(error)[:200]}). Give it a "
             "`get_config` that its `from_config` accepts."
         ) from error
+
+
+def _default_copy(layer):
+    """A weightless layer built from arguments it cannot serialize (such
+    as KerasHub's `Identity` layers): a new one with default arguments if
+    that one serializes, else the layer itself (it has no state)."""
+    try:
+        copy = type(layer)(name=layer.name)
+        copy.get_config()
+    except Exception:  # Its constructor needs the arguments after all.
+        return layer
+    return copy
 
 
 #: The `Lambda` config entries that hold functions (or their arguments).
