@@ -30,10 +30,10 @@ import _timing  # noqa: E402,F401  Silences TF logging before TF loads.
 
 
 def _row(family):
+    import kerashub_models as hub
     import numpy as np
 
     import ekg_keras
-    import kerashub_models as hub
     from ekg_keras.methods.setup import PruningSetup
     from ekg_keras.traced_macs import traced_macs
 
