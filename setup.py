@@ -30,8 +30,9 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        # pytest-xdist: the suite runs on every core (python3 dev.py test).
-        "test": ["pytest", "pytest-xdist", "hypothesis"],
+        # pytest-xdist: the suite runs on every core (python3 dev.py test);
+        # keras-hub: its vision models are pruned by tests/test_prune_kerashub.py.
+        "test": ["pytest", "pytest-xdist", "hypothesis", "keras-hub"],
         "plot": ["matplotlib"],
         # Runtimes and converters of `ekg_keras.export` beyond TensorFlow:
         # LiteRT's interpreter, ONNX (Keras converts with tf2onnx; float16
