@@ -50,5 +50,6 @@ from ekg_keras.prune import prune
 from ekg_keras.runtimes import load_exported
 from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim
+from ekg_keras.traced_macs import traced_macs
 
 __version__ = "0.1.0"

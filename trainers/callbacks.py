@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ekg_keras import flops as flops_lib
 from ekg_keras.graph import trace
+from ekg_keras.graph.expansion import expand
 from ekg_keras.layers import prunable_layers
 from ekg_keras.training import custom_loop
 from ekg_keras.training import inner_model
@@ -32,13 +33,16 @@ class PruningSummaries(keras.callbacks.Callback):
         full_macs: MACs of the unpruned model, the denominator.
         epoch_offset: Added to the epoch number, so stages that follow each
             other plot on one axis.
+        input_shape: The image size FLOPs are counted at (needed when the
+            model takes images of any size), or None for the model's own.
     """
 
-    def __init__(self, log_dir, full_macs, epoch_offset=0):
+    def __init__(self, log_dir, full_macs, epoch_offset=0, input_shape=None):
         super().__init__()
         self.log_dir = log_dir
         self.full_macs = float(full_macs)
         self.epoch_offset = epoch_offset
+        self.input_shape = input_shape
         self._writer = None
         self._graph = None
 
@@ -46,7 +50,9 @@ class PruningSummaries(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(self.log_dir)
         network = network_of(self.model)
         if prunable_layers(network):
-            self._graph = trace(network, warn=False)
+            # The layers (and their masks) are shared with `network`.
+            counted = expand(network, self.input_shape, warn_opaque=False).model
+            self._graph = trace(counted, warn=False)
             self._counter = flops_lib.FlopsCounter(self._graph)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -110,7 +110,11 @@ class RunFitter:
             log_dir = os.path.join(self.log_dir, phase.name)
             callbacks += [
                 keras.callbacks.TensorBoard(log_dir),
-                callbacks_lib.PruningSummaries(log_dir, self.full_macs),
+                callbacks_lib.PruningSummaries(
+                    log_dir,
+                    self.full_macs,
+                    input_shape=self.pipelines.source.input_shape,
+                ),
             ]
         return callbacks
 

@@ -236,6 +236,7 @@ class Run:
             scope = ekg_keras.PruningScope(
                 flops=config.flops,
                 min_channels=_min_channels(config.min_channels),
+                input_shape=self.source.input_shape,
             )
             self._method = self.entry.create(
                 pretrained,
@@ -251,6 +252,9 @@ class Run:
         ekg_keras.recalibrate_batchnorm(
             masked, self.pipelines.ordered(), steps=RECALIBRATION_STEPS
         )
+        # Counted at the data's size; the --pretrained model's own input
+        # shapes (dynamic ones too) come back for the stages after.
+        masked = self._method.setup.restore_inputs(masked)
         self._keep("prune", masked)
         trajectory = self._method.trajectory()
         if trajectory is not None:
@@ -325,7 +329,7 @@ class Run:
                 else model
             )
         self._models["export"] = small
-        report = ekg_keras.count_flops(small)
+        report = self.count_flops(small)
         return {
             "saved_model": saved_model,
             "flops_fraction": report.macs / self.full_macs(),
@@ -401,14 +405,22 @@ class Run:
             reference = self._models.get("pretrain") or build_model(
                 self.config, self.source
             )
-            self._full = ekg_keras.count_flops(reference)
+            self._full = self.count_flops(reference)
         return self._full.macs
 
     def flops_fraction(self, model):
         return (
-            ekg_keras.count_flops(callbacks_lib.network_of(model)).macs
+            self.count_flops(callbacks_lib.network_of(model)).macs
             / self.full_macs()
         )
+
+    def count_flops(self, model):
+        """`ekg_keras.count_flops` at the data's image size.
+
+        A `--pretrained` model may take images of any size (KerasHub's
+        default); its cost is counted at the size the run feeds it.
+        """
+        return ekg_keras.count_flops(model, input_shape=self.source.input_shape)
 
     def summary(self):
         """Accuracy, FLOPs, params and wall times of the run so far."""
@@ -421,7 +433,7 @@ class Run:
             ),
             None,
         )
-        full = self._full or ekg_keras.count_flops(
+        full = self._full or self.count_flops(
             build_model(self.config, self.source)
         )
         summary = {

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import pytest
 from trainer_testing import ROOT
 from trainer_testing import trainer_env
@@ -278,3 +279,36 @@ def test_imagenet_synthetic_data_needs_no_data_set(capsys, tmp_path):
     assert "should take synthetic-imagenet2012 images of shape (16, 16, 3)" in (
         line
     )
+
+
+@pytest.mark.slow
+def test_a_pretrained_model_of_any_image_size_is_counted_at_the_data_size(
+    tmp_path,
+):
+    # KerasHub's default: a model that takes images of any size. The run
+    # counts FLOPs at --image_size, so the pruned model meets the budget
+    # there and keeps its dynamic input.
+    pretrained = tmp_path / "dynamic.keras"
+    ekg_keras.models.resnet20(input_shape=(None, None, 3)).save(pretrained)
+    model_dir = tmp_path / "run"
+    summary = cifar.main(
+        [
+            "cifar.py",
+            "--synthetic_data",
+            "--dataset=digits",
+            "--image_size=8",
+            "--model=resnet20",
+            "--method=l1",
+            "--flops=0.5",
+            f"--pretrained={pretrained}",
+            "--stages=prune,finetune,export",
+            "--epochs=1",
+            "--steps_per_epoch=2",
+            "--batch_size=32",
+            "--verbose=0",
+            f"--model_dir={model_dir}",
+        ]
+    )
+    assert 0.495 <= summary["flops_fraction"] <= 0.5
+    exported = keras.saving.load_model(model_dir / "export" / "model.keras")
+    assert tuple(exported.inputs[0].shape[1:3]) == (None, None)
