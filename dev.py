@@ -29,8 +29,20 @@ EXTRAS = ".[test,plot,deploy,docs]"
 TASKS = {
     "demo": ["examples/demo.py"],
     # One worker per core; a test module stays on one worker, so its
-    # module-scoped fixtures (a trained network, a search) run once.
-    "test": ["-m", "pytest", "-n", "auto", "--dist", "loadfile", "tests"],
+    # module-scoped fixtures (a trained network, a search) run once. The
+    # modules go out in tests/conftest.py's order (longest first), not
+    # xdist's default (most tests first, which left the long end-to-end
+    # modules for last and one worker idle at the end).
+    "test": [
+        "-m",
+        "pytest",
+        "-n",
+        "auto",
+        "--dist",
+        "loadfile",
+        "--no-loadscope-reorder",
+        "tests",
+    ],
     "bench": ["benchmarks/run_all.py"],
     "docs": ["-m", "mkdocs", "build", "--strict", "--site-dir", "site"],
 }

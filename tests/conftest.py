@@ -86,16 +86,31 @@ def trained_resnet20():
 # on it, an end-to-end run left out of `python3 dev.py test --quick`.
 END_TO_END_FIXTURES = ("trained_resnet20",)
 
+# The longest modules (measured: docs/development.md), handed out first so
+# that the short ones even out the end. Only the order depends on it.
+LONGEST_MODULES = (
+    "trainers/test_cifar.py",
+    "benchmarks/test_compare.py",
+    "test_prune_kerashub.py",
+    "test_prune_properties.py",
+    "examples/test_demo.py",
+    "trainers/test_ekg_stages.py",
+    "trainers/test_imagenet.py",
+    "examples/test_soft_pruning_example.py",
+    "test_prune_applications.py",
+)
+
 
 def pytest_collection_modifyitems(config, items):
     """Marks the tests on a trained network `slow`, so the quick subset
     never pays for searching one (the full suite runs them all), and puts
     the modules that hold end-to-end runs first.
 
-    With `pytest -n` (`python3 dev.py test`), a worker takes a whole
-    module at a time in this order: long modules first leave the short
-    ones to even out the end, instead of one worker finishing a long
-    trainer run while the other idles.
+    With `pytest -n --no-loadscope-reorder` (`python3 dev.py test`), a
+    worker takes a whole module at a time in this order: the longest
+    modules first, then the other slow ones, leave the short ones to even
+    out the end, instead of one worker finishing a long trainer run while
+    the other idles.
     """
     del config
     for item in items:
@@ -104,4 +119,12 @@ def pytest_collection_modifyitems(config, items):
     long_modules = {
         item.path for item in items if item.get_closest_marker("slow")
     }
-    items.sort(key=lambda item: item.path not in long_modules)
+    tests = os.path.dirname(__file__)
+
+    def rank(item):
+        module = os.path.relpath(item.path, tests).replace(os.sep, "/")
+        if module in LONGEST_MODULES:
+            return LONGEST_MODULES.index(module)
+        return len(LONGEST_MODULES) + (item.path not in long_modules)
+
+    items.sort(key=rank)

@@ -9,10 +9,11 @@ import numpy as np
 class SearchCheckpoint:
     """A directory holding one search's resumable state.
 
-    `save` writes the state arrays (`state.npz`) and a JSON record
-    (`record.json`) atomically (each goes to a temporary file that then
-    replaces the old one, so a kill mid-write leaves the previous
-    checkpoint), and `load` reads them back. Model weights that the search
+    `save` writes the state arrays and a JSON record as one file,
+    `state.npz`, atomically (it goes to a temporary file that then replaces
+    the old one, so a kill at any moment leaves the previous checkpoint
+    whole: arrays and record of the same step), and `load` reads them
+    back. Model weights that the search
     fixes once (e.g. after a warm-up fine-tune) go beside them with
     `save_weights` / `load_weights`.
 
@@ -22,6 +23,10 @@ class SearchCheckpoint:
     """
 
     STATE = "state.npz"
+    #: The record's key inside `state.npz`.
+    RECORD_KEY = "__record__"
+    #: Where checkpoints written before the record moved into `state.npz`
+    #: kept it (read when the key is missing).
     RECORD = "record.json"
 
     def __init__(self, directory):
@@ -44,16 +49,27 @@ class SearchCheckpoint:
         """Writes the state: a dict of arrays and a JSON-ready record."""
         if not self.enabled:
             return
+        if self.RECORD_KEY in arrays:
+            raise ValueError(
+                f"State arrays should not use the reserved key "
+                f"{self.RECORD_KEY!r}. Received keys: {sorted(arrays)}"
+            )
         os.makedirs(self.directory, exist_ok=True)
-        self._replace(self.STATE, lambda h: np.savez(h, **arrays), "wb")
-        self._replace(self.RECORD, lambda h: json.dump(record, h), "w")
+        # One file: two files replaced one after the other could be killed
+        # in between, leaving the arrays of one step with the record of
+        # the one before.
+        stored = {**arrays, self.RECORD_KEY: np.array(json.dumps(record))}
+        self._replace(self.STATE, lambda h: np.savez(h, **stored), "wb")
 
     def load(self):
         """The saved `(arrays, record)`; arrays are loaded into memory."""
         with np.load(self.path(self.STATE)) as stored:
             arrays = {key: stored[key] for key in stored.files}
-        with open(self.path(self.RECORD)) as handle:
-            record = json.load(handle)
+        if self.RECORD_KEY in arrays:
+            record = json.loads(str(arrays.pop(self.RECORD_KEY)))
+        else:
+            with open(self.path(self.RECORD)) as handle:
+                record = json.load(handle)
         return arrays, record
 
     def save_weights(self, model, name):

@@ -34,10 +34,25 @@ def test_search_checkpoint_saves_atomically_and_loads(tmp_path):
     arrays, record = checkpoint.load()
     np.testing.assert_array_equal(arrays["a"], np.arange(5))
     assert record == {"steps": [1, 2, 3]}
+    # One file: a kill between two replaced files could not pair the
+    # arrays of one step with the record of another.
     assert sorted(p.name for p in (tmp_path / "search").iterdir()) == [
-        "record.json",
         "state.npz",
     ]
+    with pytest.raises(ValueError, match="reserved key '__record__'"):
+        checkpoint.save({"__record__": np.arange(2)}, {})
     off = SearchCheckpoint(None)
     off.save({"a": np.arange(2)}, {})
     assert not off.enabled and not off.exists()
+
+
+def test_a_checkpoint_with_its_record_beside_it_still_loads(tmp_path):
+    # The layout before the record moved into state.npz.
+    directory = tmp_path / "search"
+    directory.mkdir()
+    np.savez(directory / "state.npz", a=np.arange(4))
+    (directory / "record.json").write_text('{"steps": [7]}')
+    arrays, record = SearchCheckpoint(directory).load()
+    assert list(arrays) == ["a"]
+    np.testing.assert_array_equal(arrays["a"], np.arange(4))
+    assert record == {"steps": [7]}
