@@ -378,6 +378,8 @@ def search(entry, model, flops, seed, options, data):
 def train_budget(method, pruned, plan, seed, data):
     """From the method's result: the fine-tuning of `plan` with each
     compared fine-tuner; a JSON record."""
+    import keras
+
     import ekg_keras
 
     masked = method.model
@@ -395,8 +397,6 @@ def train_budget(method, pruned, plan, seed, data):
     )
     for tuner in compared_finetuners(method):
         masked.set_weights(pruned["weights"])
-        import keras
-
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
         ekg_keras.training.finetune(
@@ -437,7 +437,9 @@ def control(model, epochs, seed, data):
         "pruned": None,
         "finetuned": {COMMON_FINETUNER: value},
         "final": value,
-        "seconds": {f"finetune_{COMMON_FINETUNER}": time.perf_counter() - start},
+        "seconds": {
+            f"finetune_{COMMON_FINETUNER}": time.perf_counter() - start
+        },
     }
 
 
