@@ -112,6 +112,8 @@ class StagewisePruning(PruningMethod):
         "manager_iterations": 3,
         "budget_units": 20,
         "batch_size": 150,
+        # Within the comparison's half point below the target.
+        "tolerance": 0.005,
     }
 
     def __init__(self, model, scope, data=None, **kwargs):
