@@ -302,7 +302,7 @@ def fit_round(model, data, epochs, learning_rate):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(data.train, epochs=epochs, verbose=0)
+    model.fit(data.train, epochs=epochs, shuffle=False, verbose=0)
 
 
 # One method, one target, one seed: every training budget.
