@@ -1,28 +1,38 @@
-"""Every registered pruning method on one trained model, side by side.
+"""Every registered pruning method at an equal training budget.
 
-    .venv/bin/python benchmarks/compare.py             # <= 60 min, 2 cores
+    .venv/bin/python benchmarks/compare.py             # <= 90 min, 2 cores
     .venv/bin/python benchmarks/compare.py --quick     # <= 10 min
     .venv/bin/python benchmarks/compare.py --methods ekg,l1 --budgets 0.3
 
-For each baseline (ResNet-20, and with `--baselines` a half-width ResNet-20,
-trained once on the embedded digits at 16x16 and cached), every method of
-the registry (the registry is the list: a method added later appears here
-unedited; presets equal to another entry are run once) prunes to each FLOPs
-budget with each seed, with its `compare_options` (CPU-sized settings).
-Then, from the same pruned model: batch normalization recalibrated on the
-training data ("pruned"), the same fine-tuning budget for everyone ("plain":
-the `Fitter`'s SGD schedule; methods that train while they prune spend that
-budget on their own training instead), and, for methods that leave a
-trajectory, every registered fine-tuner that learns from it (EKG's
-memory-bank distillation, "ekg"). Each method is tested against a reference
-method, paired by seed (`--reference`; default: the registry's default
-method with data, the EKG search). Recorded: test accuracy in
-inference mode, FLOPs by the counter, parameters, the slim model's CPU
-latency (batch 1) and throughput (batch 64), also with batch norm folded
-(the deployed form), wall time per stage, the search trajectory and the kept
-widths. Each run is cached as JSON, so an interrupted comparison resumes;
-the results go to `results/compare.json`, `results/compare.md` and PNG plots
-in `results/`."""
+Cases (`--cases`): a network trained on a data setting until its test
+accuracy stops improving (the curve is reported), cached. "digits" is the
+embedded digits at 16x16; "hard" is a harder, cheaper setting where
+methods separate: 30 training images per class, Gaussian noise of std 1.0
+(in standard units) added to every train and test image.
+
+Equal training budget: after the baseline every run gets the same number
+of epochs over the training data (`--epochs`: a short and a long budget)
+that update the network's weights. Each method says how it spends them
+(`PruningMethod.training_budget`: soft pruning then recovery, a super-net
+then fine-tuning, a search's warm-up then fine-tuning, or all of it on
+fine-tuning); the table shows the split. Work that updates no weights
+(scoring, candidate evaluation, gates or samplers on a frozen network) is
+reported as search seconds. The control row "unpruned" trains the
+baseline itself for the same epochs: each method's cost of pruning is its
+gap to that row.
+
+Every registered method (the registry is the list) prunes to each FLOPs
+target with each seed. Recorded: test accuracy right after pruning (batch
+norm recalibrated), after the budget with plain fine-tuning and with
+every registered fine-tuner that learns from the method's trajectory
+(EKG's distillation), the final accuracy (the method's own fine-tuner
+where it was run, else plain), FLOPs of the slim model (a run more than
+0.5 points below its target is marked), parameters, the folded slim
+model's CPU latency, wall time per stage. Paired t-tests over seeds check
+the claims of the papers that the method packages register
+(`ekg_keras.methods.claims`). Each run is cached as JSON, so an
+interrupted comparison resumes; results go to `results/compare.json`,
+`results/compare.md` and PNG plots in `results/`."""
 
 import argparse
 import dataclasses
@@ -37,34 +47,53 @@ from common import COMMON_FINETUNER
 from common import FINETUNE_SETTINGS
 from common import accuracy
 from common import compared_finetuners
-from common import fit_digits
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
 SEEDS = (0, 1, 2)
 BUDGETS = (0.5, 0.3)
 IMAGE_SIZE = 16
-#: Baselines: name -> (width of the first stage, training epochs). The
-#: half-width one is opt-in (`--baselines resnet20,resnet20_w8`): both in
-#: one run do not fit the 60-minute budget on 2 cores.
-BASELINES = {"resnet20": (16, 15), "resnet20_w8": (8, 15)}
-DEFAULT_BASELINES = ("resnet20",)
-FINETUNE_EPOCHS = 3
+#: Networks: name -> (depth, width of the first stage).
+NETWORKS = {
+    "resnet20": (20, 16),
+    "resnet20_w8": (20, 8),
+    "resnet56": (56, 16),
+}
+#: Data settings: training samples per class (None: all), noise std (in
+#: standard units), epochs of one baseline round, the short and long
+#: training budgets (epochs).
+DATA = {
+    "digits": {"per_class": None, "noise": 0.0, "round": 10, "epochs": (4, 12)},
+    "hard": {"per_class": 30, "noise": 1.0, "round": 30, "epochs": (10, 30)},
+}
+DEFAULT_CASES = (
+    "resnet20/digits",
+    "resnet20/hard",
+    "resnet20_w8/hard",
+    "resnet56/hard",
+)
+QUICK_CASES = ("resnet20/hard",)
+#: The baseline trains in rounds (a cosine schedule each) until a round
+#: gains less than this on the test set, at most `MAX_ROUNDS` rounds.
+MIN_GAIN = 0.0025
+MAX_ROUNDS = 6
+#: A run this far below its FLOPs target is marked as a miss.
+FLOPS_TOLERANCE = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What one comparison run covers."""
 
-    baselines: tuple
+    cases: tuple
     methods: tuple
     budgets: tuple
     seeds: tuple
-    finetune_epochs: int
-    baseline_epochs: int
+    epochs: tuple  # Training budgets; None: the data setting's.
     options: str  # "compare" or "smoke" (the methods' option sets)
     image_size: int
     results: pathlib.Path
-    reference: str  # The method the paired tests compare against.
+    baseline_rounds: int  # At most this many baseline rounds.
+    latency: bool
 
 
 def parse_args(argv=None):
@@ -72,44 +101,40 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=("one seed, flops 0.5, ResNet-20 only, 2 fine-tuning epochs"),
+        help="one seed, flops 0.5, ResNet-20 on the hard digits only",
     )
     parser.add_argument(
         "--tiny",
         action="store_true",
         help=(
             "a smoke check of the harness: 8x8 inputs, the methods' smoke "
-            "options, 1 epoch everywhere (figures mean nothing)"
+            "options, budgets of 2 and 3 epochs (figures mean nothing)"
         ),
     )
     parser.add_argument(
-        "--methods",
-        default=None,
-        help="comma-separated registered names (default all)",
+        "--methods", default=None, help="comma-separated registered names"
     )
     parser.add_argument(
-        "--budgets",
-        default=None,
-        help="comma-separated FLOPs fractions to keep",
+        "--budgets", default=None, help="comma-separated FLOPs fractions"
     )
     parser.add_argument("--seeds", default=None, help="comma-separated seeds")
     parser.add_argument(
-        "--baselines",
+        "--epochs",
         default=None,
-        help=f"comma-separated from {', '.join(BASELINES)}",
+        help="comma-separated training budgets (default: the data's)",
+    )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help=(
+            "comma-separated network/data from "
+            f"{', '.join(NETWORKS)} / {', '.join(DATA)}"
+        ),
     )
     parser.add_argument(
         "--results",
         default=str(RESULTS),
         help="directory of the results and the run cache",
-    )
-    parser.add_argument(
-        "--reference",
-        default=None,
-        help=(
-            "method the others are tested against (default: the registry's "
-            "default method with data, the EKG search)"
-        ),
     )
     return parser.parse_args(argv)
 
@@ -121,28 +146,33 @@ def settings_from(args):
         return tuple(kind(v) for v in text.split(",")) if text else default
 
     methods = listed(args.methods, distinct_methods(ekg_keras.methods))
-    reference = args.reference or ekg_keras.methods.default(with_data=True)
-    unknown = sorted(
-        set(methods + (reference,)) - set(ekg_keras.methods.names())
-    )
+    unknown = sorted(set(methods) - set(ekg_keras.methods.names()))
     if unknown:
         raise SystemExit(
-            f"--methods and --reference should be registered methods "
+            f"--methods should be registered methods "
             f"({', '.join(ekg_keras.methods.names())}). Received: "
             f"{', '.join(unknown)}"
         )
     quick, tiny = args.quick or args.tiny, args.tiny
+    cases = listed(args.cases, QUICK_CASES if quick else DEFAULT_CASES)
+    for case in cases:
+        network, _, data = case.partition("/")
+        if network not in NETWORKS or data not in DATA:
+            raise SystemExit(
+                f"--cases should be network/data from {', '.join(NETWORKS)}"
+                f" / {', '.join(DATA)}. Received: {case}"
+            )
     return Settings(
-        baselines=listed(args.baselines, DEFAULT_BASELINES),
+        cases=cases,
         methods=methods,
         budgets=listed(args.budgets, (0.5,) if quick else BUDGETS, float),
         seeds=listed(args.seeds, (0,) if quick else SEEDS, int),
-        finetune_epochs=1 if tiny else (2 if quick else FINETUNE_EPOCHS),
-        baseline_epochs=1 if tiny else None,
+        epochs=listed(args.epochs, (2, 3) if tiny else None, int),
         options="smoke" if tiny else "compare",
         image_size=8 if tiny else IMAGE_SIZE,
         results=pathlib.Path(args.results),
-        reference=reference,
+        baseline_rounds=1 if tiny else MAX_ROUNDS,
+        latency=not tiny,
     )
 
 
@@ -161,121 +191,264 @@ def distinct_methods(methods):
     return tuple(sorted(chosen.values()))
 
 
-# Baselines and data.
+def epoch_budgets(settings, data_name):
+    return settings.epochs or DATA[data_name]["epochs"]
 
 
-def digits(settings):
+# Data and baselines.
+
+
+def load_data(name, settings):
+    """The data setting `name` (see `DATA`)."""
+    import numpy as np
+    import tensorflow as tf
+
     import ekg_keras
 
-    return ekg_keras.data.digits(
+    data = ekg_keras.data.digits(
         batch_size=64, image_size=settings.image_size, seed=0
     )
+    spec = DATA[name]
+    if spec["per_class"] is None and not spec["noise"]:
+        return data
+    rng = np.random.default_rng(0)
+    x, y = data.x_train, data.y_train
+    if spec["per_class"] is not None:
+        rows = np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(y == c))[: spec["per_class"]]
+                for c in range(data.num_classes)
+            ]
+        )
+        x, y = x[np.sort(rows)], y[np.sort(rows)]
+    x_test = data.x_test
+    if spec["noise"]:
+        x = x + rng.normal(0, spec["noise"], x.shape).astype(np.float32)
+        x_test = x_test + rng.normal(0, spec["noise"], x_test.shape).astype(
+            np.float32
+        )
+    train = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=0, reshuffle_each_iteration=True)
+        .batch(64)
+    )
+    test = tf.data.Dataset.from_tensor_slices((x_test, data.y_test)).batch(64)
+    return dataclasses.replace(
+        data, x_train=x, y_train=y, x_test=x_test, train=train, test=test
+    )
 
 
-def baseline(name, settings, data):
-    """The trained baseline (cached in the results directory)."""
+def baseline(case, settings, data):
+    """The converged baseline of `case` and its accuracy curve (cached)."""
     import keras
 
     import ekg_keras
 
-    width, epochs = BASELINES[name]
-    epochs = settings.baseline_epochs or epochs
-    path = (
-        settings.results
-        / "compare"
-        / (f"baseline_{name}_{settings.image_size}px_{epochs}ep.keras")
-    )
-    if path.exists():
-        return keras.saving.load_model(path)
-    progress(f"training baseline {name} for {epochs} epochs ...")
+    network, _, data_name = case.partition("/")
+    depth, width = NETWORKS[network]
+    directory = settings.results / "compare" / "baselines"
+    stem = f"{network}_{data_name}_{settings.image_size}px"
+    path = directory / f"{stem}.keras"
+    curve_path = directory / f"{stem}_curve.json"
+    if path.exists() and curve_path.exists():
+        return keras.saving.load_model(path), json.loads(curve_path.read_text())
     keras.utils.set_random_seed(0)
     model = ekg_keras.models.resnet_cifar(
-        20, input_shape=data.input_shape, width=width
+        depth, input_shape=data.input_shape, width=width
     )
-    fit_digits(model, data, epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    epochs = DATA[data_name]["round"] if settings.options == "compare" else 1
+    curve, best, best_weights = [], -1.0, None
+    start = time.perf_counter()
+    for round_ in range(settings.baseline_rounds):
+        # Restarts from a high rate: the first round from scratch, later
+        # ones from the best so far (SGDR-style warm restarts).
+        fit_round(model, data, epochs, 0.1 if round_ == 0 else 0.05)
+        value = accuracy(model, data)
+        curve.append([(round_ + 1) * epochs, value])
+        progress(
+            f"baseline {case}: {(round_ + 1) * epochs} epochs, "
+            f"{value:.2%}"
+        )
+        gained = value - best
+        if value > best:
+            best, best_weights = value, model.get_weights()
+        if gained < MIN_GAIN:
+            break
+    model.set_weights(best_weights)
+    directory.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    return model
+    record = {
+        "curve": curve,
+        "accuracy": best,
+        "seconds": time.perf_counter() - start,
+    }
+    curve_path.write_text(json.dumps(record))
+    return model, record
 
 
-# One run.
-
-
-def run_one(name, model, budget, seed, settings, data):
-    """Prunes, recalibrates, fine-tunes, measures; returns a JSON record."""
+def fit_round(model, data, epochs, learning_rate):
+    """One baseline round: SGD cosine from `learning_rate`, Nesterov,
+    weight decay 5e-4 (the benchmarks' baseline recipe)."""
     import keras
 
-    import ekg_keras
-    from ekg_keras.methods import options as options_lib
+    steps = epochs * len(data.train)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(learning_rate, steps),
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=5e-4,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(data.train, epochs=epochs, shuffle=False, verbose=0)
 
-    entry = ekg_keras.methods.get(name)
+
+# One method, one target, one seed: every training budget.
+
+
+def method_options(entry, settings):
     cls = entry.method_class
-    options = dict(
+    return dict(
         cls.smoke_options
         if settings.options == "smoke"
         else cls.compare_options
     )
-    if cls.trains_while_pruning:
-        # Its own training spends the fine-tuning budget.
-        options.update(
-            options_lib.from_settings(
-                cls.Options, {"epochs": settings.finetune_epochs}
-            )
+
+
+def run_method(name, model, flops, seed, epochs_list, settings, data):
+    """Prunes `model` with `name` to `flops`, then spends each training
+    budget of `epochs_list`; returns a JSON record with one entry per
+    budget. Searches whose options do not depend on the budget run once."""
+    import ekg_keras
+
+    entry = ekg_keras.methods.get(name)
+    base_options = method_options(entry, settings)
+    plans = {
+        e: entry.method_class.training_budget(
+            e, {**entry.presets, **base_options}
         )
-    train = (data.x_train, data.y_train)
-    keras.utils.set_random_seed(seed)
-    record = {"method": name, "budget": budget, "seed": seed, "seconds": {}}
-    method = entry.create(model, budget, train, verbose=0, **options)
-    fitter = ekg_keras.training.Fitter(train, batch_size=64, verbose=0)
-    start = time.perf_counter()
-    masked = method.run(fitter)
-    record["seconds"]["search"] = time.perf_counter() - start
-    start = time.perf_counter()
-    ekg_keras.recalibrate_batchnorm(masked, data.train)
-    record["seconds"]["recalibration"] = time.perf_counter() - start
-    record["pruned"] = accuracy(masked, data)
-    record.update(structure(method, masked, model))
-    record["trajectory"] = trajectory(method)
-    record["finetuned"] = {}
-    if not cls.trains_while_pruning:
-        record["finetuned"] = finetune_each(
-            method, fitter, seed, settings, data, record["seconds"]
+        for e in epochs_list
+    }
+    record = {"method": name, "budget": flops, "seed": seed, "runs": {}}
+    searched = {}
+    for epochs, plan in plans.items():
+        options = {**base_options, **plan.options}
+        key = json.dumps(options, sort_keys=True, default=str)
+        if key not in searched:
+            searched[key] = search(entry, model, flops, seed, options, data)
+        method, pruned = searched[key]
+        record["runs"][str(epochs)] = train_budget(
+            method, pruned, plan, seed, data
         )
-    record.update(speed(masked))
+    first = next(iter(searched.values()))[0]
+    record.update(structure(first, model))
+    record["trajectory"] = trajectory(first)
+    if settings.latency:
+        record.update(speed(first.model))
     return record
 
 
-def finetune_each(method, fitter, seed, settings, data, seconds):
-    """Accuracy after each compared fine-tuner, each from the pruned
-    weights; their wall times go into `seconds`."""
+def search(entry, model, flops, seed, options, data):
+    """Runs the method; returns it and its result (pruned accuracy,
+    weights, seconds)."""
+    import keras
+
+    import ekg_keras
+
+    train = (data.x_train, data.y_train)
+    keras.utils.set_random_seed(seed)
+    method = entry.create(model, flops, train, verbose=0, **options)
+    fitter = ekg_keras.training.Fitter(train, batch_size=64, verbose=0)
+    start = time.perf_counter()
+    masked = method.run(fitter)
+    seconds = {"search": time.perf_counter() - start}
+    start = time.perf_counter()
+    ekg_keras.recalibrate_batchnorm(masked, data.train)
+    seconds["recalibration"] = time.perf_counter() - start
+    pruned = {
+        "accuracy": accuracy(masked, data),
+        "weights": masked.get_weights(),
+        "seconds": seconds,
+    }
+    return method, pruned
+
+
+def train_budget(method, pruned, plan, seed, data):
+    """From the method's result: the fine-tuning of `plan` with each
+    compared fine-tuner; a JSON record."""
     import keras
 
     import ekg_keras
 
     masked = method.model
-    pruned_weights = masked.get_weights()
-    accuracies = {}
+    run = {
+        "split": plan.split(),
+        "pruned": pruned["accuracy"],
+        "seconds": dict(pruned["seconds"]),
+        "finetuned": {},
+    }
+    if not plan.finetune_epochs:
+        run["final"] = pruned["accuracy"]
+        return run
+    fitter = ekg_keras.training.Fitter(
+        (data.x_train, data.y_train), batch_size=64, verbose=0
+    )
     for tuner in compared_finetuners(method):
-        masked.set_weights(pruned_weights)
+        masked.set_weights(pruned["weights"])
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
         ekg_keras.training.finetune(
             method,
-            settings.finetune_epochs,
+            plan.finetune_epochs,
             fitter,
             tuner,
             settings=FINETUNE_SETTINGS,
         )
         ekg_keras.recalibrate_batchnorm(masked, data.train)
-        seconds[f"finetune_{tuner}"] = time.perf_counter() - start
-        accuracies[tuner] = accuracy(masked, data)
-    return accuracies
+        run["seconds"][f"finetune_{tuner}"] = time.perf_counter() - start
+        run["finetuned"][tuner] = accuracy(masked, data)
+    own = method.finetuner if method.finetuner in run["finetuned"] else None
+    run["final"] = run["finetuned"][own or COMMON_FINETUNER]
+    masked.set_weights(pruned["weights"])
+    return run
 
 
-def structure(method, masked, model):
+def control(model, epochs, seed, data):
+    """The unpruned baseline trained for `epochs` like a fine-tuning."""
+    import keras
+
     import ekg_keras
 
-    report = ekg_keras.count_flops(masked)
+    network = keras.models.clone_model(model)
+    network.set_weights(model.get_weights())
+    fitter = ekg_keras.training.Fitter(
+        (data.x_train, data.y_train), batch_size=64, verbose=0
+    )
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    ekg_keras.training.finetune_model(
+        network, epochs, fitter, COMMON_FINETUNER, settings=FINETUNE_SETTINGS
+    )
+    value = accuracy(network, data)
+    return {
+        "split": {"finetune": epochs},
+        "pruned": None,
+        "finetuned": {COMMON_FINETUNER: value},
+        "final": value,
+        "seconds": {
+            f"finetune_{COMMON_FINETUNER}": time.perf_counter() - start
+        },
+    }
+
+
+def structure(method, model):
+    """FLOPs and parameters by the slim model's count, kept widths."""
+    import ekg_keras
+
+    small = ekg_keras.slim(method.model)
+    report = ekg_keras.count_flops(small)
     full = ekg_keras.count_flops(model)
     keep = method.setup.current_keep()
     return {
@@ -302,224 +475,292 @@ def trajectory(method):
 
 
 def speed(masked):
+    """Latency of the deployed form (slim, batch norm folded)."""
     import ekg_keras
 
-    small = ekg_keras.slim(masked)
-    deployed = ekg_keras.fold_batchnorm(small)
-    result = {}
-    for label, network in (("slim", small), ("folded", deployed)):
-        one = ekg_keras.measure_latency(network, batch_size=1, runs=30)
-        many = ekg_keras.measure_latency(network, batch_size=64, runs=10)
-        result[label] = {
-            "ms_batch1": one.median_ms,
-            "images_per_s_batch64": many.images_per_second,
-        }
-    return result
+    deployed = ekg_keras.fold_batchnorm(ekg_keras.slim(masked))
+    one = ekg_keras.measure_latency(deployed, batch_size=1, runs=20)
+    many = ekg_keras.measure_latency(deployed, batch_size=64, runs=5)
+    return {
+        "ms_batch1": one.median_ms,
+        "images_per_s_batch64": many.images_per_second,
+    }
 
 
 # The comparison.
 
 
 def run_all(settings):
-    """Runs (or reads from the cache) every run; returns all records."""
-    data = digits(settings)
-    records = []
-    for base in settings.baselines:
-        model = baseline(base, settings, data)
-        records.append(unpruned_record(base, model, data))
+    """Runs (or reads from the cache) every run; returns the records and
+    the baselines' records."""
+    records, baselines = [], {}
+    for case in settings.cases:
+        data_name = case.partition("/")[2]
+        data = load_data(data_name, settings)
+        model, curve = baseline(case, settings, data)
+        epochs_list = epoch_budgets(settings, data_name)
+        baselines[case] = unpruned_record(case, model, data, curve, settings)
+        for seed in settings.seeds:
+            record = cached(
+                settings,
+                case,
+                "unpruned",
+                1.0,
+                seed,
+                epochs_list,
+                lambda s=seed: {
+                    "method": "unpruned",
+                    "budget": 1.0,
+                    "seed": s,
+                    "runs": {
+                        str(e): control(model, e, s, data) for e in epochs_list
+                    },
+                    "flops_fraction": 1.0,
+                },
+            )
+            records.append(record)
         runs = list(
             itertools.product(
                 settings.methods, settings.budgets, settings.seeds
             )
         )
-        for index, (name, budget, seed) in enumerate(runs, 1):
-            path = cache_path(settings, base, name, budget, seed)
-            if path.exists():
-                record = json.loads(path.read_text())
-                progress(
-                    f"[{base} {index}/{len(runs)}] {name} flops={budget} "
-                    f"seed={seed}: cached"
-                )
-            else:
-                start = time.perf_counter()
-                record = run_one(name, model, budget, seed, settings, data)
-                record["baseline"] = base
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(record))
-                progress(
-                    f"[{base} {index}/{len(runs)}] {name} flops={budget} "
-                    f"seed={seed}: pruned {record['pruned']:.2%}, "
-                    + ", ".join(
-                        f"{k} {v:.2%}" for k, v in record["finetuned"].items()
-                    )
-                    + f" ({time.perf_counter() - start:.0f} s)"
-                )
+        for index, (name, flops, seed) in enumerate(runs, 1):
+            record = cached(
+                settings,
+                case,
+                name,
+                flops,
+                seed,
+                epochs_list,
+                lambda n=name, f=flops, s=seed: run_method(
+                    n, model, f, s, epochs_list, settings, data
+                ),
+                label=f"[{case} {index}/{len(runs)}]",
+            )
             records.append(record)
-    return records
+    return records, baselines
 
 
-def unpruned_record(base, model, data):
+def cached(settings, case, name, flops, seed, epochs_list, make, label=""):
+    """The record of a run from the cache, or `make()`'s (then cached)."""
+    path = cache_path(settings, case, name, flops, seed, epochs_list)
+    if path.exists():
+        record = json.loads(path.read_text())
+        progress(f"{label} {case} {name} flops={flops} seed={seed}: cached")
+        return record
+    start = time.perf_counter()
+    record = make()
+    record["case"] = case
+    record["seconds"] = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    summary = ", ".join(
+        f"{e} ep {r['final']:.2%}" for e, r in record["runs"].items()
+    )
+    progress(
+        f"{label} {case} {name} flops={flops} seed={seed}: {summary} "
+        f"({record['seconds']:.0f} s)"
+    )
+    return record
+
+
+def unpruned_record(case, model, data, curve, settings):
     import ekg_keras
 
     report = ekg_keras.count_flops(model)
     record = {
-        "method": "unpruned",
-        "baseline": base,
-        "budget": 1.0,
-        "seed": 0,
-        "pruned": accuracy(model, data),
-        "finetuned": {},
-        "flops_fraction": 1.0,
+        "case": case,
+        "accuracy": accuracy(model, data),
+        "curve": curve["curve"],
+        "seconds": curve["seconds"],
         "macs": report.macs,
         "params": report.params,
+        "train_samples": int(len(data.y_train)),
     }
-    record.update(speed(ekg_keras.wrap(model)))
+    if settings.latency:
+        record.update(speed(ekg_keras.wrap(model)))
     return record
 
 
-def cache_path(settings, base, name, budget, seed):
+def cache_path(settings, case, name, flops, seed, epochs_list):
     tag = (
-        f"{settings.options}_{settings.image_size}px"
-        f"_ft{settings.finetune_epochs}"
+        f"{settings.options}_{settings.image_size}px_ep"
+        + "-".join(map(str, epochs_list))
     )
     return (
         settings.results
         / "compare"
         / "runs"
         / tag
-        / base
-        / f"{name}_{budget}_{seed}.json"
+        / case.replace("/", "_")
+        / f"{name}_{flops}_{seed}.json"
     )
 
 
 # Summaries.
 
 
-def final_accuracy(record):
-    """Accuracy after fine-tuning: the best fine-tuner's, or the pruned
-    model's for methods whose training is the fine-tuning."""
-    values = list(record["finetuned"].values())
-    return max(values) if values else record["pruned"]
+def measure(record, epochs, what):
+    """A record's accuracy at `epochs`: "pruned", "final" or a
+    fine-tuner's name (None where it was not run)."""
+    run = record["runs"][str(epochs)]
+    if what in ("pruned", "final"):
+        return run[what]
+    return run["finetuned"].get(what)
 
 
-def summarize(records, settings):
-    """Mean and std per (baseline, method, budget), and paired tests."""
+def stats(values):
     import numpy as np
 
-    rows = []
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return [float(np.mean(values)), spread]
+
+
+def summarize(records):
+    """Mean and std per (case, method, FLOPs target, training budget)."""
     keyed = {}
     for r in records:
-        if r["method"] == "unpruned":
-            continue
-        keyed.setdefault((r["baseline"], r["method"], r["budget"]), []).append(
-            r
-        )
-    for (base, name, budget), group in sorted(keyed.items()):
-        group = sorted(group, key=lambda r: r["seed"])
-
-        def stats(values):
-            values = [v for v in values if v is not None]
-            if not values:
-                return None
-            return [
-                float(np.mean(values)),
-                float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            ]
-
-        rows.append(
-            {
-                "baseline": base,
+        keyed.setdefault((r["case"], r["method"], r["budget"]), []).append(r)
+    rows = []
+    for (case, name, flops), group in keyed.items():
+        for epochs in group[0]["runs"]:
+            runs = [r["runs"][epochs] for r in group]
+            row = {
+                "case": case,
                 "method": name,
-                "budget": budget,
+                "budget": flops,
+                "epochs": int(epochs),
                 "seeds": [r["seed"] for r in group],
-                "flops_fraction": stats([r["flops_fraction"] for r in group]),
-                "params": stats([r["params"] for r in group]),
-                "pruned": stats([r["pruned"] for r in group]),
-                **{
-                    tuner: stats([r["finetuned"].get(tuner) for r in group])
-                    for tuner in finetuner_columns(records)
+                "split": runs[0]["split"],
+                "pruned": stats([r["pruned"] for r in runs]),
+                "final": stats([r["final"] for r in runs]),
+                "finetuned": {
+                    t: stats([r["finetuned"].get(t) for r in runs])
+                    for t in sorted({t for r in runs for t in r["finetuned"]})
                 },
-                "final": stats([final_accuracy(r) for r in group]),
-                "ms_batch1": stats([r["slim"]["ms_batch1"] for r in group]),
-                "folded_ms_batch1": stats(
-                    [r["folded"]["ms_batch1"] for r in group]
+                "flops_fraction": stats([r["flops_fraction"] for r in group]),
+                "params": stats([r.get("params") for r in group]),
+                "ms_batch1": stats([r.get("ms_batch1") for r in group]),
+                "search_s": stats(
+                    [r["seconds"].get("search") for r in runs]
                 ),
-                "images_per_s": stats(
-                    [r["slim"]["images_per_s_batch64"] for r in group]
-                ),
-                "search_s": stats([r["seconds"]["search"] for r in group]),
             }
-        )
-    return rows, paired_tests(keyed, settings.reference)
+            low = min(r["flops_fraction"] for r in group)
+            row["flops_miss"] = name != "unpruned" and (
+                low < flops - FLOPS_TOLERANCE
+                or max(r["flops_fraction"] for r in group) > flops + 1e-6
+            )
+            rows.append(row)
+    rows.sort(
+        key=lambda r: (r["case"], -r["budget"], r["epochs"], r["method"])
+    )
+    return rows
 
 
-def finetuner_columns(records):
-    """The fine-tuners the records used: the common one first."""
-    used = {tuner for r in records for tuner in r["finetuned"]}
-    return [COMMON_FINETUNER] + sorted(used - {COMMON_FINETUNER})
-
-
-#: What the paired tests compare: accuracy right after pruning (batch norm
-#: recalibrated, where the pruning choices differ most) and after the
-#: fine-tuning budget.
-MEASURES = {
-    "pruned": lambda record: record["pruned"],
-    "final": lambda record: final_accuracy(record),
-}
-
-
-def paired_tests(keyed, reference_name):
-    """Per baseline, budget and measure: each method against the method
-    `reference_name`, paired by seed (t-test on the per-seed
-    differences)."""
+def paired(records, case, flops, epochs, mine, theirs):
+    """Per-seed differences `mine - theirs` of ((method, measure) pairs)
+    and the two-sided paired t-test's p-value."""
     from scipy import stats as scipy_stats
 
-    tests = []
-    for (base, name, budget), group in keyed.items():
-        reference = keyed.get((base, reference_name, budget))
-        if name == reference_name or not reference:
+    def by_seed(name, what, budget):
+        return {
+            r["seed"]: measure(r, epochs, what)
+            for r in records
+            if r["case"] == case
+            and r["method"] == name
+            and r["budget"] == budget
+            and str(epochs) in r["runs"]
+        }
+
+    a = by_seed(*mine, flops)
+    b = by_seed(*theirs, 1.0 if theirs[0] == "unpruned" else flops)
+    seeds = sorted(
+        s for s in set(a) & set(b) if a[s] is not None and b[s] is not None
+    )
+    if not seeds:
+        return None
+    differences = [a[s] - b[s] for s in seeds]
+    if len(seeds) < 2:
+        p_value = None
+    elif max(differences) == min(differences):
+        p_value = 0.0 if differences[0] != 0 else 1.0
+    else:
+        p_value = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+    return {
+        "mean_difference": sum(differences) / len(differences),
+        "p_value": p_value,
+        "seeds": seeds,
+    }
+
+
+def check_claims(records, rows):
+    """Each registered claim per case, FLOPs target and training budget."""
+    import ekg_keras
+
+    present = {r["method"] for r in records}
+    results = []
+    for claim in ekg_keras.methods.claims():
+        if not {claim.method, claim.reference} <= present:
             continue
-        for measure, value in MEASURES.items():
-            mine = {r["seed"]: value(r) for r in group}
-            theirs = {r["seed"]: value(r) for r in reference}
-            seeds = sorted(set(mine) & set(theirs))
-            differences = [mine[s] - theirs[s] for s in seeds]
-            if len(seeds) < 2:
-                p_value = None
-            elif max(differences) == min(differences):
-                p_value = 0.0 if differences[0] != 0 else 1.0
-            else:
-                p_value = float(
-                    scipy_stats.ttest_1samp(differences, 0.0).pvalue
-                )
-            tests.append(
+        for case, flops, epochs in sorted(
+            {(r["case"], r["budget"], r["epochs"]) for r in rows}
+            - {(r["case"], 1.0, r["epochs"]) for r in rows}
+        ):
+            test = paired(
+                records,
+                case,
+                flops,
+                epochs,
+                (claim.method, claim.measure),
+                (claim.reference, claim.reference_measure),
+            )
+            if test is None:
+                continue
+            verdict = verdict_of(test)
+            results.append(
                 {
-                    "baseline": base,
-                    "budget": budget,
-                    "method": name,
-                    "measure": measure,
-                    "reference": reference_name,
-                    "mean_difference": sum(differences) / len(differences),
-                    "seeds": seeds,
-                    "p_value": p_value,
-                    "significant": p_value is not None and p_value < 0.05,
+                    "claim": claim.name,
+                    "text": claim.text,
+                    "source": claim.source,
+                    "case": case,
+                    "budget": flops,
+                    "epochs": epochs,
+                    **test,
+                    "verdict": verdict,
                 }
             )
-    return tests
+    return results
 
 
-def markdown(rows, tests, unpruned, tuners, reference):
-    """The results (one row per baseline, budget and method; a column per
-    fine-tuner in `tuners`) and the paired tests against `reference`."""
-    lines = [
-        f"Unpruned {record['baseline']}: {record['pruned']:.2%}, "
-        f"{record['macs'] / 1e6:.2f} M MACs, "
-        f"{record['slim']['ms_batch1']:.2f} ms at batch 1."
-        for record in unpruned
-    ]
-    lines += ["", *results_table(rows, tuners)]
-    lines += ["", *tests_table(tests, reference)]
-    return "\n".join(lines) + "\n"
+def verdict_of(test):
+    """"holds" (>= 0, or not significantly below at p < 0.05), "does not
+    hold" (significantly below), "holds (significantly above)"."""
+    significant = test["p_value"] is not None and test["p_value"] < 0.05
+    if test["mean_difference"] >= 0:
+        return "holds (significant)" if significant else "holds (n.s.)"
+    return "does not hold" if significant else "not shown (n.s. below)"
+
+
+def gaps_to_control(records, rows):
+    """Final accuracy minus the control's, per row (paired by seed)."""
+    for row in rows:
+        if row["method"] == "unpruned":
+            continue
+        test = paired(
+            records,
+            row["case"],
+            row["budget"],
+            row["epochs"],
+            (row["method"], "final"),
+            ("unpruned", "final"),
+        )
+        row["gap_to_control"] = test
+
+
+# Markdown.
 
 
 def cell(stat, scale=100, digits=1, suffix="%"):
@@ -530,67 +771,98 @@ def cell(stat, scale=100, digits=1, suffix="%"):
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{suffix}"
 
 
-def results_table(rows, tuners):
+def split_text(split):
+    return " + ".join(f"{e} {name}" for name, e in split.items())
+
+
+def markdown(rows, claims, baselines, settings, seconds):
+    lines = [
+        f"Run: {len(settings.seeds)} seed(s) {list(settings.seeds)}, "
+        f"FLOPs targets {list(settings.budgets)}, {seconds:.0f} s "
+        "(cached runs count as read).",
+        "",
+        "Baselines (trained until a round gains < "
+        f"{MIN_GAIN * 100:.2f} points of test accuracy; the curve is "
+        "(epochs, test accuracy)):",
+        "",
+    ]
+    for case, b in baselines.items():
+        curve = ", ".join(f"({e}, {a * 100:.1f}%)" for e, a in b["curve"])
+        lines.append(
+            f"* {case}: {b['accuracy']:.2%} on {b['train_samples']} "
+            f"training images, {b['macs'] / 1e6:.2f} M MACs; curve {curve}"
+        )
+    lines += ["", *results_table(rows), "", *claims_table(claims)]
+    return "\n".join(lines) + "\n"
+
+
+def results_table(rows):
+    tuners = sorted(
+        {t for r in rows for t in r["finetuned"]} - {COMMON_FINETUNER}
+    )
     header = (
-        ["baseline", "flops", "method", "pruned (recal.)"]
-        + [f"+ {tuner} FT" for tuner in tuners]
-        + ["FLOPs kept", "params", "ms b=1 (folded)", "img/s b=64"]
-        + ["search s"]
+        ["case", "flops", "epochs", "method", "budget split"]
+        + ["pruned (recal.)", f"+ {COMMON_FINETUNER}"]
+        + [f"+ {t}" for t in tuners]
+        + ["final", "gap to control", "FLOPs kept (slim)", "params"]
+        + ["ms b=1", "search s"]
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
+        gap = r.get("gap_to_control")
+        gap_text = "-"
+        if gap is not None:
+            p = "-" if gap["p_value"] is None else f"{gap['p_value']:.3f}"
+            gap_text = f"{gap['mean_difference'] * 100:+.1f} (p {p})"
+        flops_text = cell(r["flops_fraction"])
+        if r["flops_miss"]:
+            flops_text += " **miss**"
         cells = [
-            r["baseline"],
+            r["case"],
             r["budget"],
-            r["method"],
+            r["epochs"],
+            "**unpruned + same budget**"
+            if r["method"] == "unpruned"
+            else r["method"],
+            split_text(r["split"]),
             cell(r["pruned"]),
-            *(cell(r.get(tuner)) for tuner in tuners),
-            cell(r["flops_fraction"], 100, 1, "%"),
+            cell(r["finetuned"].get(COMMON_FINETUNER)),
+            *(cell(r["finetuned"].get(t)) for t in tuners),
+            cell(r["final"]),
+            gap_text,
+            flops_text,
             cell(r["params"], 1e-3, 1, "k"),
-            f"{cell(r['ms_batch1'], 1, 2, '')} "
-            f"({cell(r['folded_ms_batch1'], 1, 2, '')})",
-            cell(r["images_per_s"], 1, 0, ""),
+            cell(r["ms_batch1"], 1, 2, ""),
             cell(r["search_s"], 1, 0, ""),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
 
-def tests_table(tests, reference):
+def claims_table(claims):
     lines = [
-        f"Against {reference}, paired over seeds (t-test on the per-seed "
-        "differences; significant at p < 0.05), right after pruning and "
-        "after fine-tuning (the best fine-tuner):",
+        "Claims of the papers (paired over seeds, two-sided t-test on the "
+        "per-seed differences):",
         "",
-        "| baseline | flops | method | after pruning: difference | p | "
-        "significant | final: difference | p | significant |",
-        "|" + "---|" * 9,
+        "| claim | source | case | flops | epochs | difference | p | "
+        "verdict |",
+        "|" + "---|" * 8,
     ]
-    by_key = {
-        (t["baseline"], t["budget"], t["method"], t["measure"]): t
-        for t in tests
-    }
-    for base, budget, name in sorted(
-        {(t["baseline"], t["budget"], t["method"]) for t in tests},
-        key=lambda k: (k[0], -k[1], k[2]),
-    ):
-        cells = []
-        for measure in MEASURES:
-            t = by_key[(base, budget, name, measure)]
-            p = "-" if t["p_value"] is None else f"{t['p_value']:.3f}"
-            cells += [
-                f"{t['mean_difference'] * 100:+.2f} pts",
-                p,
-                "yes" if t["significant"] else "no",
-            ]
+    for c in claims:
+        p = "-" if c["p_value"] is None else f"{c['p_value']:.3f}"
         lines.append(
-            f"| {base} | {budget} | {name} | " + " | ".join(cells) + " |"
+            f"| {c['text']} | {c['source']} | {c['case']} | {c['budget']} | "
+            f"{c['epochs']} | {c['mean_difference'] * 100:+.2f} pts | {p} | "
+            f"{c['verdict']} |"
         )
     return lines
 
 
-def plots(records, rows, directory):
-    """Accuracy vs FLOPs and vs latency, trajectories, widths (PNG)."""
+# Plots.
+
+
+def plots(rows, directory):
+    """Final accuracy vs FLOPs per case and training budget (PNG)."""
     try:
         import matplotlib
 
@@ -599,124 +871,39 @@ def plots(records, rows, directory):
     except ImportError:
         progress("matplotlib is missing: no plots (pip install matplotlib)")
         return []
-    figures = {
-        "compare_accuracy_flops.png": plot_accuracy_flops(plt, rows),
-        "compare_accuracy_latency.png": plot_accuracy_latency(plt, rows),
-        "compare_trajectories.png": plot_trajectories(plt, records),
-        "compare_widths.png": plot_widths(plt, records, rows),
-    }
-    written = []
-    for name, figure in figures.items():
-        figure.tight_layout()
-        written.append(save(figure, directory / name))
-    return written
-
-
-def plot_accuracy_flops(plt, rows):
-    """One row per baseline: right after pruning (where the methods
-    differ) and after fine-tuning (where most of them meet again)."""
-    bases = sorted({r["baseline"] for r in rows})
-    methods = sorted({r["method"] for r in rows})
-    panels = (("pruned", "right after pruning"), ("final", "after fine-tuning"))
+    cases = sorted({r["case"] for r in rows})
     figure, axes = plt.subplots(
-        len(bases), 2, figsize=(12, 4.5 * len(bases)), squeeze=False
+        len(cases), 2, figsize=(12, 4.2 * len(cases)), squeeze=False
     )
-    for row, base in zip(axes, bases):
-        for axis, (key, title) in zip(row, panels):
-            for name in methods:
-                mine = [
-                    r
-                    for r in rows
-                    if r["baseline"] == base and r["method"] == name and r[key]
-                ]
-                if not mine:
-                    continue
+    for row_axes, case in zip(axes, cases):
+        budgets = sorted({r["epochs"] for r in rows if r["case"] == case})
+        for axis, epochs in zip(row_axes, budgets[:1] + budgets[-1:]):
+            mine = [
+                r for r in rows if r["case"] == case and r["epochs"] == epochs
+            ]
+            for name in sorted({r["method"] for r in mine}):
+                points = sorted(
+                    (r for r in mine if r["method"] == name),
+                    key=lambda r: r["budget"],
+                )
                 axis.errorbar(
-                    [r["flops_fraction"][0] for r in mine],
-                    [r[key][0] * 100 for r in mine],
-                    yerr=[r[key][1] * 100 for r in mine],
+                    [r["flops_fraction"][0] for r in points],
+                    [r["final"][0] * 100 for r in points],
+                    yerr=[r["final"][1] * 100 for r in points],
                     marker="o",
                     capsize=3,
                     label=name,
                 )
-            axis.set_title(f"{base}: accuracy {title}")
-            axis.set_xlabel("FLOPs kept")
-            axis.set_ylabel("test accuracy (%)")
+            axis.set_title(f"{case}: {epochs} epochs")
+            axis.set_xlabel("FLOPs kept (slim)")
+            axis.set_ylabel("final test accuracy (%)")
     axes[0][0].legend(fontsize=7)
-    return figure
-
-
-def plot_accuracy_latency(plt, rows):
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for name in sorted({r["method"] for r in rows}):
-        mine = [r for r in rows if r["method"] == name and r["final"]]
-        axis.scatter(
-            [r["folded_ms_batch1"][0] for r in mine],
-            [r["final"][0] * 100 for r in mine],
-            label=name,
-        )
-    axis.set_xlabel("latency, batch 1, folded (ms)")
-    axis.set_ylabel("test accuracy after fine-tuning (%)")
-    axis.legend(fontsize=7)
-    return figure
-
-
-def plot_trajectories(plt, records):
-    """The search trajectories of seed 0 at the smallest budget."""
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    smallest = min(x["budget"] for x in records)
-    for r in records:
-        if r.get("trajectory") and r["seed"] == 0 and r["budget"] == smallest:
-            points = r["trajectory"]
-            axis.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                label=f"{r['baseline']} {r['method']}",
-            )
-    axis.invert_xaxis()
-    axis.set_xlabel("FLOPs kept")
-    axis.set_ylabel("validation loss")
-    axis.set_title("search trajectories (seed 0)")
-    axis.legend(fontsize=7)
-    return figure
-
-
-def plot_widths(plt, records, rows):
-    """Kept widths per group on the first baseline, seed 0, at the
-    smallest budget."""
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    base = sorted({r["baseline"] for r in rows})[0]
-    smallest = min(x["budget"] for x in records)
-    chosen = [
-        r
-        for r in records
-        if r["seed"] == 0
-        and r.get("widths")
-        and r["budget"] == smallest
-        and r["baseline"] == base
-    ]
-    for r in chosen:
-        layers = list(r["widths"])
-        axis.plot(
-            range(len(layers)),
-            [r["widths"][k][0] / r["widths"][k][1] for k in layers],
-            marker=".",
-            label=r["method"],
-        )
-    axis.set_xlabel("prunable group (in graph order)")
-    axis.set_ylabel("fraction of channels kept")
-    axis.set_title(f"{base}: kept widths per group (seed 0)")
-    axis.legend(fontsize=7)
-    return figure
-
-
-def save(figure, path):
-    import matplotlib.pyplot as plt
-
+    figure.tight_layout()
+    path = directory / "compare_accuracy_flops.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
-    return str(path)
+    return [str(path)]
 
 
 def progress(message):
@@ -729,32 +916,33 @@ def main(argv=None):
     start = time.perf_counter()
     progress(
         f"compare: {len(settings.methods)} methods "
-        f"({', '.join(settings.methods)}), budgets {settings.budgets}, "
-        f"seeds {settings.seeds}, baselines {settings.baselines}"
+        f"({', '.join(settings.methods)}), targets {settings.budgets}, "
+        f"seeds {settings.seeds}, cases {settings.cases}"
     )
-    records = run_all(settings)
-    rows, tests = summarize(records, settings)
-    unpruned = [r for r in records if r["method"] == "unpruned"]
-    table = markdown(
-        rows, tests, unpruned, finetuner_columns(records), settings.reference
-    )
+    records, baselines = run_all(settings)
+    rows = summarize(records)
+    gaps_to_control(records, rows)
+    claims = check_claims(records, rows)
+    seconds = time.perf_counter() - start
+    table = markdown(rows, claims, baselines, settings, seconds)
     settings.results.mkdir(parents=True, exist_ok=True)
     result = {
         "settings": {
             k: (str(v) if isinstance(v, pathlib.Path) else v)
             for k, v in dataclasses.asdict(settings).items()
         },
+        "baselines": baselines,
         "summary": rows,
-        "paired_tests": tests,
+        "claims": claims,
         "runs": records,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
     (settings.results / "compare.json").write_text(json.dumps(result, indent=1))
     (settings.results / "compare.md").write_text(table)
-    written = plots(records, rows, settings.results)
+    written = plots(rows, settings.results)
     print("\n" + table)
     progress(
-        f"compare: {time.perf_counter() - start:.0f} s; wrote "
+        f"compare: {seconds:.0f} s; wrote "
         f"{settings.results / 'compare.json'}, compare.md, "
         + ", ".join(pathlib.Path(p).name for p in written)
     )

@@ -20,7 +20,11 @@ import pkgutil
 
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.base import keep_top
+from ekg_keras.methods.budget import TrainingBudget
 from ekg_keras.methods.checkpoint import SearchCheckpoint
+from ekg_keras.methods.claims import Claim
+from ekg_keras.methods.claims import claims
+from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import from_settings
 from ekg_keras.methods.options import make_options

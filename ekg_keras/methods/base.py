@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from ekg_keras import _logging as log
 from ekg_keras import ties
+from ekg_keras.methods.budget import TrainingBudget
+from ekg_keras.methods.budget import check_epochs
 from ekg_keras.methods.measured_latency import meet_measured_latency
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import make_options
@@ -137,6 +139,28 @@ class PruningMethod:
         raise NotImplementedError(
             f"{type(self).__name__} should implement search(fitter)."
         )
+
+    @classmethod
+    def training_budget(cls, epochs, options=None):
+        """How the method spends `epochs` epochs of weight updates.
+
+        For comparisons at equal cost (`ekg_keras.methods.TrainingBudget`).
+        The default is for methods whose `run` updates no weights (one-shot
+        scoring, searches on a frozen network): every epoch goes to the
+        fine-tuning after it. A method that trains weights while it prunes
+        overrides this, the way its paper splits its schedule.
+
+        Args:
+            epochs: The budget, an integer >= 1.
+            options: The option values the method would run with (a dict;
+                a method may depend on them, e.g. a warm-up turned off).
+
+        Returns:
+            A `TrainingBudget` whose phases add up to `epochs`.
+        """
+        del options
+        epochs = check_epochs(epochs)
+        return TrainingBudget(epochs, finetune_epochs=epochs)
 
     def trajectory(self):
         """The sub-networks the method passed through (a `Trajectory`), or

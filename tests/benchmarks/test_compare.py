@@ -39,22 +39,36 @@ def test_the_harness_runs_resumes_and_reports(tmp_path, capsys):
     runs = [r for r in result["runs"] if r["method"] != "unpruned"]
     assert {r["method"] for r in runs} == {"l1", "sfp", "ekg"}
     for run in runs:
+        # FLOPs by the slim model's count, at or below the target.
         assert run["flops_fraction"] <= 0.8
-        assert 0 <= run["pruned"] <= 1
-        assert run["slim"]["ms_batch1"] > 0
+        assert set(run["runs"]) == {"2", "3"}
+        for epochs, one in run["runs"].items():
+            # Every run spends exactly the training budget.
+            assert sum(one["split"].values()) == int(epochs)
+            assert 0 <= one["pruned"] <= 1 and 0 <= one["final"] <= 1
     ekg = next(r for r in runs if r["method"] == "ekg")
-    assert set(ekg["finetuned"]) == {"plain", "ekg"}
+    assert ekg["runs"]["3"]["split"] == {"subset_finetune": 1, "finetune": 2}
+    assert set(ekg["runs"]["3"]["finetuned"]) == {"plain", "ekg"}
     assert ekg["trajectory"][0][0] == 1.0
     sfp = next(r for r in runs if r["method"] == "sfp")
-    assert sfp["finetuned"] == {}  # its training is the fine-tuning
+    assert sfp["runs"]["3"]["split"] == {"soft_pruning": 2, "recovery": 1}
+    assert sfp["runs"]["3"]["finetuned"] == {}  # its training is the budget
+    control = [r for r in result["runs"] if r["method"] == "unpruned"]
+    assert control[0]["runs"]["3"]["split"] == {"finetune": 3}
     saved = json.loads((tmp_path / "compare.json").read_text())
-    assert len(saved["summary"]) == 3
-    assert "| resnet20 | 0.8 | ekg |" in (tmp_path / "compare.md").read_text()
+    # Three methods and the control, at two training budgets.
+    assert len(saved["summary"]) == 8
+    assert saved["baselines"]["resnet20/hard"]["curve"][0][0] == 1
+    claims = {c["claim"] for c in saved["claims"]}
+    assert {"ekg_search_ge_uniform", "ekg_distillation_ge_plain"} <= claims
+    text = (tmp_path / "compare.md").read_text()
+    assert "| resnet20/hard | 0.8 | 3 | ekg | 1 subset_finetune + 2 " in text
+    assert "**unpruned + same budget**" in text
     assert (tmp_path / "compare_accuracy_flops.png").stat().st_size > 0
     # A second call reads every run from the cache.
     capsys.readouterr()
     compare.main(args)
-    assert capsys.readouterr().out.count(": cached") == 3
+    assert capsys.readouterr().out.count(": cached") == 4
 
 
 def test_the_registry_is_the_list():

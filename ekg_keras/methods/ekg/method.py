@@ -14,6 +14,10 @@ from ekg_keras.data.subsets import collect_subsets
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.evaluation import compute_precision
 from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.budget import TrainingBudget
+from ekg_keras.methods.budget import check_epochs
+from ekg_keras.methods.claims import Claim
+from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.ekg import rules
 from ekg_keras.methods.ekg.history import SearchStep
@@ -105,6 +109,24 @@ class EKGSearch(PruningMethod):
         """
         self._max_steps = max_steps
         return super().run(fitter)
+
+    @classmethod
+    def training_budget(cls, epochs, options=None):
+        """The search's one-epoch fine-tune on D_subset (Alg. 1, line 1;
+        counted as a whole epoch, an upper bound: the subset is at most
+        the training set), then fine-tuning for the rest."""
+        epochs = check_epochs(epochs)
+        warm = int(dict(options or {}).get("finetune", True))
+        if epochs <= warm:
+            raise ValueError(
+                f"EKG's budget should leave fine-tuning epochs after its "
+                f"{warm}-epoch subset fine-tune. Received: epochs={epochs}"
+            )
+        return TrainingBudget(
+            epochs,
+            phases=(("subset_finetune", warm),),
+            finetune_epochs=epochs - warm,
+        )
 
     def trajectory(self):
         """The chosen sub-networks, unpruned first, with their losses."""
@@ -579,3 +601,26 @@ class EKGSearch(PruningMethod):
             int(arrays["members"]),
         )
 
+register_claim(
+    Claim(
+        "ekg_search_ge_uniform",
+        "EKG's searched sub-network > uniform L1 before fine-tuning",
+        "ekg",
+        "l1",
+        "Lee and Song, ECCV 2022 (poster: comparison with the "
+        "conventional search)",
+        measure="pruned",
+    )
+)
+register_claim(
+    Claim(
+        "ekg_distillation_ge_plain",
+        "EKG distillation fine-tuning >= plain fine-tuning of the same "
+        "sub-network",
+        "ekg",
+        "ekg",
+        "Lee and Song, ECCV 2022 (poster: ablation, Fine-tune column)",
+        measure="ekg",
+        reference_measure="plain",
+    )
+)

@@ -10,6 +10,8 @@ import numpy as np
 from ekg_keras import _logging as log
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.claims import Claim
+from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.lfpc.callbacks import SamplerHistory
 from ekg_keras.methods.lfpc.data import validation_split
 from ekg_keras.methods.lfpc.options import LFPCOptions
@@ -245,3 +247,13 @@ def _first_samples(dataset, count):
         np.concatenate(images)[:count],
         np.concatenate(labels)[:count].astype(np.int64),
     )
+
+register_claim(
+    Claim(
+        "lfpc_ge_fpgm",
+        "LFPC >= FPGM at the same budget",
+        "lfpc",
+        "fpgm",
+        "He thesis Sec. 6.4.2, Table 6.2",
+    )
+)

@@ -13,6 +13,8 @@ from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.data.subsets import collect_subsets
 from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.claims import Claim
+from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.nppm.options import NPPMOptions
 from ekg_keras.methods.nppm.search_model import METRICS
 from ekg_keras.methods.nppm.search_model import PerformanceMaximization
@@ -332,3 +334,13 @@ def _describe(record, target):
             "pruned channels (more than a point below the target)"
         )
     return text + f"; result {record['fraction']:.1%}"
+
+register_claim(
+    Claim(
+        "nppm_ge_uniform",
+        "NPPM >= uniform pruning (uniform L1) at the same budget",
+        "nppm",
+        "l1",
+        "Gao et al. CVPR 2021, Sec. 4.3, Table 2 (Uniform rows)",
+    )
+)

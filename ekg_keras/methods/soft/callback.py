@@ -15,6 +15,8 @@ class SoftPruningCallback(keras.callbacks.Callback):
         # Not on_train_begin: BackupAndRestore restores a run there, and a
         # restored run must not prune its untrained start again.
         model = self.model
+        if model.holding:
+            return
         if (
             model.prune_before_training
             and int(model.last_pruned_epoch.numpy()) < 0
@@ -23,6 +25,8 @@ class SoftPruningCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         model = self.model
+        if model.holding:
+            return
         model.completed_epochs.assign_add(1)
         done = int(model.completed_epochs.numpy())
         last = epoch + 1 >= self.params.get("epochs", epoch + 1)

@@ -10,6 +10,7 @@ import tensorflow as tf
 from ekg_keras import _keras_private
 from ekg_keras import criteria
 from ekg_keras._api import ekg_export
+from ekg_keras.allocation.levels import top_up
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
@@ -71,7 +72,14 @@ class SoftFilterPruning(keras.Model):
         rate: Goal filter rate P in [0, 1): each pruned group zeroes
             floor(N * P) of its N channels. Give `rate` or a budget
             (`flops=0.6`: the smallest P whose pruned model keeps at most
-            that fraction of the FLOPs).
+            that fraction of the FLOPs; then, one group at a time, the
+            most pruned groups zero one filter fewer while the FLOPs stay
+            within the budget, so the result lands as close below it as
+            single filters allow, not up to a rate step below).
+        pruned_counts: Filters each channel group zeroes at the goal rate
+            (a list indexed by group id, None for groups that are not
+            pruned), for a model restored from its config; by default
+            they are resolved from `flops` (see above).
         options: A `SoftOptions`; its fields may also be given as keyword
             arguments (`criterion="fpgm"`, `schedule="asymptotic"`,
             `epochs=30`, `mask_gradients=True`, `residual="independent"`,
@@ -117,6 +125,7 @@ class SoftFilterPruning(keras.Model):
         scope=None,
         options=None,
         cost=None,
+        pruned_counts=None,
         name=None,
         **option_values,
     ):
@@ -146,7 +155,11 @@ class SoftFilterPruning(keras.Model):
         )
         self.network = self.setup.model
         self.graph = self.setup.graph
+        self.pruned_counts = pruned_counts
         self.rate = self._resolve_rate(rate, self.scope.fraction)
+        if pruned_counts is None and rate is None:
+            self.pruned_counts = self._fill_budget(self.scope.fraction)
+        self.holding = False
         self.schedule = _resolve_schedule(
             options.schedule,
             self.rate,
@@ -234,6 +247,16 @@ class SoftFilterPruning(keras.Model):
         self.history_of_steps.append(step)
         return step
 
+    def hold_pruned(self):
+        """Trains on with the filters zeroed now held at zero.
+
+        No more pruning steps, and the gradients of the zeroed filters are
+        masked: training from here is the fine-tuning of the pruned
+        network (`SoftOptions.recovery_epochs`).
+        """
+        self.holding = True
+        self.mask_gradients = True
+
     def slim(self, fold="exact"):
         """The slim plain model: zeroed filters removed (`ekg_keras.slim`)."""
         return slim_model(self.network, fold=fold)
@@ -259,6 +282,7 @@ class SoftFilterPruning(keras.Model):
         return {
             "model": keras.saving.serialize_keras_object(self.network),
             "rate": self.rate,
+            "pruned_counts": self.pruned_counts,
             **options,
             # The resolved schedule, which also fixes epochs, d, min_rate.
             "schedule": keras.saving.serialize_keras_object(self.schedule),
@@ -309,7 +333,36 @@ class SoftFilterPruning(keras.Model):
         one (`round_to`, `min_channels`)."""
         kept = group.size - pruned_count(group.size, rate)
         allowed = self.setup.levels.levels[group.id]
-        return group.size - int(allowed[np.searchsorted(allowed, kept)])
+        count = group.size - int(allowed[np.searchsorted(allowed, kept)])
+        if self.pruned_counts is not None:
+            count = min(count, int(self.pruned_counts[group.id]))
+        return count
+
+    def _fill_budget(self, flops):
+        """Per-group filter counts zeroed at the goal rate: floor(N * P),
+        then one filter fewer, most pruned group first, while the kept
+        FLOPs stay at most `flops`."""
+        keep = self._keep_counts(self.rate).astype(np.int64)
+        sizes = self.graph.sizes
+        fixed = [
+            g.id for g in self.graph.prunable_groups if self._independent(g)
+        ]
+
+        def allowed(trial):
+            return all(trial[g] == keep[g] for g in fixed)
+
+        raised = top_up(
+            keep,
+            self.setup.levels,
+            self.setup.fraction,
+            flops,
+            priority=lambda g, k: -k[g] / sizes[g],
+            allowed=allowed,
+        )
+        counts = [None] * len(sizes)
+        for group in self.graph.prunable_groups:
+            counts[group.id] = int(sizes[group.id] - raised[group.id])
+        return counts
 
     def _resolve_rate(self, rate, flops):
         if (rate is None) == (flops is None):

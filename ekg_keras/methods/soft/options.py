@@ -17,6 +17,12 @@ class SoftOptions:
         epochs: Total training epochs (the trainers' `--epochs`); needed by
             the asymptotic schedule. Through the registry (`method="sfp"`)
             soft pruning trains this many epochs, 30 when not given.
+        recovery_epochs: Epochs of training after the last pruning step
+            with its zeroed filters held at zero (no more steps, their
+            gradients masked): the fine-tuning of the pruned network that
+            the thesis reports after soft pruning of a pre-trained model
+            (Tables 4.2 and 5.3, "FT"). 0 (default): the network of the
+            last step is the result, as in SFP's own schedule (Sec. 3.3).
         d: ASFP's D (the rate reaches 3/4 of the goal at `d * epochs`).
         min_rate: ASFP's starting rate.
         interval_epochs: Epochs between pruning steps.
@@ -32,6 +38,7 @@ class SoftOptions:
     epochs: int = dataclasses.field(
         default=None, metadata={"setting": "epochs"}
     )
+    recovery_epochs: int = 0
     d: float = 1 / 8
     min_rate: float = 0.0
     interval_epochs: int = 1
@@ -47,6 +54,15 @@ class SoftOptions:
             raise ValueError(
                 "`epochs` of soft pruning should be a positive integer. "
                 f"Received: epochs={self.epochs!r}"
+            )
+        if (
+            isinstance(self.recovery_epochs, bool)
+            or not isinstance(self.recovery_epochs, int)
+            or self.recovery_epochs < 0
+        ):
+            raise ValueError(
+                "`recovery_epochs` should be an integer >= 0. Received: "
+                f"recovery_epochs={self.recovery_epochs!r}"
             )
         if not 0 <= self.fpgm_share <= 1:
             raise ValueError(

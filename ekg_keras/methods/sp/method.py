@@ -12,6 +12,10 @@ from ekg_keras import _logging as log
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.methods.base import PruningMethod
+from ekg_keras.methods.budget import TrainingBudget
+from ekg_keras.methods.budget import check_epochs
+from ekg_keras.methods.claims import Claim
+from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.registry import register_method
 from ekg_keras.methods.sp import widths as widths_lib
@@ -108,6 +112,8 @@ class StagewisePruning(PruningMethod):
         "manager_iterations": 3,
         "budget_units": 20,
         "batch_size": 150,
+        # Within the comparison's half point below the target.
+        "tolerance": 0.005,
     }
 
     def __init__(self, model, scope, data=None, **kwargs):
@@ -130,6 +136,21 @@ class StagewisePruning(PruningMethod):
         """
         self._max_generations = max_generations
         return super().run(fitter)
+
+    @classmethod
+    def training_budget(cls, epochs, options=None):
+        """Half the budget (rounded up) trains the super-net, the rest
+        fine-tunes the searched sub-network: the paper's two training
+        stages (Sec. 3, Sec. 4.1), at equal cost."""
+        del options
+        epochs = check_epochs(epochs, minimum=2)
+        supernet = (epochs + 1) // 2
+        return TrainingBudget(
+            epochs,
+            {"supernet_epochs": supernet},
+            (("supernet", supernet),),
+            finetune_epochs=epochs - supernet,
+        )
 
     # The method.
 
@@ -497,3 +518,13 @@ def _next_scale(scales, fractions, aim):
         if slope > 0:
             return scale + (aim - fraction) / slope
     return scale * aim / max(fraction, 1e-9)
+
+register_claim(
+    Claim(
+        "sp_ge_uniform",
+        "SP's searched widths >= uniform widths (uniform L1)",
+        "sp",
+        "l1",
+        "Zhang and Ou, abstract and Sec. 4.2, Table 2",
+    )
+)

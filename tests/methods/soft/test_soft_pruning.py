@@ -173,10 +173,11 @@ def test_slim_equals_the_trained_model(residual):
     assert kept < 1.0
 
 
-def test_flops_target_picks_the_rate():
+def test_flops_target_picks_the_rate_then_fills_the_band():
     model = ekg_keras.models.resnet20()
     sfp = ekg_keras.SoftFilterPruning(model, flops=0.6)
-    assert sfp.kept_flops_fraction() <= 0.6
+    # Within half a point below the target, not a rate step below it.
+    assert 0.595 <= sfp.kept_flops_fraction() <= 0.6
     # The next smaller rate of the grid would keep more than 0.6.
     smaller = max(
         r
@@ -185,7 +186,14 @@ def test_flops_target_picks_the_rate():
         | {k / 64 for k in range(64)}
         if r < sfp.rate
     )
-    assert sfp.kept_flops_fraction(smaller) > 0.6
+    uniform = ekg_keras.SoftFilterPruning(model, rate=smaller)
+    assert uniform.kept_flops_fraction() > 0.6
+    # The band is filled by zeroing fewer filters in some groups, never
+    # more than floor(N * P).
+    for group in sfp.graph.prunable_groups:
+        assert sfp.pruned_counts[group.id] <= pruned_count(
+            group.size, sfp.rate
+        )
 
 
 def test_fpgm_mix_selects_by_norm_then_geometric_median():
