@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras import validation
 from ekg_keras._inputs import features_only
 
 
@@ -69,12 +70,21 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
         The number of batches used.
 
     Raises:
-        ValueError: If `data` yields no batch.
+        ValueError: If `data` yields no batch, or its images do not fit the
+            model's input (checked before any statistic changes).
+        TypeError: If `data` does not hold numbers.
+        ekg_keras.validation.NonFiniteDataError: If an image holds NaN or
+            infinity (a `ValueError`; the statistics are left unchanged).
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    dataset = features_only(data)
+    with validation.reported_input_errors():
+        return _recalibrate(model, layers, data, steps, verbose)
+
+
+def _recalibrate(model, layers, data, steps, verbose):
+    dataset = features_only(validation.check_images(data, model))
     if steps is not None:
         dataset = dataset.take(steps)
     strategy = getattr(model, "distribute_strategy", None) or (

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from ekg_keras import _logging as log
 from ekg_keras import ties
+from ekg_keras import validation
 from ekg_keras.methods.measured_latency import meet_measured_latency
 from ekg_keras.methods.options import NoOptions
 from ekg_keras.methods.options import make_options
@@ -97,8 +98,11 @@ class PruningMethod:
         **option_values,
     ):
         label = self.name or type(self).__name__
+        option_values = validation.real_numbers(option_values)
         scope_values, option_values = PruningScope.split(option_values)
+        scope = validation.real_number(scope)
         self.scope = PruningScope.of(scope, **scope_values)
+        validation.warn_unused_scope_fields(self.scope)
         self.options = make_options(
             type(self).Options, options, option_values, method=label
         )
@@ -107,6 +111,10 @@ class PruningMethod:
                 f"Method {label!r} learns from data: pass `data=` with "
                 "labelled (inputs, labels) batches or an (x, y) tuple."
             )
+        # The one validation pass, before any work (see ekg_keras.validation).
+        model = validation.check_model(model, verbose)
+        if data is not None:
+            data = validation.check_data(data, model, self.scope.input_shape)
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint_dir = checkpoint_dir
@@ -189,7 +197,8 @@ class PruningMethod:
             )
         self.finished = True
         self.measured_latency = None
-        masked = self.search(fitter)
+        with validation.reported_input_errors():
+            masked = self.search(fitter)
         if self.setup.budget == "latency" and self.setup.counter.attempts:
             masked = meet_measured_latency(self, masked, fitter)
         self.seconds = time.perf_counter() - start
