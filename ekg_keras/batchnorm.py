@@ -74,13 +74,26 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
             model's input (checked before any statistic changes).
         TypeError: If `data` does not hold numbers.
         ekg_keras.validation.NonFiniteDataError: If an image holds NaN or
-            infinity (a `ValueError`; the statistics are left unchanged).
+            infinity, or the statistics overflow (a `ValueError`; the
+            statistics are left unchanged).
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    with validation.reported_input_errors():
-        return _recalibrate(model, layers, data, steps, verbose)
+    # Forward passes move the statistics as they go: on any error they
+    # are put back, so a refused recalibration changes nothing.
+    saved = [
+        (layer.moving_mean.numpy(), layer.moving_variance.numpy())
+        for layer in layers
+    ]
+    try:
+        with validation.reported_input_errors():
+            return _recalibrate(model, layers, data, steps, verbose)
+    except BaseException:
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        raise
 
 
 def _recalibrate(model, layers, data, steps, verbose):
@@ -112,6 +125,13 @@ def _recalibrate(model, layers, data, steps, verbose):
             batches += 1
     if batches == 0:
         raise ValueError("`data` is empty: it yielded no batches.")
+    for (mean, variance), layer in zip(sums, layers):
+        if not (np.isfinite(mean).all() and np.isfinite(variance).all()):
+            raise validation.NonFiniteDataError(
+                f"Batch normalization '{layer.name}' got non-finite "
+                "statistics from finite `data`: its values overflow float32 "
+                "in the network. Normalize the inputs (e.g. to [0, 1])."
+            )
     for (mean, variance), layer in zip(sums, layers):
         layer.moving_mean.assign(mean / batches)
         layer.moving_variance.assign(variance / batches)

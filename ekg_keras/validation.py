@@ -346,7 +346,7 @@ def _check_labels(y, classes, name, where=""):
         first = int(np.argmax(y != np.round(y)))
         raise ValueError(
             f"Labels in `{name}` should be integer class ids. Received "
-            f"{y[first]!r} for sample {first}{where}."
+            f"{_label(y[first])} for sample {first}{where}."
         )
     if classes is not None and y.size and (y.min() < 0 or y.max() >= classes):
         first = int(np.argmax((y < 0) | (y >= classes)))

@@ -24,6 +24,7 @@ from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.scope import PruningScope
 from ekg_keras.training.fitting import Fitter
+from ekg_keras.training.fitting import check_ids
 
 
 class PruningMethod:
@@ -34,6 +35,9 @@ class PruningMethod:
         mode: "hard" (masks multiply the outputs) or "soft" (masked filters
             are zeroed in place and may regrow) for its prunable layers.
         needs_data: Whether it cannot run without training data.
+        needs_sample_ids: Whether it trains on batches that carry sample
+            ids: a `tf.data.Dataset` given as `data` must yield
+            `({"image": x, "id": id}, y)` (`(x, y)` arrays get theirs).
         trains_while_pruning: True for methods whose training already is
             the fine-tuning (soft pruning): callers skip a separate
             fine-tuning stage.
@@ -79,6 +83,7 @@ class PruningMethod:
     Options = NoOptions
     mode = "hard"
     needs_data = False
+    needs_sample_ids = False
     trains_while_pruning = False
     finetuner = "plain"
     smoke_options = {}
@@ -115,6 +120,8 @@ class PruningMethod:
         model = validation.check_model(model, verbose)
         if data is not None:
             data = validation.check_data(data, model, self.scope.input_shape)
+            if self.needs_sample_ids and not isinstance(data, (tuple, list)):
+                check_ids(data)
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint_dir = checkpoint_dir

@@ -83,6 +83,7 @@ class StagewisePruning(PruningMethod):
 
     Options = SPOptions
     needs_data = True
+    needs_sample_ids = True  # The super-net trains on batches with ids.
     finetuner = "plain"
     smoke_options: typing.ClassVar[dict] = {
         "supernet_epochs": 1,
