@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import validation
+from ekg_keras.progress import EpochProgress
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
 
@@ -131,11 +132,25 @@ class Fitter:
                 callbacks=[
                     *phase.callbacks,
                     StopOnNonFinite(),
+                    self._progress(phase),
                     *self.callbacks,
                 ],
                 verbose=self.verbose,
             )
         return phase.model
+
+    def _progress(self, phase):
+        """An estimate after the first epoch of a long phase; progress
+        lines every 30 s when Keras prints no progress bar."""
+        interactive = keras.config.is_interactive_logging_enabled()
+        bar = self.verbose == 1 and interactive
+        return EpochProgress(
+            f"ekg_keras: {phase.name}",
+            phase.epochs,
+            verbose=1 if self.verbose else 0,
+            lines=not bar,
+            hint="Fewer epochs shorten it.",
+        )
 
     def training_optimizer(self, total_steps):
         """SGD, Nesterov 0.9, learning rate / 5 at 30%, 60%, 80%."""
