@@ -404,13 +404,15 @@ def _checked_stream(dataset, shape, classes, name, labels):
         y = None if y is None else np.asarray(y)
         _check_batch(x, y, shape, classes, name, where=" of the first batch")
 
+    # No Python control flow on tensors: nothing for autograph to convert.
+    @tf.autograph.experimental.do_not_convert
     def check(index, element):
         x, y = _parts(element, labels)
         asserts = _graph_checks(x, y, index, shape, classes, name)
         with tf.control_dependencies(asserts):
             return tf.nest.map_structure(tf.identity, element)
 
-    return dataset.enumerate().map(lambda i, e: check(i, e))
+    return dataset.enumerate().map(check)
 
 
 def _parts(element, labels):

@@ -397,34 +397,39 @@ def _smallest_fraction(round_to):
     return setup.smallest_fraction()
 
 
-def _valid(call):
-    """Whether `call` should prune, and so must pruned correctly."""
+def _expected(call):
+    """"prune" if `call` must prune, "refuse" if it must be refused, or
+    "either" (finite data too large for float32 in the network may be
+    refused when batch normalization overflows)."""
     flops = validation.real_number(call["flops"])
     if isinstance(flops, bool) or not isinstance(flops, (int, float)):
-        return False
+        return "refuse"
     if not 0 < flops <= 1:
-        return False
+        return "refuse"
     round_to = validation.real_number(call["round_to"])
     if not isinstance(round_to, int) or round_to < 1:
-        return False
+        return "refuse"
     if flops == 1:
-        return True  # Met by the unpruned model, returned as it is.
+        return "prune"  # Met by the unpruned model, returned as it is.
     if call["criterion"] == "taylor" and call["data"] is None:
-        return False
+        return "refuse"
     if flops < _smallest_fraction(round_to):
-        return False
+        return "refuse"
     data = call["data"]
     if data is None:
-        return True
+        return "prune"
     if isinstance(data, tf.data.Dataset):
         data = tuple(np.concatenate(p) for p in zip(*data.as_numpy_iterator()))
     x, y = data
-    return (
+    valid = (
         len(x) == len(y)
         and x.shape[1:] == (8, 8, 3)
         and np.isfinite(x).all()
         and np.isin(y, [0, 1, 2, 3]).all()
     )
+    if not valid:
+        return "refuse"
+    return "prune" if np.abs(x).max() < 1e6 else "either"
 
 
 @pytest.mark.slow
@@ -450,10 +455,10 @@ def test_malformed_calls_are_refused_clearly_or_pruned_correctly(call):
     except (ValueError, TypeError) as error:
         event(f"refused: {str(error)[:40]}")
         assert "\n" not in str(error), str(error)
-        assert not _valid(call), str(error)
+        assert _expected(call) != "prune", str(error)
     else:
         event("pruned" if pruned is not model else "returned unchanged")
-        assert _valid(call)
+        assert _expected(call) != "refuse"
         flops = float(validation.real_number(call["flops"]))
         assert kept_fraction(model, pruned) <= flops + 1e-6
         assert all(np.isfinite(w).all() for w in pruned.get_weights())

@@ -36,8 +36,9 @@ class PruningMethod:
             are zeroed in place and may regrow) for its prunable layers.
         needs_data: Whether it cannot run without training data.
         needs_sample_ids: Whether it trains on batches that carry sample
-            ids: a `tf.data.Dataset` given as `data` must yield
-            `({"image": x, "id": id}, y)` (`(x, y)` arrays get theirs).
+            ids: a `Fitter`'s `tf.data.Dataset` must yield `({"image": x,
+            "id": id}, y)` (`(x, y)` arrays get theirs), checked when
+            `run` starts.
         trains_while_pruning: True for methods whose training already is
             the fine-tuning (soft pruning): callers skip a separate
             fine-tuning stage.
@@ -120,8 +121,6 @@ class PruningMethod:
         model = validation.check_model(model, verbose)
         if data is not None:
             data = validation.check_data(data, model, self.scope.input_shape)
-            if self.needs_sample_ids and not isinstance(data, (tuple, list)):
-                check_ids(data)
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint_dir = checkpoint_dir
@@ -202,6 +201,10 @@ class PruningMethod:
             fitter = Fitter(
                 self.data, strategy=self.strategy, verbose=self.verbose
             )
+        if self.needs_sample_ids and isinstance(fitter, Fitter):
+            # Before the first step (the trainers' loop brings its own ids).
+            if not isinstance(fitter.data, (tuple, list)):
+                check_ids(fitter.data)
         self.finished = True
         self.measured_latency = None
         with validation.reported_input_errors():
