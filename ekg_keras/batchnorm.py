@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras import validation
 from ekg_keras._inputs import features_only
 
 
@@ -69,12 +70,34 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
         The number of batches used.
 
     Raises:
-        ValueError: If `data` yields no batch.
+        ValueError: If `data` yields no batch, or its images do not fit the
+            model's input (checked before any statistic changes).
+        TypeError: If `data` does not hold numbers.
+        ekg_keras.validation.NonFiniteDataError: If an image holds NaN or
+            infinity, or the statistics overflow (a `ValueError`; the
+            statistics are left unchanged).
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    dataset = features_only(data)
+    # Forward passes move the statistics as they go: on any error they
+    # are put back, so a refused recalibration changes nothing.
+    saved = [
+        (layer.moving_mean.numpy(), layer.moving_variance.numpy())
+        for layer in layers
+    ]
+    try:
+        with validation.reported_input_errors():
+            return _recalibrate(model, layers, data, steps, verbose)
+    except BaseException:
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        raise
+
+
+def _recalibrate(model, layers, data, steps, verbose):
+    dataset = features_only(validation.check_images(data, model))
     if steps is not None:
         dataset = dataset.take(steps)
     strategy = getattr(model, "distribute_strategy", None) or (
@@ -102,6 +125,13 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
             batches += 1
     if batches == 0:
         raise ValueError("`data` is empty: it yielded no batches.")
+    for (mean, variance), layer in zip(sums, layers):
+        if not (np.isfinite(mean).all() and np.isfinite(variance).all()):
+            raise validation.NonFiniteDataError(
+                f"Batch normalization '{layer.name}' got non-finite "
+                "statistics from finite `data`: its values overflow float32 "
+                "in the network. Normalize the inputs (e.g. to [0, 1])."
+            )
     for (mean, variance), layer in zip(sums, layers):
         layer.moving_mean.assign(mean / batches)
         layer.moving_variance.assign(variance / batches)

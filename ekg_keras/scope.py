@@ -19,6 +19,7 @@ from ekg_keras.allocation.levels import check_min_channels
 from ekg_keras.latency import check_budget
 from ekg_keras.latency import check_runtime
 from ekg_keras.latency.counter import check_batch_size
+from ekg_keras.validation import real_number
 
 
 @keras.saving.register_keras_serializable(package="ekg_keras")
@@ -222,13 +223,10 @@ FIELDS = tuple(f.name for f in dataclasses.fields(PruningScope))
 
 
 def _number(value):
-    """A NumPy scalar or 0-d array as a Python number; other values as
-    they are (the budget checks say what they expected)."""
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    if isinstance(value, np.generic) and not isinstance(value, np.bool_):
-        return value.item()
-    return value
+    """A real scalar (NumPy scalars, 0-d arrays, `numbers.Real`) as a
+    Python number; other values as they are (the budget checks say what
+    they expected)."""
+    return real_number(value)
 
 
 def _names(layers):

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from ekg_keras import _logging as log
 from ekg_keras import ties
+from ekg_keras import validation
 from ekg_keras.methods.budget import TrainingBudget
 from ekg_keras.methods.budget import check_epochs
 from ekg_keras.methods.measured_latency import meet_measured_latency
@@ -25,6 +26,7 @@ from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.scope import PruningScope
 from ekg_keras.training.fitting import Fitter
+from ekg_keras.training.fitting import check_ids
 
 
 class PruningMethod:
@@ -35,6 +37,10 @@ class PruningMethod:
         mode: "hard" (masks multiply the outputs) or "soft" (masked filters
             are zeroed in place and may regrow) for its prunable layers.
         needs_data: Whether it cannot run without training data.
+        needs_sample_ids: Whether it trains on batches that carry sample
+            ids: a `Fitter`'s `tf.data.Dataset` must yield `({"image": x,
+            "id": id}, y)` (`(x, y)` arrays get theirs), checked when
+            `run` starts.
         trains_while_pruning: True for methods whose training already is
             the fine-tuning (soft pruning): callers skip a separate
             fine-tuning stage.
@@ -80,6 +86,7 @@ class PruningMethod:
     Options = NoOptions
     mode = "hard"
     needs_data = False
+    needs_sample_ids = False
     trains_while_pruning = False
     finetuner = "plain"
     smoke_options = {}
@@ -99,8 +106,11 @@ class PruningMethod:
         **option_values,
     ):
         label = self.name or type(self).__name__
+        option_values = validation.real_numbers(option_values)
         scope_values, option_values = PruningScope.split(option_values)
+        scope = validation.real_number(scope)
         self.scope = PruningScope.of(scope, **scope_values)
+        validation.warn_unused_scope_fields(self.scope)
         self.options = make_options(
             type(self).Options, options, option_values, method=label
         )
@@ -109,6 +119,10 @@ class PruningMethod:
                 f"Method {label!r} learns from data: pass `data=` with "
                 "labelled (inputs, labels) batches or an (x, y) tuple."
             )
+        # The one validation pass, before any work (see ekg_keras.validation).
+        model = validation.check_model(model, verbose)
+        if data is not None:
+            data = validation.check_data(data, model, self.scope.input_shape)
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint_dir = checkpoint_dir
@@ -211,9 +225,14 @@ class PruningMethod:
             fitter = Fitter(
                 self.data, strategy=self.strategy, verbose=self.verbose
             )
+        if self.needs_sample_ids and isinstance(fitter, Fitter):
+            # Before the first step (the trainers' loop brings its own ids).
+            if not isinstance(fitter.data, (tuple, list)):
+                check_ids(fitter.data)
         self.finished = True
         self.measured_latency = None
-        masked = self.search(fitter)
+        with validation.reported_input_errors():
+            masked = self.search(fitter)
         if self.setup.budget == "latency" and self.setup.counter.attempts:
             masked = meet_measured_latency(self, masked, fitter)
         self.seconds = time.perf_counter() - start

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ekg_keras import validation
+from ekg_keras.progress import EpochProgress
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
 
@@ -95,7 +97,8 @@ class Fitter:
                 "Training needs data: pass `data=` with (inputs, labels) "
                 "batches or an (x, y) tuple of arrays."
             )
-        self.data = data
+        # Finite, one label per image, integer labels: what needs no model.
+        self.data = validation.check_data(data)
         self.batch_size = int(batch_size)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -120,15 +123,34 @@ class Fitter:
                 phase.model.compile(
                     optimizer=optimizer, loss=phase.loss, metrics=["accuracy"]
                 )
-        phase.model.fit(
-            data,
-            epochs=phase.epochs,
-            # Datasets are shuffled by their pipelines (`training_data`).
-            shuffle=False,
-            callbacks=[*phase.callbacks, StopOnNonFinite(), *self.callbacks],
-            verbose=self.verbose,
-        )
+        with validation.reported_input_errors():
+            phase.model.fit(
+                data,
+                epochs=phase.epochs,
+                # Datasets are shuffled by their pipelines (`training_data`).
+                shuffle=False,
+                callbacks=[
+                    *phase.callbacks,
+                    StopOnNonFinite(),
+                    self._progress(phase),
+                    *self.callbacks,
+                ],
+                verbose=self.verbose,
+            )
         return phase.model
+
+    def _progress(self, phase):
+        """An estimate after the first epoch of a long phase; progress
+        lines every 30 s when Keras prints no progress bar."""
+        interactive = keras.config.is_interactive_logging_enabled()
+        bar = self.verbose == 1 and interactive
+        return EpochProgress(
+            f"ekg_keras: {phase.name}",
+            phase.epochs,
+            verbose=1 if self.verbose else 0,
+            lines=not bar,
+            hint="Fewer epochs shorten it.",
+        )
 
     def training_optimizer(self, total_steps):
         """SGD, Nesterov 0.9, learning rate / 5 at 30%, 60%, 80%."""

@@ -61,6 +61,8 @@ class StageSearches:
             there are several stages), "threads" or "sequential".
         replicas: Replicas of the evaluation strategy.
         on_result: Called with each new `StageResult` (checkpoints).
+        on_generation: Called after each stage EA generation (progress),
+            from one thread at a time.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class StageSearches:
         parallel="auto",
         replicas=1,
         on_result=None,
+        on_generation=None,
     ):
         if parallel not in PARALLEL_MODES:
             raise ValueError(
@@ -86,6 +89,7 @@ class StageSearches:
             parallel == "threads" or (parallel == "auto" and replicas == 1)
         )
         self.on_result = on_result
+        self.on_generation = on_generation
         self.results = {}
         self._lock = threading.Lock()
         self._devices = _accelerators() if self.concurrent else []
@@ -152,7 +156,7 @@ class StageSearches:
         with self._device(stage):
             for key in keys:
                 search = self._evolution(stage, key)
-                gene, loss = search.run(fitness.losses)
+                gene, loss = search.run(self._scoring(fitness))
                 result = StageResult(
                     stage,
                     float(key),
@@ -165,6 +169,19 @@ class StageSearches:
                     self.results[(stage, key)] = result
                     if self.on_result is not None:
                         self.on_result(result)
+
+    def _scoring(self, fitness):
+        """`fitness.losses`, reporting each generation scored."""
+        if self.on_generation is None:
+            return fitness.losses
+
+        def score(genes):
+            losses = fitness.losses(genes)
+            with self._lock:
+                self.on_generation()
+            return losses
+
+        return score
 
     def _evolution(self, stage, key):
         """The stage EA of (stage, budget): genes costing between

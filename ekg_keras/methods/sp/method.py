@@ -27,6 +27,7 @@ from ekg_keras.methods.sp.manager import StageSearches
 from ekg_keras.methods.sp.options import SPOptions
 from ekg_keras.methods.sp.supernet import StageSuperNet
 from ekg_keras.methods.sp.validation import hold_out
+from ekg_keras.progress import Progress
 from ekg_keras.training.fitting import TrainingPhase
 
 
@@ -87,6 +88,7 @@ class StagewisePruning(PruningMethod):
 
     Options = SPOptions
     needs_data = True
+    needs_sample_ids = True  # The super-net trains on batches with ids.
     finetuner = "plain"
     smoke_options: typing.ClassVar[dict] = {
         "supernet_epochs": 1,
@@ -120,6 +122,8 @@ class StagewisePruning(PruningMethod):
         super().__init__(model, scope, data, **kwargs)
         self.checkpoint = SearchCheckpoint(self.checkpoint_dir)
         self.supernet = None
+        self.manager = None
+        self.progress = None
         self.split = None
         self.result = None
         self.phase_seconds = {}
@@ -258,6 +262,7 @@ class StagewisePruning(PruningMethod):
                 )
                 for i in range(len(self.supernet.stages))
             ]
+            self.progress = self._progress(len(fitnesses))
             self.searches = StageSearches(
                 fitnesses,
                 options.stage_settings(),
@@ -266,6 +271,7 @@ class StagewisePruning(PruningMethod):
                 parallel=options.parallel,
                 replicas=replicas,
                 on_result=lambda _: self._save_search(),
+                on_generation=self._report_progress,
             )
             self.searches.warm_up()
             self.manager = BudgetManager(
@@ -472,6 +478,39 @@ class StagewisePruning(PruningMethod):
             f"{self.options.population}x{self.options.iterations}"
             + (", concurrent" if self.searches.concurrent else "")
         )
+
+    def _progress(self, stages):
+        """The search's `Progress`, in stage EA generations. Stage EAs are
+        remembered by budget, so a stage runs at most one EA per manager
+        candidate and at most one per budget level (`budget_units` + 1),
+        plus the assembly's repair rounds; `iterations` generations each.
+        """
+        options = self.options
+        candidates = options.manager_population * options.manager_iterations
+        eas = min(candidates, options.budget_units + 1)
+        eas += options.repair_rounds + 1
+        return Progress(
+            "SP search",
+            stages * eas * options.iterations,
+            "stage EA generations (at most)",
+            self.verbose,
+            hint="Smaller `population`, `iterations`, `manager_population`, "
+            "`manager_iterations` or `budget_units` shorten it.",
+        )
+
+    def _report_progress(self):
+        manager = self.manager
+        if manager is None:
+            stage = "starting the manager"
+        elif manager.done:
+            stage = "assembling the result"
+        else:
+            stage = (
+                f"manager generation {manager.evolution.generation + 1}/"
+                f"{self.options.manager_iterations}"
+            )
+        finished = len(self.searches.results)
+        self.progress.update(1, f"{stage}, {finished} stage EAs finished")
 
     def _report_generation(self, writer):
         entry = self.history[-1]
