@@ -10,8 +10,8 @@ from ekg_keras._warnings import user_stacklevel
 from ekg_keras.batchnorm import batchnorm_layers
 from ekg_keras.batchnorm import recalibrate_batchnorm
 from ekg_keras.flops import count_flops
-from ekg_keras.layers import prunable_layers
 from ekg_keras.latency import check_budget
+from ekg_keras.layers import prunable_layers
 from ekg_keras.scope import PruningScope
 from ekg_keras.slim import slim as slim_model
 from ekg_keras.training import finetuners

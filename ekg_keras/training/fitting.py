@@ -15,9 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import validation
-from ekg_keras.progress import EpochProgress
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
+from ekg_keras.progress import EpochProgress
 
 
 @dataclasses.dataclass

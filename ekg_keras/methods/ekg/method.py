@@ -16,9 +16,9 @@ from ekg_keras.evaluation import compute_precision
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.budget import TrainingBudget
 from ekg_keras.methods.budget import check_epochs
+from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.claims import Claim
 from ekg_keras.methods.claims import register_claim
-from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.ekg import rules
 from ekg_keras.methods.ekg.history import SearchStep
 from ekg_keras.methods.ekg.objective import cross_entropy

@@ -14,9 +14,9 @@ from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.budget import TrainingBudget
 from ekg_keras.methods.budget import check_epochs
+from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.claims import Claim
 from ekg_keras.methods.claims import register_claim
-from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.registry import register_method
 from ekg_keras.methods.sp import widths as widths_lib
 from ekg_keras.methods.sp.fitness import StageFitness
