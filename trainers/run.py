@@ -60,6 +60,59 @@ from trainers.state import RunState
 # pruning.
 RECALIBRATION_STEPS = 100
 
+#: Settings that make a run directory another run's.
+IDENTITY_SETTINGS = ("model", "method", "method_options", "flops", "pretrained")
+#: Settings each stage's result depends on (besides the stages before it):
+#: a stage that began in `model_dir` refuses a change of any of them.
+STAGE_SETTINGS = {
+    "pretrain": (
+        "pretrain_epochs",
+        "batch_size",
+        "steps_per_epoch",
+        "pretrain_learning_rate",
+        "pretrain_decay_points",
+        "pretrain_decay_rate",
+        "pretrain_weight_decay",
+        "momentum",
+        "mixed_precision",
+        "seed",
+    ),
+    "prune": ("min_channels",),
+    "finetune": (
+        "finetuner",
+        "finetuner_options",
+        "epochs",
+        "learning_rate",
+        "decay_points",
+        "decay_rate",
+        "weight_decay",
+    ),
+    "export": (),
+}
+
+
+def _check_writable(directory):
+    """Raises ConfigError unless `directory` exists as a writable directory
+    or can be created (its nearest existing ancestor is one)."""
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        what = "not a directory" if not os.path.isdir(path) else "not writable"
+        raise ConfigError(
+            "--model_dir should be a directory this process can write (or "
+            f"create). Received: {directory} ({path} is {what})"
+        )
+
+
+def settings_of(stage):
+    """The settings `stage` and every stage before it depend on."""
+    return tuple(
+        key
+        for earlier in STAGES[: STAGES.index(stage) + 1]
+        for key in STAGE_SETTINGS[earlier]
+    )
+
 
 class Run:
     """One trainer run; see the module docstring.
@@ -108,6 +161,7 @@ class Run:
                 stage's input is neither given nor left by an earlier run.
         """
         config = self.config
+        _check_writable(self.scratch())
         # The state of an earlier run in `model_dir` (empty if none); the
         # run continues it.
         self.state = RunState(self.scratch("state.json"))
@@ -143,11 +197,18 @@ class Run:
         self._checked = True
 
     def _check_same_run(self):
-        """A `model_dir` holding another run's state is an error."""
+        """A `model_dir` holding another run's state is an error where a
+        stage it began depends on a setting that differs now (a rerun
+        would skip or resume that stage with the old setting)."""
         earlier = self.state.data.get("config", {})
-        keys = ("model", "method", "method_options", "flops", "pretrained")
         now = self.config.to_json()
-        different = [k for k in keys if k in earlier and earlier[k] != now[k]]
+        keys = set(IDENTITY_SETTINGS)
+        for stage in STAGES:
+            if stage in self.state.data["stages"]:
+                keys.update(settings_of(stage))
+        different = [
+            k for k in sorted(keys) if k in earlier and earlier[k] != now[k]
+        ]
         if different:
             raise ConfigError(
                 f"--model_dir={self.config.model_dir} holds a run with other "

@@ -202,6 +202,81 @@ def test_model_dir_of_another_run_is_refused(capsys, tmp_path):
     assert sorted(p.name for p in model_dir.iterdir()) == ["state.json"]
 
 
+def _earlier_run(model_dir, stages, **config):
+    """A model_dir whose state.json holds `stages` begun with `config`."""
+    from trainers import config as config_lib
+
+    earlier = config_lib.RunConfig(
+        model="resnet20", model_dir=str(model_dir), **config
+    )
+    model_dir.mkdir()
+    state = {
+        "config": earlier.to_json(),
+        "stages": {stage: {"completed": True} for stage in stages},
+    }
+    (model_dir / "state.json").write_text(json.dumps(state))
+
+
+def test_a_finished_run_with_other_epochs_is_refused(capsys, tmp_path):
+    # Rerun, every stage would be skipped: the --epochs asked for would
+    # silently not be what the fine-tuned model had.
+    model_dir = tmp_path / "run"
+    _earlier_run(model_dir, ("prune", "finetune", "export"), epochs=3)
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.main(
+            [
+                "cifar.py",
+                "--model=resnet20",
+                "--epochs=5",
+                f"--model_dir={model_dir}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "--epochs=3 there, 5 now" in line
+    assert sorted(p.name for p in model_dir.iterdir()) == ["state.json"]
+
+
+def test_settings_of_stages_not_begun_may_change():
+    from trainers import run
+
+    # Fine-tuning settings bind once fine-tuning began, not before.
+    assert "epochs" not in run.settings_of("prune")
+    assert "epochs" in run.settings_of("finetune")
+    assert "min_channels" in run.settings_of("export")
+    config_fields = set(
+        __import__("trainers.config", fromlist=["RunConfig"]).RunConfig(
+            model="resnet20"
+        ).to_json()
+    )
+    assert set(run.settings_of("export")) <= config_fields
+
+
+def test_an_unwritable_model_dir_is_one_line(capsys, tmp_path):
+    # A file in the way: unwritable for root too (the suite may run as
+    # root, for whom a read-only directory is writable).
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        cifar.main(
+            [
+                "cifar.py",
+                "--synthetic_data",
+                "--dataset=digits",
+                "--image_size=8",
+                "--model=resnet20",
+                f"--model_dir={blocker / 'run'}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "--model_dir should be a directory this process can write" in (
+        lines[0]
+    )
+    assert f"{blocker} is not a directory" in lines[0]
+
+
 @pytest.mark.slow
 def test_a_fresh_process_prints_one_line_before_tensorflow_noise():
     """TensorFlow's C++ start-up lines do not precede the error."""
