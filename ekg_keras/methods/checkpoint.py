@@ -2,6 +2,7 @@
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -62,14 +63,24 @@ class SearchCheckpoint:
         self._replace(self.STATE, lambda h: np.savez(h, **stored), "wb")
 
     def load(self):
-        """The saved `(arrays, record)`; arrays are loaded into memory."""
-        with np.load(self.path(self.STATE)) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        if self.RECORD_KEY in arrays:
-            record = json.loads(str(arrays.pop(self.RECORD_KEY)))
-        else:
-            with open(self.path(self.RECORD)) as handle:
-                record = json.load(handle)
+        """The saved `(arrays, record)`; arrays are loaded into memory.
+
+        Raises:
+            ValueError: If the file is damaged (truncated, overwritten),
+                naming it and how to start over.
+        """
+        path = self.path(self.STATE)
+        try:
+            with np.load(path) as stored:
+                arrays = {key: stored[key] for key in stored.files}
+            if self.RECORD_KEY in arrays:
+                record = json.loads(str(arrays.pop(self.RECORD_KEY)))
+            else:
+                path = self.path(self.RECORD)
+                with open(path) as handle:
+                    record = json.load(handle)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise self._damaged(path, error) from None
         return arrays, record
 
     def save_weights(self, model, name):
@@ -80,8 +91,24 @@ class SearchCheckpoint:
         model.save_weights(self.path(f"{name}.weights.h5"))
 
     def load_weights(self, model, name):
-        """Loads weights that `save_weights` wrote into `model`."""
-        model.load_weights(self.path(f"{name}.weights.h5"))
+        """Loads weights that `save_weights` wrote into `model`.
+
+        Raises:
+            ValueError: If the file is damaged, naming it.
+        """
+        path = self.path(f"{name}.weights.h5")
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise self._damaged(path, error) from None
+
+    def _damaged(self, path, error):
+        reason = str(error).splitlines()[0] if str(error) else ""
+        return ValueError(
+            f"The search checkpoint {path} could not be read "
+            f"({type(error).__name__}: {reason}). Delete {self.directory} "
+            "to start the search over, or restore the file."
+        )
 
     def _replace(self, name, write, mode):
         temporary = self.path(f".{name}.tmp")

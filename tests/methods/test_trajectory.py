@@ -56,3 +56,30 @@ def test_a_checkpoint_with_its_record_beside_it_still_loads(tmp_path):
     assert list(arrays) == ["a"]
     np.testing.assert_array_equal(arrays["a"], np.arange(4))
     assert record == {"steps": [7]}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, damage):
+    checkpoint = SearchCheckpoint(tmp_path / "search")
+    checkpoint.save({"a": np.arange(1000)}, {"steps": [1]})
+    path = tmp_path / "search" / "state.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"x")
+    with pytest.raises(ValueError) as error:
+        checkpoint.load()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"checkpoint {path} could not be read" in message
+    assert f"Delete {tmp_path / 'search'} to start the search over" in message
+
+
+def test_damaged_checkpoint_weights_are_named(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    checkpoint = SearchCheckpoint(tmp_path / "search")
+    checkpoint.save_weights(model, "finetuned")
+    path = tmp_path / "search" / "finetuned.weights.h5"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="finetuned.weights.h5 could not be"):
+        checkpoint.load_weights(model, "finetuned")
