@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ekg_keras import validation
+from ekg_keras.training import custom_loop
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
 from ekg_keras.progress import EpochProgress
@@ -123,6 +124,7 @@ class Fitter:
                 phase.model.compile(
                     optimizer=optimizer, loss=phase.loss, metrics=["accuracy"]
                 )
+            _build_before_tracing(phase.model, data, phase.loss is not None)
         with validation.reported_input_errors():
             phase.model.fit(
                 data,
@@ -237,6 +239,23 @@ def _static_batch(dataset):
     spec = dataset.element_spec[0]
     first = spec["image"] if isinstance(spec, dict) else spec
     return first.shape[0]
+
+
+def _build_before_tracing(model, data, standard_loss):
+    """Creates a compiled model's variables before `fit` traces its step.
+
+    Without a strategy of its own, `fit` creates the metric, loss and
+    optimizer variables while tracing the train step; a `tf.function` that
+    creates variables on its first trace is traced a second time, so every
+    phase would pay two traces (about 2 s each for a ResNet-20 on a CPU).
+    A model with its own `train_step` (compiled without a loss) gets its
+    optimizer built on its `trainable_variables`, the variables its step
+    updates or a superset of them.
+    """
+    if standard_loss:
+        custom_loop.build_from_spec(model, data.element_spec)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _cardinality(dataset):

@@ -43,6 +43,26 @@ def test_fitter_trains_a_phase_with_its_default_optimizer():
     assert model.optimizer.nesterov
 
 
+def test_a_phase_traces_its_train_step_once(monkeypatch):
+    # Variables created while tracing make a `tf.function` trace twice;
+    # the fitter creates them before `fit`.
+    model = _model()
+    traced = []
+    step = type(model).train_step
+
+    def counting(self, data):
+        traced.append(1)
+        return step(self, data)
+
+    monkeypatch.setattr(type(model), "train_step", counting)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    Fitter(_data(), batch_size=16, verbose=0).fit(
+        TrainingPhase("finetune", model, 2, loss=loss)
+    )
+    assert len(traced) == 1
+    assert model.optimizer.built and model.optimizer.iterations.numpy() > 0
+
+
 def test_fitter_data_views():
     x, y = _data()
     fitter = Fitter((x, y), batch_size=16)
