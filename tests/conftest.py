@@ -91,6 +91,7 @@ END_TO_END_FIXTURES = ("trained_resnet20",)
 LONGEST_MODULES = (
     "trainers/test_cifar.py",
     "benchmarks/test_compare.py",
+    "trainers/test_run_files.py",
     "test_prune_kerashub.py",
     "test_prune_properties.py",
     "examples/test_demo.py",

@@ -1,18 +1,19 @@
 """Keras callbacks the trainers add to every training run."""
 
-import json
 import os
 import shutil
 
 import keras
 import tensorflow as tf
 
+from ekg_keras import _logging
 from ekg_keras import flops as flops_lib
 from ekg_keras.graph import trace
 from ekg_keras.graph.expansion import expand
 from ekg_keras.layers import prunable_layers
 from ekg_keras.training import custom_loop
 from ekg_keras.training import inner_model
+from trainers import files
 
 
 def network_of(model):
@@ -94,12 +95,19 @@ class Backup(keras.callbacks.Callback):
     Like `keras.callbacks.BackupAndRestore` (weights, optimizer state and
     the epoch, restored in `on_train_begin` by setting the model's initial
     epoch), but every write is atomic: the weights go to a new file, then
-    `backup.json` is replaced to name it, then the older file is removed. A
+    `backup.json` is replaced to name it, then older files are removed. A
     process killed at any moment, even while writing, leaves the last
     complete backup (Keras' callback writes its only copy in place, and a
     kill during the first write leaves a run that cannot resume). The
     backup is deleted when training ends, unless `delete_when_done` is
     False (then whoever owns the directory deletes it later).
+
+    `backup.json` (with its own checksum) records the size and SHA-256 of
+    the newest weights file and of the one before it, which is kept too. A
+    restart checks them before loading: a damaged newest backup resumes
+    from the one before it; with none intact, or `backup.json` damaged,
+    training starts from its first epoch, as a run killed before its first
+    backup does. Each case is said in one line naming the file.
 
     Args:
         directory: Where the backup lives (created when first written).
@@ -109,15 +117,22 @@ class Backup(keras.callbacks.Callback):
         delete_when_done: Delete the backup when training ends. A run of
             several trainings in one stage keeps each one's final backup,
             so a restart does not train a finished one again.
+        say: Called with the one-line message about a damaged backup
+            (default: printed).
     """
 
-    def __init__(self, directory, every_steps=0, delete_when_done=True):
+    def __init__(
+        self, directory, every_steps=0, delete_when_done=True, say=None
+    ):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
         self.delete_when_done = delete_when_done
+        self.say = say or _logging.info
         self._epoch = 0
         self._writes = 0
+        # The newest backup written or resumed from (kept at the next).
+        self._latest = None
 
     @property
     def _state_path(self):
@@ -126,11 +141,39 @@ class Backup(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not os.path.exists(self._state_path):
             return
-        with open(self._state_path) as handle:
-            state = json.load(handle)
-        self.model.load_weights(os.path.join(self.directory, state["weights"]))
-        custom_loop.set_initial_epoch(self.model, state["epoch"])
-        self._writes = state["writes"]
+        try:
+            state = files.load_json(self._state_path)
+            backups = _backups_in(state, self._state_path)
+        except files.DamagedFileError as error:
+            self._start_over(error)
+            return
+        damaged = None
+        for backup in backups:
+            path = os.path.join(self.directory, backup["weights"])
+            record = backup if "sha256" in backup else None
+            try:
+                files.read(path, self.model.load_weights, record)
+            except files.DamagedFileError as error:
+                damaged = damaged or error
+                continue
+            if damaged is not None:
+                self.say(
+                    f"{damaged.path} is damaged ({damaged.reason}): resumed"
+                    f" from the backup before it, {path} (epoch "
+                    f"{backup['epoch']})"
+                )
+            custom_loop.set_initial_epoch(self.model, backup["epoch"])
+            self._writes = state["writes"]
+            self._latest = backup
+            return
+        self._start_over(damaged)
+
+    def _start_over(self, error):
+        self.say(
+            f"{error.path} is damaged ({error.reason}) and no intact backup "
+            "is left: this training starts again from its first epoch"
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -150,12 +193,33 @@ class Backup(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         self._writes += 1
         name = f"backup-{self._writes}.weights.h5"
-        self.model.save_weights(os.path.join(self.directory, name))
-        state = {"epoch": epoch, "weights": name, "writes": self._writes}
-        temporary = f"{self._state_path}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(state, handle)
-        os.replace(temporary, self._state_path)
+        path = os.path.join(self.directory, name)
+        # A new file, named in backup.json only once it is whole.
+        self.model.save_weights(path)
+        latest = {"epoch": epoch, "weights": name, **files.fingerprint(path)}
+        previous = self._latest
+        files.dump_json(
+            self._state_path,
+            {**latest, "writes": self._writes, "previous": previous},
+        )
+        self._latest = latest
+        keep = {name, previous["weights"] if previous else None}
         for old in os.listdir(self.directory):
-            if old.endswith(".weights.h5") and old != name:
+            if old.endswith(".weights.h5") and old not in keep:
                 os.remove(os.path.join(self.directory, old))
+
+
+def _backups_in(state, path):
+    """The backups `backup.json` names, newest first."""
+    backups = [state]
+    if state.get("previous") is not None:
+        backups.append(state["previous"])
+    valid = isinstance(state.get("writes"), int) and all(
+        isinstance(b, dict)
+        and isinstance(b.get("epoch"), int)
+        and isinstance(b.get("weights"), str)
+        for b in backups
+    )
+    if not valid:
+        raise files.DamagedFileError(path, "not a backup record")
+    return backups

@@ -328,7 +328,10 @@ def main(flag_values, make_source, argv=None, dataset=None):
         run.check()
     except (ConfigError, DataError, strategies.StrategyError) as error:
         fail(error, argv)
-    summary = run.run()
+    try:
+        summary = run.run()
+    except ConfigError as error:  # A file found damaged as it is read.
+        fail(error, argv)
     if run.chief:
         brief = {
             k: summary[k]

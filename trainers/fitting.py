@@ -33,6 +33,8 @@ class RunFitter:
         validate: `network -> dict` of validation results per epoch.
         pretrain: Use the pre-training schedule (else fine-tuning's).
         verbose: Keras verbosity.
+        say: Called with one-line messages (a damaged backup); default:
+            printed.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class RunFitter:
         validate,
         pretrain=False,
         verbose=1,
+        say=None,
     ):
         self.config = config
         self.pipelines = pipelines
@@ -55,6 +58,7 @@ class RunFitter:
         self.validate = validate
         self.prefix = "pretrain_" if pretrain else ""
         self.verbose = verbose
+        self.say = say
         self.resumed_at_epoch = 0
 
     def ordered_data(self, with_ids=False):
@@ -104,6 +108,7 @@ class RunFitter:
             os.path.join(self.directory, "backup", phase.name),
             self.config.backup_every_steps,
             delete_when_done=False,
+            say=self.say,
         )
         callbacks = [*phase.callbacks, backup, StopOnNonFinite()]
         if self.log_dir is not None:

@@ -15,7 +15,11 @@ they prune), so a registered method needs no edit here.
 
 Layout of `model_dir`:
 
-    state.json                stages done, runs, seconds, results
+    state.json                the record: settings, stages done, runs,
+                              seconds, results, and each file below with
+                              its size and SHA-256
+    state.copy.json           the record again (read if state.json is
+                              damaged)
     summary.json              the final summary (written at the end)
     pretrain/model.keras      the trained unpruned model
     prune/model.keras         the pruned (masked) model
@@ -27,12 +31,27 @@ Layout of `model_dir`:
     logs/<stage>/             TensorBoard event files (per phase inside)
     <stage>/backup/<phase>/   training backups (deleted when a stage ends)
 
+Files you can trust (`trainers.files`): every file is written to a
+temporary name and renamed (the SavedModel directory, which TensorFlow
+writes in place, is emptied first and recorded only when whole), and
+recorded in `state.json` with its size and SHA-256. Before a rerun skips
+or resumes anything, `check` compares every file of a finished stage with
+its record: a stage whose file is missing or damaged is done again (said
+in one line naming the file), or, when that stage is not in `--stages`
+but a stage to run needs its output, the run stops with one line naming
+the file and the flag to pass. Backups and the search checkpoint carry
+their own records (`callbacks.Backup`, `ekg_keras.methods.SearchCheckpoint`):
+a damaged backup resumes from the one before it or restarts its
+training, a damaged search checkpoint restarts the prune stage. TensorBoard
+logs are not recorded: a run never reads them.
+
 Under `multi_worker_mirrored` every worker runs the same stages. The chief
 writes the layout above; every other worker keeps its own state, stage
 models, backups and search checkpoint under `workers/<name>/` (the same
 layout), and writes no logs, exports or summary.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -41,11 +60,14 @@ import time
 import keras
 
 import ekg_keras
+from ekg_keras.methods import CheckpointError
+from ekg_keras.methods import SearchCheckpoint
 from ekg_keras.methods import Trajectory
 from ekg_keras.taylor import default_loss
 from ekg_keras.training import TrainingPhase
 from ekg_keras.training import finetuners
 from trainers import callbacks as callbacks_lib
+from trainers import files
 from trainers import loop
 from trainers import strategies
 from trainers.config import STAGES
@@ -89,6 +111,23 @@ STAGE_SETTINGS = {
     ),
     "export": (),
 }
+#: The record's name of summary.json's "stage" (rewritten every run).
+SUMMARY = "summary"
+
+
+@dataclasses.dataclass(frozen=True)
+class Repair:
+    """What a run does about a damaged file before its stages run.
+
+    Attributes:
+        error: The `DamagedFileError`; its recovery says what is done.
+        redo: The stage marked not done, so it runs again, or None.
+        delete: Paths removed (a damaged checkpoint and its backups).
+    """
+
+    error: files.DamagedFileError
+    redo: str = None
+    delete: tuple = ()
 
 
 def _check_writable(directory):
@@ -136,6 +175,8 @@ class Run:
         self._full = None
         self._checked = False
         self._evaluators = []
+        self._repairs = []
+        self._pretrained_file = None
 
     # Paths.
 
@@ -165,11 +206,13 @@ class Run:
         # The state of an earlier run in `model_dir` (empty if none); the
         # run continues it.
         self.state = RunState(self.scratch("state.json"))
-        self._check_same_run()
         if config.pretrained:
             self._models["pretrain"] = load_pretrained(
                 config.pretrained, self.source
             )
+            self._pretrained_file = files.fingerprint(config.pretrained)
+        self._check_same_run()
+        self._repairs = self._check_files()
         if (
             "prune" in config.stages
             and not self.state.done("prune")
@@ -218,6 +261,129 @@ class Run:
                 )
                 + "): pass a new --model_dir to start over."
             )
+        # The same --pretrained path with other contents is another run.
+        recorded = self.state.data.get("pretrained_file")
+        if self._pretrained_file and recorded and self.state.data["stages"]:
+            reason = files.check(self.config.pretrained, recorded)
+            if reason is not None:
+                raise ConfigError(
+                    f"--pretrained={self.config.pretrained} changed since "
+                    f"--model_dir={self.config.model_dir} began with it "
+                    f"({reason}): restore it, or pass a new --model_dir to "
+                    "start over."
+                )
+
+    def _check_files(self):
+        """Checks the files of finished stages against their records.
+
+        Writes nothing; `run` makes the repairs returned.
+
+        Returns:
+            A list of `Repair`s, each error's recovery saying what the
+            run does.
+
+        Raises:
+            DamagedFileError: If a damaged file's stage is not in
+                `--stages` but a stage to run needs its output.
+        """
+        config, state = self.config, self.state
+        damaged = self._damaged_files()
+        redo = [
+            s
+            for s in STAGES
+            if s in damaged and s in config.stages and not self._skip_reason(s)
+        ]
+        repairs = [
+            Repair(damaged[s].with_recovery(f"redoing the {s} stage"), s)
+            for s in redo
+        ]
+        runs = [
+            s
+            for s in config.stages
+            if (s in redo or not state.done(s)) and not self._skip_reason(s)
+        ]
+        for stage in STAGES:
+            if stage not in damaged or stage in redo:
+                continue
+            flag = f"add {stage} to --stages to redo it"
+            needing = [s for s in runs if stage in self._inputs(s, runs)]
+            if needing:
+                raise damaged[stage].with_recovery(
+                    f"the {needing[0]} stage needs it; {flag}"
+                )
+            repairs.append(
+                Repair(damaged[stage].with_recovery(f"not needed now; {flag}"))
+            )
+        if SUMMARY in damaged:
+            repairs.append(
+                Repair(
+                    damaged[SUMMARY].with_recovery(
+                        "rewritten at the end of this run"
+                    )
+                )
+            )
+        if "prune" in runs:
+            repairs.extend(self._check_search())
+        return repairs
+
+    def _damaged_files(self):
+        """`{stage: DamagedFileError}` for the first damaged file of each
+        finished stage (and of summary.json)."""
+        state = self.state
+        damaged = {}
+        for name, record in state.files().items():
+            stage = record["stage"]
+            if stage in damaged or (stage != SUMMARY and not state.done(stage)):
+                continue  # Written by a stage that will run again.
+            reason = files.check(self.scratch(name), record)
+            if reason is not None:
+                damaged[stage] = files.DamagedFileError(
+                    self.scratch(name), reason
+                )
+        # Runs recorded before files were: their stage models must be there.
+        for stage in ("pretrain", "prune", "finetune"):
+            path = self.scratch(stage, "model.keras")
+            if (
+                state.done(stage)
+                and not state.files(stage)
+                and not os.path.exists(path)
+            ):
+                damaged.setdefault(
+                    stage, files.DamagedFileError(path, "missing")
+                )
+        return damaged
+
+    def _check_search(self):
+        """The repair of a damaged search checkpoint of the prune stage,
+        which will run (none if it is intact or absent)."""
+        search = self.scratch("prune", "search")
+        checkpoint = SearchCheckpoint(search)
+        try:
+            if checkpoint.exists():
+                checkpoint.verify()
+        except CheckpointError as error:
+            damage = files.DamagedFileError(
+                error.path,
+                error.reason,
+                "the prune stage starts over (its search checkpoint and "
+                "backups are deleted)",
+            )
+            return [
+                Repair(damage, delete=(search, self.scratch("prune", "backup")))
+            ]
+        return []
+
+    def _inputs(self, stage, runs):
+        """The stages whose output `stage` reads, given the stages to run."""
+        if stage == "prune":
+            return () if self.config.pretrained else ("pretrain",)
+        if stage == "finetune":
+            return ("prune",)
+        if stage == "export":
+            if "finetune" in runs or self.state.done("finetune"):
+                return ("finetune",)
+            return ("prune",)
+        return ()
 
     # The run.
 
@@ -226,13 +392,23 @@ class Run:
         if not self._checked:
             self.check()
         os.makedirs(self.scratch(), exist_ok=True)
+        if self.state.repaired is not None:
+            self._say(str(self.state.repaired))
         self.state.data["config"] = self.config.to_json()
+        if self._pretrained_file is not None:
+            self.state.data["pretrained_file"] = self._pretrained_file
         self.state.save()
         self._say(
             f"{strategies.describe(self.strategy)}; {self.source.name}: "
             f"{self.source.num_train} training and {self.source.num_eval} "
             "evaluation images"
         )
+        for repair in self._repairs:
+            self._say(str(repair.error))
+            for path in repair.delete:
+                shutil.rmtree(path, ignore_errors=True)
+            if repair.redo is not None:
+                self.state.reopen(repair.redo)
         for stage in STAGES:
             if stage not in self.config.stages:
                 continue
@@ -254,8 +430,13 @@ class Run:
             self._say(f"{stage}: done in {seconds:.1f} s {results}")
         summary = self.summary()
         if self.chief:
-            with open(self.path("summary.json"), "w") as handle:
-                json.dump(summary, handle, indent=2)
+
+            def write_summary(path):
+                with open(path, "w") as handle:
+                    json.dump(summary, handle, indent=2)
+
+            self._write(SUMMARY, "summary.json", write_summary)
+            self.state.save()
         return summary
 
     def _skip_reason(self, stage):
@@ -309,7 +490,15 @@ class Run:
                 verbose=1 if self.chief else 0,
                 **config.options(),
             )
-        masked = self._method.run(fitter)
+        try:
+            masked = self._method.run(fitter)
+        except CheckpointError as error:
+            # Damaged after `check` verified it: the next run redoes it.
+            raise files.DamagedFileError(
+                error.path,
+                error.reason,
+                "rerun the same command: the prune stage starts over",
+            ) from None
         ekg_keras.recalibrate_batchnorm(
             masked, self.pipelines.ordered(), steps=RECALIBRATION_STEPS
         )
@@ -319,7 +508,7 @@ class Run:
         self._keep("prune", masked)
         trajectory = self._method.trajectory()
         if trajectory is not None:
-            trajectory.save(self.scratch("prune", "trajectory.npz"))
+            self._write("prune", "prune/trajectory.npz", trajectory.save)
         return {
             "resumed_at_epoch": fitter.resumed_at_epoch,
             "flops_fraction": self.flops_fraction(masked),
@@ -363,7 +552,7 @@ class Run:
                 f"method passed through; --method={self.config.method} left "
                 f"none ({path} is missing)."
             )
-        return Trajectory.load(path)
+        return self._read("prune", "prune/trajectory.npz", Trajectory.load)
 
     def _settings(self):
         """Run settings fine-tuners may read (see `FineTuner.options_from`)."""
@@ -377,11 +566,20 @@ class Run:
         model = self.model_after("finetune", "prune")
         saved_model = self.path("export", "saved_model")
         if self.chief:
-            os.makedirs(self.path("export"), exist_ok=True)
-            small = ekg_keras.export(
-                model,
-                saved_model,
-                keras_path=self.path("export", "model.keras"),
+            # TensorFlow writes the SavedModel in place: into an empty
+            # directory, recorded once whole.
+            shutil.rmtree(saved_model, ignore_errors=True)
+            exported = []
+
+            def export_to(keras_path):
+                exported.append(
+                    ekg_keras.export(model, saved_model, keras_path=keras_path)
+                )
+
+            self._write("export", "export/model.keras", export_to)
+            small = exported[0]
+            self.state.record_file(
+                "export/saved_model", "export", files.fingerprint(saved_model)
             )
         else:
             small = (
@@ -409,6 +607,7 @@ class Run:
             validate=self.evaluate,
             pretrain=pretrain,
             verbose=self.config.verbose if self.chief else 0,
+            say=lambda message: self._say(f"{stage}: {message}"),
         )
 
     # Models between stages.
@@ -416,8 +615,29 @@ class Run:
     def _keep(self, stage, model):
         """Holds `model` as `stage`'s output and saves it."""
         self._models[stage] = model
-        os.makedirs(self.scratch(stage), exist_ok=True)
-        model.save(self.scratch(stage, "model.keras"))
+        self._write(stage, f"{stage}/model.keras", model.save)
+
+    def _write(self, stage, name, write_to):
+        """Writes file `name` of this worker's directory atomically and
+        records it as `stage`'s (see `files.write`)."""
+        fingerprint = files.write(self.scratch(name), write_to)
+        self.state.record_file(name, stage, fingerprint)
+
+    def _read(self, stage, name, reader):
+        """Reads file `name` of this worker's directory, checked against
+        its record (`files.read`).
+
+        Raises:
+            DamagedFileError: Naming the file and the way out.
+        """
+        try:
+            return files.read(
+                self.scratch(name), reader, self.state.files().get(name)
+            )
+        except files.DamagedFileError as error:
+            raise error.with_recovery(
+                f"delete it and rerun the same command to redo {stage}"
+            ) from None
 
     def model_after(self, *stages):
         """The output of the first of `stages` that has one.
@@ -436,7 +656,9 @@ class Run:
                 stage != "pretrain" or not self.config.pretrained
             ):
                 with self.strategy.scope():
-                    model = keras.saving.load_model(path)
+                    model = self._read(
+                        stage, f"{stage}/model.keras", keras.saving.load_model
+                    )
                 self._models[stage] = model
                 return model
         raise ConfigError(

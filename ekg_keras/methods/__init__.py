@@ -21,6 +21,7 @@ import pkgutil
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.base import keep_top
 from ekg_keras.methods.budget import TrainingBudget
+from ekg_keras.methods.checkpoint import CheckpointError
 from ekg_keras.methods.checkpoint import SearchCheckpoint
 from ekg_keras.methods.claims import Claim
 from ekg_keras.methods.claims import claims

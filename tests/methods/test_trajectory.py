@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ekg_keras.methods import CheckpointError
 from ekg_keras.methods import SearchCheckpoint
 from ekg_keras.methods import Trajectory
 
@@ -83,3 +84,60 @@ def test_damaged_checkpoint_weights_are_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="finetuned.weights.h5 could not be"):
         checkpoint.load_weights(model, "finetuned")
+
+
+def _saved_checkpoint(directory):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(64)])
+    checkpoint = SearchCheckpoint(directory)
+    checkpoint.save_weights(model, "finetuned")
+    checkpoint.save({"a": np.arange(1000)}, {"steps": [1]})
+    return model, checkpoint
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+@pytest.mark.parametrize("name", ["state.npz", "finetuned.weights.h5"])
+def test_verify_finds_each_damaged_file(tmp_path, name, damage):
+    # Corrupted bytes inside the data leave an HDF5 file readable with
+    # other weights: only the recorded checksum tells.
+    directory = tmp_path / "search"
+    model, _ = _saved_checkpoint(directory)
+    path = directory / name
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    fresh = SearchCheckpoint(directory)
+    with pytest.raises(CheckpointError) as error:
+        fresh.verify()
+    assert error.value.path == str(path)
+    assert "\n" not in str(error.value)
+    assert f"Delete {directory} to start the search over" in str(error.value)
+    if name.endswith(".h5"):
+        with pytest.raises(CheckpointError):
+            SearchCheckpoint(directory).load_weights(model, "finetuned")
+
+
+def test_an_intact_checkpoint_verifies_and_its_weights_load(tmp_path):
+    directory = tmp_path / "search"
+    model, _ = _saved_checkpoint(directory)
+    expected = [w.numpy() for w in model.weights]
+    for weight in model.weights:
+        weight.assign(np.zeros(weight.shape))
+    resumed = SearchCheckpoint(directory)
+    resumed.verify()
+    resumed.load_weights(model, "finetuned")
+    for a, b in zip(expected, model.weights, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    # A resumed search's next save keeps the weights' record.
+    resumed.save({"a": np.arange(3)}, {"steps": [1, 2]})
+    (directory / "finetuned.weights.h5").write_bytes(b"x" * 10)
+    with pytest.raises(CheckpointError, match="10 bytes"):
+        SearchCheckpoint(directory).verify()
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "finetuned.weights.h5",
+        "state.npz",
+    ]

@@ -55,6 +55,88 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path):
     assert not (tmp_path / "backup").exists()
 
 
+def _backups_of_epochs(directory, epochs):
+    """Backups after each of `epochs` epochs of a model whose weights are
+    the epoch number; returns a fresh model and its Backup to restore."""
+    model = small_model()
+    backup = callbacks.Backup(str(directory))
+    backup.set_model(model)
+    for epoch in range(1, epochs + 1):
+        model.set_weights(
+            [np.full(w.shape, epoch, "float32") for w in model.weights]
+        )
+        backup.on_epoch_end(epoch - 1)
+    restored = small_model()
+    said = []
+    again = callbacks.Backup(str(directory), say=said.append)
+    again.set_model(restored)
+    return restored, again, said
+
+
+def _flip_middle(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_backup_keeps_the_one_before_and_records_checksums(tmp_path):
+    _backups_of_epochs(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "backup-2.weights.h5",
+        "backup-3.weights.h5",
+        "backup.json",
+    ]
+    state = json.loads((tmp_path / "backup.json").read_text())
+    assert state["epoch"] == 3 and state["previous"]["epoch"] == 2
+    assert len(state["sha256"]) == 64 and len(state["checksum"]) == 64
+
+
+def test_a_damaged_newest_backup_resumes_from_the_one_before(tmp_path):
+    restored, again, said = _backups_of_epochs(tmp_path, 3)
+    _flip_middle(tmp_path / "backup-3.weights.h5")
+    again.on_train_begin()
+    assert restored._initial_epoch == 2
+    for weight in restored.weights:
+        np.testing.assert_array_equal(weight.numpy(), 2)
+    (line,) = said
+    assert f"{tmp_path / 'backup-3.weights.h5'} is damaged (its SHA-256" in line
+    assert line.endswith(
+        f"resumed from the backup before it, {tmp_path / 'backup-2.weights.h5'}"
+        " (epoch 2)"
+    )
+    # The next backup keeps the one resumed from, not the damaged one.
+    again.on_epoch_end(2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "backup-2.weights.h5",
+        "backup-4.weights.h5",
+        "backup.json",
+    ]
+
+
+@pytest.mark.parametrize("damaged", ["both", "record"])
+def test_no_intact_backup_starts_the_training_over(tmp_path, damaged):
+    restored, again, said = _backups_of_epochs(tmp_path, 2)
+    before = [w.numpy() for w in restored.weights]
+    if damaged == "both":
+        for name in ("backup-1.weights.h5", "backup-2.weights.h5"):
+            (tmp_path / name).write_bytes(b"")
+        named = tmp_path / "backup-2.weights.h5"
+    else:
+        text = (tmp_path / "backup.json").read_text()
+        (tmp_path / "backup.json").write_text(
+            text.replace('"epoch": 2', '"epoch": 5')
+        )
+        named = tmp_path / "backup.json"
+    again.on_train_begin()
+    assert not getattr(restored, "_initial_epoch", None)
+    for a, b in zip(before, restored.weights, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    (line,) = said
+    assert line.startswith(f"{named} is damaged (")
+    assert line.endswith("this training starts again from its first epoch")
+    assert not tmp_path.exists()
+
+
 _WRITER = """
 import sys
 import keras
