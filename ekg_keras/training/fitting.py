@@ -12,9 +12,10 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import validation
+from ekg_keras._backend import tf
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
 from ekg_keras.progress import EpochProgress
@@ -104,7 +105,7 @@ class Fitter:
         self.weight_decay = weight_decay
         self.shuffle_seed = shuffle_seed
         self.callbacks = list(callbacks)
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = backend.check_strategy(strategy, "Fitter")
         self.verbose = verbose
 
     def fit(self, phase):
@@ -116,7 +117,7 @@ class Fitter:
         optimizer = phase.optimizer or self.training_optimizer(
             phase.epochs * steps
         )
-        with self.strategy.scope():
+        with backend.scope(self.strategy):
             if phase.loss is None:
                 phase.model.compile(optimizer=optimizer)
             else:
@@ -158,7 +159,7 @@ class Fitter:
             [max(1, int(total_steps * f)) for f in (0.3, 0.6, 0.8)],
             [self.learning_rate * 0.2**i for i in range(4)],
         )
-        with self.strategy.scope():
+        with backend.scope(self.strategy):
             return keras.optimizers.SGD(
                 schedule,
                 momentum=0.9,

@@ -46,6 +46,8 @@ class SoftPruning(PruningMethod):
         (University of Technology Sydney, 2021).
     """
 
+    # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
+    backends = ("tensorflow",)
     Options = SoftOptions
     mode = "soft"
     needs_data = True

@@ -5,11 +5,11 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import _keras_private
 from ekg_keras import criteria
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
