@@ -17,6 +17,12 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def outputs(model, x):
+    """`model(x)` in inference mode, compiled (JAX runs eager calls op by
+    op, compiling each: ~6 s for a MobileNetV2 against 0.7 s)."""
+    return model.predict(x, batch_size=len(x), verbose=0)
+
+
 def images(batch=4, size=16, channels=3, seed=0):
     """A batch of random images."""
     rng = np.random.default_rng(seed)

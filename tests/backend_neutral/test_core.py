@@ -8,6 +8,7 @@ from neutral_testing import BACKENDS
 from neutral_testing import images
 from neutral_testing import max_relative_difference
 from neutral_testing import numpy
+from neutral_testing import outputs
 from neutral_testing import randomize_batchnorm
 from neutral_testing import run_on
 
@@ -17,7 +18,7 @@ from ekg_keras.methods.oneshot import OneShot
 
 BACKEND = keras.backend.backend()
 OTHERS = tuple(b for b in BACKENDS if b != BACKEND)
-TENSORFLOW_ONLY = ("asfp", "ekg", "fpgm", "lfpc", "nppm", "sfp", "sp")
+TENSORFLOW_ONLY = ("ekg", "lfpc", "nppm", "sp")
 
 
 def kept_fraction(original, pruned):
@@ -62,7 +63,7 @@ def test_resnet56_meets_the_target_and_masked_equals_slim():
     masked, small = prune_masked_and_slim(model, 0.5)
     assert 0.45 < kept_fraction(model, small) <= 0.5
     x = images(4, 16)
-    assert max_relative_difference(small(x), masked(x)) < 1e-5
+    assert max_relative_difference(outputs(small, x), outputs(masked, x)) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -75,7 +76,7 @@ def test_each_weight_criterion_prunes_to_the_target(criterion):
     masked, small = prune_masked_and_slim(model, 0.5, criterion=criterion)
     assert kept_fraction(model, small) <= 0.5
     x = images(2, 16)
-    assert max_relative_difference(small(x), masked(x)) < 1e-5
+    assert max_relative_difference(outputs(small, x), outputs(masked, x)) < 1e-5
 
 
 def test_l1_keeps_the_filters_of_largest_l1_norm():
@@ -133,7 +134,7 @@ def test_fold_batchnorm_is_exact():
     folded = ekg_keras.fold_batchnorm(model)
     assert batchnorm_layers(model) and not batchnorm_layers(folded)
     x = images(4, 16)
-    assert max_relative_difference(folded(x), model(x)) < 1e-5
+    assert max_relative_difference(outputs(folded, x), outputs(model, x)) < 1e-5
 
 
 def test_recalibrate_batchnorm_gives_the_batch_statistics():
@@ -189,15 +190,16 @@ def test_mobilenetv2_prunes_to_half_its_flops():
     masked, small = prune_masked_and_slim(model, 0.5)
     assert kept_fraction(model, small) <= 0.5
     x = images(2, 32)
-    assert max_relative_difference(small(x), masked(x)) < 1e-4
+    assert max_relative_difference(outputs(small, x), outputs(masked, x)) < 1e-4
 
 
 def test_plain_finetuning_trains_through_fit():
-    model = ekg_keras.models.resnet20(input_shape=(16, 16, 3))
+    model = ekg_keras.models.resnet20(input_shape=(8, 8, 3))
     rng = np.random.default_rng(0)
-    x = rng.random((64, 16, 16, 3)).astype("float32")
-    y = rng.integers(0, 10, 64)
-    options = dict(method="oneshot", data=(x, y), verbose=0)
+    x = rng.random((32, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 10, 32)
+    options = dict(method="oneshot", data=(x, y), recalibrate=False)
+    options.update(verbose=0, finetune_options={"batch_size": 16})
     untuned = ekg_keras.prune(model, 0.5, **options)
     tuned = ekg_keras.prune(model, 0.5, finetune_epochs=1, **options)
     assert kept_fraction(model, tuned) <= 0.5
@@ -242,7 +244,7 @@ import keras
 import numpy as np
 model = keras.saving.load_model(sys.argv[1])
 saved = np.load(sys.argv[2])
-y = keras.ops.convert_to_numpy(model(saved["x"]))
+y = model.predict(saved["x"], batch_size=len(saved["x"]), verbose=0)
 print(float(np.abs(y - saved["y"]).max() / np.abs(saved["y"]).max()))
 """
 
@@ -255,7 +257,7 @@ def test_a_slim_keras_file_loads_on_the_other_backends(tmp_path):
     path = tmp_path / f"slim_{BACKEND}.keras"
     small.save(path)
     x = images(4, 16)
-    np.savez(tmp_path / "outputs.npz", x=x, y=numpy(small(x)))
+    np.savez(tmp_path / "outputs.npz", x=x, y=outputs(small, x))
     for backend in OTHERS:
         out = run_on(backend, LOAD_AND_COMPARE, path, tmp_path / "outputs.npz")
         assert float(out.split()[-1]) < 1e-5, (backend, out)
