@@ -14,6 +14,7 @@ from neutral_testing import run_on
 
 import ekg_keras
 from ekg_keras.batchnorm import batchnorm_layers
+from ekg_keras.export import EXPORT_BACKENDS
 from ekg_keras.methods.oneshot import OneShot
 
 BACKEND = keras.backend.backend()
@@ -261,3 +262,17 @@ def test_a_slim_keras_file_loads_on_the_other_backends(tmp_path):
     for backend in OTHERS:
         out = run_on(backend, LOAD_AND_COMPARE, path, tmp_path / "outputs.npz")
         assert float(out.split()[-1]) < 1e-5, (backend, out)
+
+
+def test_export_is_refused_in_one_line_off_tensorflow(tmp_path):
+    model = ekg_keras.models.resnet20(input_shape=(16, 16, 3))
+    supported = EXPORT_BACKENDS
+    for format, backends in supported.items():
+        if BACKEND in backends:
+            continue
+        with pytest.raises(NotImplementedError) as raised:
+            ekg_keras.export(model, tmp_path / "model", format=format)
+        assert "\n" not in str(raised.value)
+        assert f"KERAS_BACKEND={BACKEND}" in str(raised.value)
+    refused = [f for f, b in supported.items() if BACKEND not in b]
+    assert (refused == []) == (BACKEND == "tensorflow")
