@@ -276,3 +276,23 @@ def test_export_is_refused_in_one_line_off_tensorflow(tmp_path):
         assert f"KERAS_BACKEND={BACKEND}" in str(raised.value)
     refused = [f for f, b in supported.items() if BACKEND not in b]
     assert (refused == []) == (BACKEND == "tensorflow")
+
+
+class _Mix(keras.layers.Layer):
+    """A layer the FLOPs table does not know (its MACs are traced)."""
+
+    def call(self, x):
+        return keras.ops.matmul(x, keras.ops.ones((x.shape[-1],) * 2))
+
+
+def test_traced_macs_count_on_tensorflow_and_are_named_elsewhere():
+    inputs = keras.Input((4, 4, 3))
+    x = _Mix(name="mix")(keras.layers.Conv2D(8, 3, name="conv")(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    if BACKEND == "tensorflow":
+        assert ekg_keras.count_flops(model).layer_macs["mix/matmul"] == 256
+        return
+    with pytest.warns(UserWarning, match="'mix/matmul'.*needs TensorFlow"):
+        report = ekg_keras.count_flops(model)
+    assert "mix/matmul" not in report.layer_macs
