@@ -24,6 +24,8 @@ import venv
 
 ROOT = pathlib.Path(__file__).resolve().parent
 CONSTRAINTS = ROOT / "constraints.txt"
+# torch's CPU wheel (the default index gives the CUDA one, gigabytes).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 EXTRAS = ".[test,plot,deploy,docs]"
 
 TASKS = {
@@ -73,6 +75,7 @@ def ensure_venv(latest=False):
         print("Installing ekg_keras and its dependencies ...", flush=True)
         pins = ["-c", str(CONSTRAINTS)]
     command = [str(python), "-m", "pip", "install", "-q", *pins]
+    command += ["--extra-index-url", TORCH_CPU_INDEX]
     subprocess.run([*command, "-e", EXTRAS], cwd=ROOT, check=True)
     stamp.touch()
     return python

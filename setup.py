@@ -32,7 +32,17 @@ setup(
     extras_require={
         # pytest-xdist: the suite runs on every core (python3 dev.py test);
         # keras-hub: its vision models are pruned by tests/test_prune_kerashub.py.
-        "test": ["pytest", "pytest-xdist", "hypothesis", "keras-hub"],
+        # jax, torch: the backend-neutral tests (tests/backend_neutral) run
+        # on KERAS_BACKEND=jax and torch too, on their CPU wheels (dev.py
+        # installs torch from the PyTorch CPU index: 190 MB, not CUDA's GBs).
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "hypothesis",
+            "keras-hub",
+            "jax[cpu]",
+            "torch",
+        ],
         "plot": ["matplotlib"],
         # Runtimes and converters of `ekg_keras.export` beyond TensorFlow:
         # LiteRT's interpreter, ONNX (Keras converts with tf2onnx; float16

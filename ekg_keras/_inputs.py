@@ -1,7 +1,9 @@
 """Turning the `data` arguments users pass into `tf.data` batches."""
 
 import numpy as np
-import tensorflow as tf
+
+from ekg_keras import _backend as backend
+from ekg_keras._backend import tf
 
 
 def as_dataset(data, batch_size=64, name="data"):
@@ -24,7 +26,7 @@ def as_dataset(data, batch_size=64, name="data"):
         if len(x) == 0:
             raise ValueError(f"`{name}` is empty. Received: 0 samples.")
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    if not isinstance(data, tf.data.Dataset):
+    if not backend.is_dataset(data):
         raise ValueError(
             f"`{name}` should be a tf.data.Dataset of (inputs, labels) "
             f"batches or an (x, y) tuple of arrays. Received: {type(data)}"
@@ -55,7 +57,7 @@ def features_only(data, batch_size=64):
     `(x, y)` tuple of arrays."""
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data = data[0]  # (x, y), as `as_dataset` reads it.
-    if not isinstance(data, tf.data.Dataset):
+    if not backend.is_dataset(data):
         data = tf.data.Dataset.from_tensor_slices(np.asarray(data)).batch(
             batch_size
         )

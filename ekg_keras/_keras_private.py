@@ -21,7 +21,6 @@ import contextlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras.src.applications import convnext as _convnext
 from keras.src.applications import inception_resnet_v2 as _inception_resnet
 from keras.src.backend.common.variables import initialize_all_variables
@@ -31,6 +30,8 @@ from keras.src.ops import image as _ops_image
 from keras.src.ops import math as _ops_math
 from keras.src.ops import nn as _ops_nn
 from keras.src.ops import numpy as _ops_numpy
+
+from ekg_keras._backend import tf
 
 # Element-wise functions of one tensor (`f(x)` entry by entry). Constant
 # arguments (`clip`'s bounds, `leaky_relu`'s slope) are scalars.

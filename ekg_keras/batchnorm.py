@@ -4,10 +4,11 @@ import contextlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import _logging as log
 from ekg_keras import validation
+from ekg_keras._backend import tf
 from ekg_keras._inputs import features_only
 
 
@@ -57,7 +58,8 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
 
     Under a `tf.distribute` strategy (the model's, or the one in scope)
     each replica normalizes its share of the batch, and the statistics are
-    averaged over replicas and batches.
+    averaged over replicas and batches. On JAX and PyTorch the batches run
+    eagerly, one after another.
 
     Args:
         model: A Keras model (masked or plain).
@@ -83,7 +85,10 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
     # Forward passes move the statistics as they go: on any error they
     # are put back, so a refused recalibration changes nothing.
     saved = [
-        (layer.moving_mean.numpy(), layer.moving_variance.numpy())
+        (
+            keras.ops.convert_to_numpy(layer.moving_mean),
+            keras.ops.convert_to_numpy(layer.moving_variance),
+        )
         for layer in layers
     ]
     try:
@@ -97,32 +102,14 @@ def recalibrate_batchnorm(model, data, steps=None, verbose=0):
 
 
 def _recalibrate(model, layers, data, steps, verbose):
-    dataset = features_only(validation.check_images(data, model))
-    if steps is not None:
-        dataset = dataset.take(steps)
-    strategy = getattr(model, "distribute_strategy", None) or (
-        tf.distribute.get_strategy()
-    )
-    sums = [
-        [
-            np.zeros(layer.moving_mean.shape),
-            np.zeros(layer.moving_variance.shape),
-        ]
-        for layer in layers
-    ]
-    batches = 0
+    data = validation.check_images(data, model)
     # With momentum 0 each forward pass leaves exactly its batch's
     # statistics in the moving averages; they are summed here.
     with batchnorm_settings(model, momentum=0.0):
-        forward = tf.function(lambda x: _batch_statistics(model, layers, x))
-        for inputs in strategy.experimental_distribute_dataset(dataset):
-            per_replica = strategy.run(forward, args=(inputs,))
-            for total, values in zip(sums, per_replica):
-                for i, value in enumerate(values):
-                    total[i] += strategy.reduce(
-                        tf.distribute.ReduceOp.MEAN, value, axis=None
-                    ).numpy()
-            batches += 1
+        if backend.is_tensorflow():
+            sums, batches = _distributed_sums(model, layers, data, steps)
+        else:
+            sums, batches = _eager_sums(model, layers, data, steps)
     if batches == 0:
         raise ValueError("`data` is empty: it yielded no batches.")
     for (mean, variance), layer in zip(sums, layers):
@@ -141,6 +128,67 @@ def _recalibrate(model, layers, data, steps, verbose):
             f"{batches} batches"
         )
     return batches
+
+
+def _distributed_sums(model, layers, data, steps):
+    """Per-layer sums of batch means and variances over `data`, each batch
+    run by `tf.function` under the model's (or the in-scope) strategy."""
+    dataset = features_only(data)
+    if steps is not None:
+        dataset = dataset.take(steps)
+    strategy = getattr(model, "distribute_strategy", None) or (
+        tf.distribute.get_strategy()
+    )
+    sums = _zero_sums(layers)
+    batches = 0
+    forward = tf.function(lambda x: _batch_statistics(model, layers, x))
+    for inputs in strategy.experimental_distribute_dataset(dataset):
+        per_replica = strategy.run(forward, args=(inputs,))
+        for total, values in zip(sums, per_replica):
+            for i, value in enumerate(values):
+                total[i] += strategy.reduce(
+                    tf.distribute.ReduceOp.MEAN, value, axis=None
+                ).numpy()
+        batches += 1
+    return sums, batches
+
+
+def _eager_sums(model, layers, data, steps):
+    """`_distributed_sums` on JAX or PyTorch: eager forward passes over
+    NumPy batches (no `tf.distribute` there)."""
+    sums = _zero_sums(layers)
+    batches = 0
+    for inputs in _numpy_batches(data):
+        if steps is not None and batches >= steps:
+            break
+        model(inputs, training=True)
+        for total, layer in zip(sums, layers):
+            total[0] += keras.ops.convert_to_numpy(layer.moving_mean)
+            total[1] += keras.ops.convert_to_numpy(layer.moving_variance)
+        batches += 1
+    return sums, batches
+
+
+def _numpy_batches(data, batch_size=64):
+    """Input batches as NumPy arrays, from what `features_only` takes."""
+    if backend.is_dataset(data):
+        yield from features_only(data).as_numpy_iterator()
+        return
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data = data[0]  # (x, y), as `features_only` reads it.
+    data = np.asarray(data)
+    for start in range(0, len(data), batch_size):
+        yield data[start : start + batch_size]
+
+
+def _zero_sums(layers):
+    return [
+        [
+            np.zeros(layer.moving_mean.shape),
+            np.zeros(layer.moving_variance.shape),
+        ]
+        for layer in layers
+    ]
 
 
 def _batch_statistics(model, layers, inputs):

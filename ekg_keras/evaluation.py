@@ -19,8 +19,8 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras._backend import tf
 from ekg_keras._keras_private import functional_of
 from ekg_keras._keras_private import graph_nodes
 from ekg_keras.layers import is_prunable

@@ -12,6 +12,7 @@ import tempfile
 import keras
 import numpy as np
 
+from ekg_keras import _backend as backend
 from ekg_keras import _logging as log
 from ekg_keras import runtimes
 from ekg_keras._inputs import features_only
@@ -29,6 +30,10 @@ QUANTIZE = {
     "onnx": (None, "float16", "int8"),
     "openvino": (None, "float16", "int8"),
 }
+#: The Keras backends each format is exported and checked from (what the
+#: tests run: Keras' own export from JAX and PyTorch goes through jax2tf,
+#: tf2onnx, torch.onnx or litert_torch, none of which is tested here yet).
+EXPORT_BACKENDS = {name: ("tensorflow",) for name in QUANTIZE}
 #: Largest max |exported - keras| / max |keras| accepted without quantizing.
 FLOAT_TOLERANCE = 1e-4
 #: Inputs of the check when no `data` is given, and their spatial size
@@ -236,6 +241,12 @@ def _check_arguments(model, path, format, quantize, data, check):
     if format not in QUANTIZE:
         raise ValueError(
             f"`format` should be one of {FORMATS}. Received: format={format!r}"
+        )
+    if backend.name() not in EXPORT_BACKENDS[format]:
+        backend.require_tensorflow(
+            f"ekg_keras.export(format={format!r})",
+            "Save the slim model with model.save('model.keras') (it loads "
+            "on every backend) and export it under KERAS_BACKEND=tensorflow.",
         )
     if quantize not in QUANTIZE["litert"]:
         raise ValueError(

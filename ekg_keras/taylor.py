@@ -11,8 +11,9 @@ channel's mask value, so the score is accumulated as
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
+from ekg_keras._backend import tf
 from ekg_keras._inputs import as_dataset
 from ekg_keras._inputs import check_labels
 from ekg_keras._keras_private import output_layer
@@ -64,7 +65,10 @@ def taylor_scores(model, graph, data, loss=None):
     num_outputs = model.outputs[0].shape[-1]
     scores = [np.zeros(group.size) for group in graph.groups]
     batches = 0
-    for inputs, labels in as_dataset(data):
+    batches_of_data = as_dataset(data)
+    if not backend.is_tensorflow():
+        batches_of_data = batches_of_data.as_numpy_iterator()
+    for inputs, labels in batches_of_data:
         check_labels(labels, num_outputs)
         gradients = gradient_step(inputs, labels)
         per_group = [np.zeros(group.size) for group in graph.groups]
@@ -86,6 +90,19 @@ def taylor_scores(model, graph, data, loss=None):
 
 
 def _gradient_step(model, masks, loss):
+    """A function `(inputs, labels) -> [dL/dmask]`, through the gradient of
+    the Keras backend that runs (`tf.GradientTape`, `jax.grad`,
+    `torch.autograd`)."""
+    if backend.name() not in _GRADIENT_STEPS:
+        raise NotImplementedError(
+            "The Taylor criterion needs gradients: it runs on KERAS_BACKEND="
+            f"{'|'.join(_GRADIENT_STEPS)}. Received: KERAS_BACKEND="
+            f"{backend.name()}. Use a weight criterion (l1, l2, fpgm)."
+        )
+    return _GRADIENT_STEPS[backend.name()](model, masks, loss)
+
+
+def _tensorflow_step(model, masks, loss):
     variables = [mask.value for mask in masks]
 
     @tf.function(reduce_retracing=True)
@@ -97,3 +114,56 @@ def _gradient_step(model, masks, loss):
         return tape.gradient(value, variables)
 
     return step
+
+
+def _jax_step(model, masks, loss):
+    import jax
+
+    held = model.non_trainable_variables
+    positions = [
+        next(i for i, v in enumerate(held) if v is mask) for mask in masks
+    ]
+
+    def value(non_trainable, trainable, inputs, labels):
+        predictions, _ = model.stateless_call(
+            trainable, non_trainable, inputs, training=False
+        )
+        return loss(labels, predictions)
+
+    gradient = jax.jit(jax.grad(value))
+
+    def step(inputs, labels):
+        grads = gradient(
+            [v.value for v in held],
+            [v.value for v in model.trainable_variables],
+            inputs,
+            labels,
+        )
+        return [grads[i] for i in positions]
+
+    return step
+
+
+def _torch_step(model, masks, loss):
+    import torch
+
+    def step(inputs, labels):
+        values = [mask.value for mask in masks]
+        for tensor in values:
+            tensor.requires_grad_(True)
+        try:
+            predictions = model(inputs, training=False)
+            grads = torch.autograd.grad(loss(labels, predictions), values)
+        finally:
+            for tensor in values:
+                tensor.requires_grad_(False)
+        return [g.detach().cpu().numpy() for g in grads]
+
+    return step
+
+
+_GRADIENT_STEPS = {
+    "tensorflow": _tensorflow_step,
+    "jax": _jax_step,
+    "torch": _torch_step,
+}

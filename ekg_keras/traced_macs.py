@@ -10,6 +10,7 @@ model is an independent check of `count_flops`.
 
 import numpy as np
 
+from ekg_keras import _backend as backend
 from ekg_keras._keras_private import call_node
 from ekg_keras.graph.expansion import input_batch_shapes
 
@@ -70,6 +71,12 @@ def node_macs(operation, node):
 
 
 def _macs_of(run, shapes, dtypes, name):
+    backend.require_tensorflow(
+        f"Counting the MACs of '{name}' (a layer the FLOPs table does not "
+        "know, counted from its traced TensorFlow graph)",
+        "Count the model under KERAS_BACKEND=tensorflow, or register a "
+        "FLOPs handler for its class.",
+    )
     import tensorflow as tf
 
     unknown = [s for s in shapes if None in s]

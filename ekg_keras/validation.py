@@ -29,9 +29,10 @@ import re
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import _logging as log
+from ekg_keras._backend import tf
 from ekg_keras._warnings import user_stacklevel
 from ekg_keras.numerics import NonFiniteError
 
@@ -204,7 +205,7 @@ def check_data(data, model=None, input_shape=None, name="data"):
         labels = _array(y, f"{name}` labels")
         _check_batch(_images(x), labels, shape, classes, name)
         return data
-    if isinstance(data, tf.data.Dataset):
+    if backend.is_dataset(data):
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
             raise ValueError(
@@ -228,7 +229,7 @@ def check_images(data, model=None, name="data"):
         are read.
     """
     shape, _ = model_expectations(model) if model else (None, None)
-    if isinstance(data, tf.data.Dataset):
+    if backend.is_dataset(data):
         spec = data.element_spec
         images = spec[0] if isinstance(spec, tuple) else spec
         _check_spec(_image_spec(images), shape, name)
@@ -250,7 +251,7 @@ def reported_input_errors():
     is read back into its one-line Python error (no TensorFlow trace)."""
     try:
         yield
-    except tf.errors.OpError as error:
+    except backend.op_errors() as error:
         found = _TAGGED.search(error.message or "")
         if found is None:
             raise

@@ -2,7 +2,9 @@
 
 TensorFlow can split the CPU into logical devices only before it initialises,
 so the split for the `tf.distribute.MirroredStrategy` tests happens here, at
-import time, before any test module touches TensorFlow.
+import time, before any test module touches TensorFlow. On another Keras
+backend (the runs of tests/backend_neutral under KERAS_BACKEND=jax and
+torch) TensorFlow is not imported here.
 """
 
 import os
@@ -10,13 +12,14 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    import tensorflow as tf
 
-_CPUS = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _CPUS[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2,
-)
+    _CPUS = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _CPUS[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
 
 import sys  # noqa: E402
 
@@ -42,6 +45,8 @@ def _fresh_keras_state():
 @pytest.fixture(scope="session")
 def two_cpus():
     """The two logical CPU device names for MirroredStrategy tests."""
+    import tensorflow as tf
+
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, devices
     return [d.name for d in devices[:2]]
@@ -55,6 +60,8 @@ def mirrored(two_cpus):
     instance keys across their compiled steps and abort with a shape
     mismatch, so tests share this one.
     """
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(two_cpus)
 
 

@@ -12,10 +12,10 @@ import math
 import numbers
 
 import numpy as np
-import tensorflow as tf
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
+from ekg_keras._backend import tf
 from ekg_keras.data import preprocessing
 
 NUM_CLASSES = 10
@@ -49,8 +49,8 @@ class DigitsData:
         std: float32 numpy array `[3]`, the matching standard deviation.
     """
 
-    train: tf.data.Dataset
-    test: tf.data.Dataset
+    train: "tf.data.Dataset"
+    test: "tf.data.Dataset"
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray

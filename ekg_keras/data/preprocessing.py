@@ -14,7 +14,7 @@ Pipelines emit elements in one of two conventions (see `pack_example`):
 
 import numbers
 
-import tensorflow as tf
+from ekg_keras._backend import tf
 
 # The EKG reference code's CIFAR statistics on 0..255 pixel values. They are
 # the usual RGB statistics in reversed (BGR) channel order; they are kept as

@@ -4,8 +4,8 @@ them: a validation subset that scores sub-networks and a training subset."""
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras._backend import tf
 from ekg_keras._inputs import check_labels
 from ekg_keras.numerics import check_finite_data
 

@@ -18,8 +18,7 @@ import functools
 import numbers
 import os
 
-import tensorflow as tf
-
+from ekg_keras._backend import tf
 from ekg_keras.data import preprocessing
 
 CIFAR_STATS = {

@@ -4,7 +4,8 @@ import dataclasses
 import time
 
 import numpy as np
-import tensorflow as tf
+
+from ekg_keras._backend import tf
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,9 +11,8 @@ import os
 import platform
 import tempfile
 
-import tensorflow as tf
-
 from ekg_keras import runtimes
+from ekg_keras._backend import tf
 
 #: Runtime names and the export format each runs ("tf" runs in-process).
 RUNTIMES = {

@@ -13,8 +13,8 @@ benchmark then reach it without an edit.
 import time
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import _logging as log
 from ekg_keras import ties
 from ekg_keras import validation
@@ -49,6 +49,9 @@ class PruningMethod:
         smoke_options: Options that make it run in seconds on a tiny model
             and data set, for tests and smoke runs over the registry (the
             results are not meaningful).
+        backends: The Keras backends it runs on, or None for every one
+            (its code is `keras.ops` and `fit`); on another backend it
+            refuses to start with a one-line `NotImplementedError`.
         compare_options: Options for a CPU-sized run in the method
             comparison (`benchmarks/compare.py`: a few minutes on ResNet-20
             with 16x16 digits), where its defaults are sized for a GPU.
@@ -91,6 +94,7 @@ class PruningMethod:
     finetuner = "plain"
     smoke_options = {}
     compare_options = {}
+    backends = None
 
     def __init__(
         self,
@@ -106,6 +110,7 @@ class PruningMethod:
         **option_values,
     ):
         label = self.name or type(self).__name__
+        check_backend(type(self), label)
         option_values = validation.real_numbers(option_values)
         scope_values, option_values = PruningScope.split(option_values)
         scope = validation.real_number(scope)
@@ -124,7 +129,7 @@ class PruningMethod:
         if data is not None:
             data = validation.check_data(data, model, self.scope.input_shape)
         self.data = data
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = backend.check_strategy(strategy, f"Method {label!r}")
         self.checkpoint_dir = checkpoint_dir
         self.tensorboard_dir = tensorboard_dir
         self.verbose = verbose
@@ -276,6 +281,32 @@ class PruningMethod:
     def apply_keep(self, keep):
         """Writes per-group keep masks into the masked model."""
         self.setup.apply(keep)
+
+
+def check_backend(method_class, label):
+    """Refuses, in one line, a method that does not run on this backend.
+
+    Raises:
+        NotImplementedError: If `method_class.backends` leaves out the
+            Keras backend of this process, naming the methods that run.
+    """
+    supported = method_class.backends
+    if supported is None or backend.name() in supported:
+        return
+    from ekg_keras.methods import registry  # Imports this module.
+
+    here = [
+        name
+        for name in registry.names()
+        if registry.get(name).method_class.backends is None
+        or backend.name() in registry.get(name).method_class.backends
+    ]
+    raise NotImplementedError(
+        f"Method {label!r} runs on KERAS_BACKEND={'|'.join(supported)}. "
+        f"Received: KERAS_BACKEND={backend.name()}. Methods that run on "
+        f"{backend.name()}: {', '.join(here)}; or set KERAS_BACKEND="
+        f"{supported[0]}."
+    )
 
 
 def keep_top(scores, keep_counts, sizes):

@@ -3,8 +3,8 @@
 import time
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import group_keep_masks
@@ -99,8 +99,8 @@ class PruningSetup:
             model = expand(model, scope.input_shape).model
             trace(model)  # Validates the model, warns about unknown layers.
             lap("trace")
-            strategy = strategy or tf.distribute.get_strategy()
-            with strategy.scope():
+            strategy = backend.check_strategy(strategy, "PruningSetup")
+            with backend.scope(strategy):
                 masked = wrap(model, mode=mode)
             lap("wrap")
         self.model = masked

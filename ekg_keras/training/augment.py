@@ -6,7 +6,7 @@ wherever it lands in a batch, and a run gives the same augmentations on one
 device or split over several replicas.
 """
 
-import tensorflow as tf
+from ekg_keras._backend import tf
 
 
 def sample_uniform(ids, step, view, count, seed=0):

@@ -12,10 +12,10 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import validation
-from ekg_keras.training import custom_loop
+from ekg_keras._backend import tf
 from ekg_keras._inputs import as_dataset
 from ekg_keras.numerics import StopOnNonFinite
 from ekg_keras.progress import EpochProgress
@@ -105,7 +105,7 @@ class Fitter:
         self.weight_decay = weight_decay
         self.shuffle_seed = shuffle_seed
         self.callbacks = list(callbacks)
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = backend.check_strategy(strategy, "Fitter")
         self.verbose = verbose
 
     def fit(self, phase):
@@ -117,7 +117,7 @@ class Fitter:
         optimizer = phase.optimizer or self.training_optimizer(
             phase.epochs * steps
         )
-        with self.strategy.scope():
+        with backend.scope(self.strategy):
             if phase.loss is None:
                 phase.model.compile(optimizer=optimizer)
             else:
@@ -160,7 +160,7 @@ class Fitter:
             [max(1, int(total_steps * f)) for f in (0.3, 0.6, 0.8)],
             [self.learning_rate * 0.2**i for i in range(4)],
         )
-        with self.strategy.scope():
+        with backend.scope(self.strategy):
             return keras.optimizers.SGD(
                 schedule,
                 momentum=0.9,
@@ -252,8 +252,11 @@ def _build_before_tracing(model, data, standard_loss):
     optimizer built on its `trainable_variables`, the variables its step
     updates or a superset of them.
     """
-    if standard_loss:
-        custom_loop.build_from_spec(model, data.element_spec)
+    spec = getattr(data, "element_spec", None)
+    if standard_loss and spec is not None:
+        from ekg_keras.training import custom_loop
+
+        custom_loop.build_from_spec(model, spec)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 

@@ -13,9 +13,9 @@ import copy
 import functools
 
 import keras
-import tensorflow as tf
 
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.methods.ekg.memory_bank import HostMemoryBank
 from ekg_keras.methods.ekg.memory_bank import MemoryBank
 from ekg_keras.methods.ekg.memory_bank import model_fingerprint

@@ -12,9 +12,9 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras._backend import tf
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.graph import trace
 from ekg_keras.methods.ekg.teachers import select_teachers

@@ -4,10 +4,10 @@ import dataclasses
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import _logging as log
 from ekg_keras import ties
+from ekg_keras._backend import tf
 from ekg_keras.allocation import top_up
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.data.subsets import collect_subsets
@@ -79,6 +79,8 @@ class EKGSearch(PruningMethod):
         Fine-tuning for Filter Pruning", ECCV 2022.
     """
 
+    # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
+    backends = ("tensorflow",)
     Options = EKGOptions
     needs_data = True
     finetuner = "ekg"

@@ -3,7 +3,8 @@ ensemble knowledge: in Keras for the evaluator, in NumPy for ranking."""
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from ekg_keras._backend import tf
 
 
 def ensemble_objective(labels, ensemble, logits):

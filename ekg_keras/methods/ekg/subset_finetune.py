@@ -1,7 +1,8 @@
 """The EKG search's warm-up: one epoch of fine-tuning on D_subset."""
 
 import keras
-import tensorflow as tf
+
+from ekg_keras._backend import tf
 
 
 def finetune_one_epoch(

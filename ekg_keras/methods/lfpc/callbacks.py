@@ -3,9 +3,9 @@
 import collections
 
 import keras
-import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras._backend import tf
 from ekg_keras.methods.lfpc.history import SCALARS
 from ekg_keras.methods.lfpc.history import group_label
 

@@ -8,7 +8,8 @@ to the target and clipped at zero below the target ([impl]).
 """
 
 import numpy as np
-import tensorflow as tf
+
+from ekg_keras._backend import tf
 
 
 class ExpectedFlops:

@@ -1,8 +1,8 @@
 """The sampler's data: a random part of the training data, in batches."""
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras._backend import tf
 from ekg_keras._inputs import as_dataset
 from ekg_keras._inputs import check_labels
 from ekg_keras.numerics import check_finite_data

@@ -64,6 +64,8 @@ class LFPC(PruningMethod):
         Neural Networks Acceleration", CVPR 2020 (thesis ch. 6).
     """
 
+    # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
+    backends = ("tensorflow",)
     Options = LFPCOptions
     needs_data = True
     finetuner = "cosine"

@@ -5,10 +5,10 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import ties
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.allocation.levels import width_counts
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.layers import is_prunable

@@ -2,9 +2,9 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.methods.nppm.checks import number_above
 
 # Keeps the uniform draws away from 0 and 1, where the logistic noise is

@@ -1,7 +1,7 @@
 """NPPM's gradient rules: the orthogonal modification (Eq. 9) and the
 predictor's confidence factor gamma (Eq. 8)."""
 
-import tensorflow as tf
+from ekg_keras._backend import tf
 
 
 def orthogonal_part(gradient, reference):

@@ -1,9 +1,9 @@
 """NPPM's episodic memory of (structure, accuracy) samples (Eq. 6-7)."""
 
 import keras
-import tensorflow as tf
 
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.methods.nppm.checks import integer_at_least
 from ekg_keras.methods.nppm.replicas import replicated_state
 

@@ -5,9 +5,9 @@ import typing
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras._backend import tf
 from ekg_keras._inputs import as_dataset
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.data.subsets import collect_subsets
@@ -80,6 +80,8 @@ class NPPM(PruningMethod):
         Maximization", CVPR 2021.
     """
 
+    # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
+    backends = ("tensorflow",)
     Options = NPPMOptions
     needs_data = True
     finetuner = "plain"

@@ -1,7 +1,8 @@
 """NPPM's differentiable FLOPs regulariser (NPPM paper, Sec. 3.2, Eq. 4)."""
 
 import numpy as np
-import tensorflow as tf
+
+from ekg_keras._backend import tf
 
 
 class FlopsRegularizer:

@@ -1,7 +1,7 @@
 """An optimizer step taken only when a condition holds, inside a compiled
 train step, under any `tf.distribute` strategy."""
 
-import tensorflow as tf
+from ekg_keras._backend import tf
 
 
 def apply_if(condition, optimizer, gradients, variables):

@@ -5,9 +5,9 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.layers import is_prunable
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.nppm.gates import ChannelGates

@@ -5,11 +5,12 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras import _backend as backend
 from ekg_keras import _keras_private
 from ekg_keras import criteria
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
@@ -192,10 +193,17 @@ class SoftFilterPruning(keras.Model):
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # `(data)`, or `(state, data)` on JAX: Keras' own step on every
+        # backend; the masked-gradient step is TensorFlow's.
         if not self.mask_gradients:
-            return super().train_step(data)
-        return self._train_step_with_masked_gradients(data)
+            return super().train_step(*args)
+        backend.require_tensorflow(
+            "Training SoftFilterPruning with masked gradients "
+            "(`mask_gradients=True`, or after `hold_pruned()`)",
+            "Use mask_gradients=False and recovery_epochs=0 on this backend.",
+        )
+        return self._train_step_with_masked_gradients(*args)
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, with the `SoftPruningCallback` added."""

@@ -18,8 +18,8 @@ import math
 import threading
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras._backend import tf
 from ekg_keras.methods.sp.evolution import BudgetGenes
 from ekg_keras.methods.sp.evolution import Evolution
 from ekg_keras.methods.sp.evolution import StageGenes

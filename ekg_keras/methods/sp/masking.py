@@ -11,8 +11,8 @@ computes the same tensors from the same step counter.
 import inspect
 
 import numpy as np
-import tensorflow as tf
 
+from ekg_keras._backend import tf
 from ekg_keras._keras_private import functional_of
 from ekg_keras._keras_private import is_graph_model
 from ekg_keras._keras_private import run_graph
@@ -49,7 +49,7 @@ class ChannelPositions:
                 tf.constant(inside),
             )
 
-    def masks(self, flat_ranks, counts, dtype=tf.float32):
+    def masks(self, flat_ranks, counts, dtype="float32"):
         """Per-layer masks keeping, per group, the channels ranked below the
         group's count.
 

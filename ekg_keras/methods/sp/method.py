@@ -6,9 +6,9 @@ import typing
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ekg_keras import _logging as log
+from ekg_keras._backend import tf
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.methods.base import PruningMethod
@@ -86,6 +86,8 @@ class StagewisePruning(PruningMethod):
         (the method: Sec. 3; its settings: Sec. 4.1).
     """
 
+    # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
+    backends = ("tensorflow",)
     Options = SPOptions
     needs_data = True
     needs_sample_ids = True  # The super-net trains on batches with ids.

@@ -4,10 +4,10 @@ import copy
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from ekg_keras._api import ekg_export
+from ekg_keras._backend import tf
 from ekg_keras.batchnorm import batchnorm_settings
 from ekg_keras.methods.setup import PruningSetup
 from ekg_keras.methods.sp import widths as widths_lib
