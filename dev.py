@@ -20,6 +20,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import urllib.request
 import venv
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -50,6 +51,20 @@ TASKS = {
 }
 
 
+def torch_index():
+    """The PyTorch CPU index as pip arguments, when it answers.
+
+    Offline machines with a local mirror (pip's own configuration) get no
+    extra index: pip would retry an unreachable one on every requirement,
+    which made an install take many minutes instead of one or two.
+    """
+    try:
+        urllib.request.urlopen(TORCH_CPU_INDEX, timeout=3).close()
+    except OSError:
+        return []
+    return ["--extra-index-url", TORCH_CPU_INDEX]
+
+
 def ensure_venv(latest=False):
     """Creates the virtual environment and installs the package if needed.
 
@@ -75,7 +90,7 @@ def ensure_venv(latest=False):
         print("Installing ekg_keras and its dependencies ...", flush=True)
         pins = ["-c", str(CONSTRAINTS)]
     command = [str(python), "-m", "pip", "install", "-q", *pins]
-    command += ["--extra-index-url", TORCH_CPU_INDEX]
+    command += torch_index()
     subprocess.run([*command, "-e", EXTRAS], cwd=ROOT, check=True)
     stamp.touch()
     return python

@@ -34,7 +34,7 @@ setup(
         # keras-hub: its vision models are pruned by tests/test_prune_kerashub.py.
         # jax, torch: the backend-neutral tests (tests/backend_neutral) run
         # on KERAS_BACKEND=jax and torch too, on their CPU wheels (dev.py
-        # installs torch from the PyTorch CPU index: 190 MB, not CUDA's GBs).
+        # adds the PyTorch CPU index when it answers: 190 MB, not CUDA's GBs).
         "test": [
             "pytest",
             "pytest-xdist",
