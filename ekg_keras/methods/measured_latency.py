@@ -10,6 +10,13 @@ budget, a method that needs no data prunes again to a lowered predicted
 budget: scaled by the measured error at first, then by the secant between
 the closest pruning above the budget and the best one within it, so the
 result keeps as much of the budget as the device allows.
+
+The floor network (every group at its floor width) bounds what a lowered
+budget may ask for by measurement, not prediction: a step below the
+predicted floor prunes to the floor, and only the floor measured above
+the budget stops the search. When the set-up timed the floor already (a
+budget below the predicted floor, `ekg_keras.latency.reachability`),
+that measurement is the first pruning within the budget.
 """
 
 import warnings
@@ -38,6 +45,12 @@ def meet_measured_latency(method, masked, fitter):
     goal = method.scope.latency
     attempts = method.setup.counter.attempts
     within, above = None, None  # (predicted budget, predicted, measured)
+    floor = method.setup.smallest_fraction()
+    timing = method.setup.floor_timing
+    if timing is not None and timing.reaches(goal) and not method.needs_data:
+        # The floor is a pruning within the goal to go back to (not for a
+        # method that learns from data: it is not run again).
+        within = (floor, timing.predicted, timing.measured)
     reason = None
     for attempt in range(1, attempts + 1):
         budget = method.setup.target
@@ -51,13 +64,15 @@ def meet_measured_latency(method, masked, fitter):
             return masked  # Met at the first measurement.
         reason = _why_not_again(method, attempt, attempts)
         lowered = None if reason else _next_budget(goal, within, above)
-        if lowered is None or lowered < method.setup.smallest_fraction():
-            reason = reason or (
-                "converged"
-                if within is not None
-                else f"a lower budget ({lowered:.4f}) is below the smallest "
-                f"reachable fraction {method.setup.smallest_fraction():.4f}"
-            )
+        if lowered is not None and lowered < floor:
+            if above[0] <= floor:
+                reason = (
+                    f"every group at its floor width measured {above[2]:.1%}"
+                )
+                break
+            lowered = floor  # The floor decides, by its measurement.
+        if lowered is None:
+            reason = reason or "converged"
             break
         if method.verbose:
             log.info(
@@ -124,7 +139,9 @@ def _next_budget(goal, within, above):
 
 
 def _prune_again(method, budget, fitter):
+    timing = method.setup.floor_timing
     method.setup = method.set_up(
         method.setup.source, method.scope.with_fraction(budget)
     )
+    method.setup.floor_timing = method.setup.floor_timing or timing
     return method.search(fitter)

@@ -15,6 +15,7 @@ from ekg_keras.graph.expansion import expand
 from ekg_keras.graph.expansion import model_input_shapes
 from ekg_keras.graph.expansion import with_input_shapes
 from ekg_keras.latency import LatencyCounter
+from ekg_keras.latency.reachability import time_floor
 from ekg_keras.layers import prunable_layers
 from ekg_keras.layers import wrap
 from ekg_keras.scope import PruningScope
@@ -32,7 +33,9 @@ class PruningSetup:
     (FLOPs under the scope's convention, or with a latency budget the
     measured-latency model), derives the keep counts each group may take
     (channel floors and `round_to`) and checks that the target is
-    reachable. The user's model is never modified.
+    reachable (under a latency budget below the predicted floor, by
+    timing the floor network: see `check_reachable`). The user's model
+    is never modified.
 
     Methods see one cost whichever budget it is: `counter.macs(keep)` (MACs
     or predicted milliseconds), `counter.terms("macs")`, `target_macs`,
@@ -65,18 +68,23 @@ class PruningSetup:
             a latency budget.
         flops_counter: Its `FlopsCounter` (also with a latency budget).
         budget: "flops" or "latency" (None without a target).
-        target: The fraction of the budget's cost to keep (None without).
+        target: The fraction of the budget's cost to keep (None without):
+            the scope's, except for a latency budget below the predicted
+            floor that the measured floor reaches, where it is the
+            predicted fraction budgeted instead (`check_reachable`).
+        floor_timing: The floor network's `FloorTiming` if it was timed
+            (a latency budget below the predicted floor), else None.
         levels: The `KeepLevels` (floors, `round_to`).
         full_macs: Cost of the unpruned model (MACs, or milliseconds).
         seconds: Wall time of the set-up's phases: "trace" (both traces),
             "wrap" (the clone) and "cost" (the FLOPs or latency counter,
-            keep levels).
+            keep levels, reachability).
 
     Raises:
         ValueError: For a model without a functional graph, nothing
             prunable, unknown `ignored_layers`, a bad floor, or a target
-            below the smallest reachable fraction (the scope validated
-            its own fields when it was made).
+            below the smallest reachable fraction (for latency: measured;
+            the scope validated its own fields when it was made).
     """
 
     def __init__(
@@ -128,10 +136,13 @@ class PruningSetup:
             scope.round_to,
         )
         self.full_macs = self.counter.macs(self.counter.full)
+        self.floor_timing = None
+        if check_target and self.target is not None:
+            reachable = self.check_reachable(self.target)
+            if reachable != self.target:
+                self.scope = scope.with_fraction(reachable)
         lap("cost")
         self.seconds = lap.seconds
-        if check_target and self.target is not None:
-            self.check_reachable(self.target)
 
     def _cost(self):
         if self.scope.budget != "latency":
@@ -181,17 +192,58 @@ class PruningSetup:
         return self.fraction(self.levels.lowest)
 
     def check_reachable(self, fraction):
-        """Raises if `fraction` is below the smallest reachable one."""
+        """Checks that `fraction` is reachable; returns what to budget by.
+
+        A FLOPs budget (or a latency budget at or above the predicted
+        floor) is reachable if the floor network, every prunable group at
+        its floor, keeps at most `fraction`: then it is returned as it
+        is. Below the predicted floor, a latency budget is decided by
+        measurement (`ekg_keras.latency.reachability`): the floor network
+        is timed against the original in interleaved rounds; if it
+        measures within `fraction`, the predicted fraction the method
+        budgets by instead is returned (at least the predicted floor,
+        `FloorTiming.predicted_budget`) and the timing is kept in
+        `floor_timing`. A latency counter that may not measure
+        (`latency_options={"attempts": 0}`, or no network to time)
+        decides on the prediction.
+
+        Returns:
+            The fraction the set-up budgets by.
+
+        Raises:
+            ValueError: If `fraction` is below the smallest reachable
+                fraction: in one line, the floor's fraction (for latency,
+                measured, with the load it was measured under), the floor
+                settings and the fraction received.
+        """
         smallest = self.smallest_fraction()
-        if fraction < smallest:
+        if fraction >= smallest:
+            return fraction
+        floor = (
+            f"with every prunable group at its floor of min_channels="
+            f"{self.scope.min_channels!r} (round_to={self.scope.round_to!r})"
+        )
+        received = f"Received: {self.budget}={fraction}"
+        if self.budget != "latency" or not self.counter.attempts:
+            how = "predicted" if self.budget == "latency" else "counted"
             raise ValueError(
                 f"{self.budget}={fraction} is below the smallest reachable "
-                "fraction "
-                f"{smallest:.4f}: with every prunable group at its floor of "
-                f"min_channels={self.scope.min_channels!r} (round_to="
-                f"{self.scope.round_to!r}) the network keeps that much. "
-                f"Received: {self.budget}={fraction}"
+                f"fraction {smallest:.4f} ({how}, {floor}). {received}"
             )
+        timing = time_floor(
+            self.counter, self.levels.lowest, verbose=self.counter.verbose
+        )
+        if not timing.reaches(fraction):
+            raise ValueError(
+                f"{self.budget}={fraction} is below the smallest reachable "
+                f"fraction {timing.measured:.4f}, measured: the network "
+                f"{floor} ran at {timing.measured:.1%} of the original's "
+                f"time (predicted {timing.predicted:.1%}), timed in "
+                f"interleaved rounds in {timing.conditions()}. Ask for at "
+                f"least {timing.measured:.4f} or lower the floors. {received}"
+            )
+        self.floor_timing = timing
+        return timing.predicted_budget(fraction)
 
     def restore_inputs(self, model):
         """`model` (the masked or slim result) on the user's model's input

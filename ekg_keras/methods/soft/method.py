@@ -70,7 +70,9 @@ class SoftPruning(PruningMethod):
         with backend.scope(self.strategy):
             self.trainer = SoftFilterPruning(
                 self.model,
-                scope=self.scope,
+                # The set-up's scope: its target is the one budgeted by
+                # (under a latency budget, maybe not the user's fraction).
+                scope=self.setup.scope,
                 options=self.options,
                 cost=self.setup.counter,
             )

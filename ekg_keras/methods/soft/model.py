@@ -396,9 +396,11 @@ class SoftFilterPruning(keras.Model):
             if self.setup.fraction(self._keep_counts(rate)) <= flops:
                 return rate
         smallest = self.setup.fraction(self._keep_counts(candidates[-1]))
+        budget = self.scope.budget or "flops"
         raise ValueError(
-            f"flops={flops} is below the smallest reachable fraction "
-            f"{smallest:.4f} with soft pruning of these groups."
+            f"{budget}={flops} is below the smallest reachable fraction "
+            f"{smallest:.4f} with soft pruning of these groups. Received: "
+            f"{budget}={flops}"
         )
 
     def _gradient_masks(self):
