@@ -199,7 +199,8 @@ class PruningSetup:
         its floor, keeps at most `fraction`: then it is returned as it
         is. Below the predicted floor, a latency budget is decided by
         measurement (`ekg_keras.latency.reachability`): the floor network
-        is timed against the original in interleaved rounds; if it
+        is timed against the original in interleaved rounds (again, up
+        to `reachability.TIMINGS` times, while it measures above); if it
         measures within `fraction`, the predicted fraction the method
         budgets by instead is returned (at least the predicted floor,
         `FloorTiming.predicted_budget`) and the timing is kept in
@@ -231,7 +232,10 @@ class PruningSetup:
                 f"fraction {smallest:.4f} ({how}, {floor}). {received}"
             )
         timing = time_floor(
-            self.counter, self.levels.lowest, verbose=self.counter.verbose
+            self.counter,
+            self.levels.lowest,
+            goal=fraction,
+            verbose=self.counter.verbose,
         )
         if not timing.reaches(fraction):
             raise ValueError(

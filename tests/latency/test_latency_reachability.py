@@ -137,9 +137,26 @@ def test_measured_unreachable_is_one_line_and_the_model_untouched(
     assert f"{floor[0]:.4f}, measured" in message
     assert "1-min load" in message and "cores" in message
     assert message.endswith(f"Received: latency={goal}")
-    assert len(seen) == 1 and _is_floor(seen[0][0], floor)
+    # Refused after every timing (one per try) measured above the goal.
+    assert len(seen) == reachability.TIMINGS
+    assert all(_is_floor(keep, floor) for keep, _, _ in seen)
+    assert f"lowest of {reachability.TIMINGS} timings" in message
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+def test_a_floor_timed_above_then_within_the_goal_is_reachable(
+    cache, floor, monkeypatch
+):
+    # A first timing above the goal (load) does not refuse: the next one
+    # within it decides.
+    goal = round(0.9 * floor[0], 4)
+    seen = _device(monkeypatch, [1.0, 0.8])
+    method = _oneshot(cache, goal)
+    assert len(seen) == 2
+    timing = method.setup.floor_timing
+    assert timing.measured == pytest.approx(0.8 * floor[0])
+    assert timing.timings == pytest.approx((floor[0], 0.8 * floor[0]))
 
 
 def test_predicted_reachable_needs_no_floor_measurement(
@@ -210,7 +227,9 @@ def test_the_floor_and_the_original_are_timed_in_interleaved_rounds(
     monkeypatch.setattr(counter_module, "interleaved_medians", medians)
     monkeypatch.setattr(reachability, "load_average", lambda: 1.5)
     setup = PruningSetup(_model(), None, **_scope(cache, 1.0))
-    timing = reachability.time_floor(setup.counter, setup.levels.lowest, 0)
+    timing = reachability.time_floor(
+        setup.counter, setup.levels.lowest, verbose=0
+    )
     assert timed == [2]
     assert timing.measured == pytest.approx(0.6)
     assert "1-min load 1.50" in timing.conditions()
