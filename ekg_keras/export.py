@@ -103,6 +103,11 @@ def export(
     for int8). The runtimes, `tf2onnx` and NNCF come with `pip install
     ekg_keras[deploy]`.
 
+    Off TensorFlow, the formats of `EXPORT_BACKENDS` are written through
+    Keras' export on that backend (SavedModel from JAX, ONNX and OpenVINO
+    from PyTorch) and checked the same way; the others raise a one-line
+    `NotImplementedError` (docs/deployment.md has the table and why).
+
     A model with several inputs is exported with all of them, named as
     its `Input`s; the check feeds each input its own samples (random, or
     from `data`) and compares every output.
@@ -131,6 +136,8 @@ def export(
         ValueError: For an unknown format or quantize mode, a mode the
             format does not have, `"int8"` without `data`, or a `path`
             that does not fit the format.
+        NotImplementedError: For a format this Keras backend does not
+            export (see `EXPORT_BACKENDS`).
         ImportError: If the converter or runtime the format needs is not
             installed (before anything is written).
         ExportCheckError: If a float32 artifact's outputs differ from the
