@@ -30,10 +30,20 @@ QUANTIZE = {
     "onnx": (None, "float16", "int8"),
     "openvino": (None, "float16", "int8"),
 }
-#: The Keras backends each format is exported and checked from (what the
-#: tests run: Keras' own export from JAX and PyTorch goes through jax2tf,
-#: tf2onnx, torch.onnx or litert_torch, none of which is tested here yet).
-EXPORT_BACKENDS = {name: ("tensorflow",) for name in QUANTIZE}
+#: The Keras backends each format is exported and checked from, as the
+#: tests run it: SavedModel from JAX through jax2tf; ONNX from PyTorch
+#: through torch.onnx, OpenVINO through TorchScript. Refused: ONNX from
+#: JAX (Keras converts with jax2onnx, not a dependency here), OpenVINO
+#: from JAX (jax2tf's XlaCallModule has no OpenVINO conversion), LiteRT
+#: from PyTorch (litert-torch does not install beside the pinned
+#: packages), SavedModel from PyTorch (Keras' torch.export call fails on
+#: the open batch size) and LiteRT from JAX (Keras has none).
+EXPORT_BACKENDS = {
+    "tf_saved_model": ("tensorflow", "jax"),
+    "litert": ("tensorflow",),
+    "onnx": ("tensorflow", "torch"),
+    "openvino": ("tensorflow", "torch"),
+}
 #: Largest max |exported - keras| / max |keras| accepted without quantizing.
 FLOAT_TOLERANCE = 1e-4
 #: Inputs of the check when no `data` is given, and their spatial size
@@ -93,6 +103,11 @@ def export(
     for int8). The runtimes, `tf2onnx` and NNCF come with `pip install
     ekg_keras[deploy]`.
 
+    Off TensorFlow, the formats of `EXPORT_BACKENDS` are written through
+    Keras' export on that backend (SavedModel from JAX, ONNX and OpenVINO
+    from PyTorch) and checked the same way; the others raise a one-line
+    `NotImplementedError` (docs/deployment.md has the table and why).
+
     A model with several inputs is exported with all of them, named as
     its `Input`s; the check feeds each input its own samples (random, or
     from `data`) and compares every output.
@@ -121,6 +136,8 @@ def export(
         ValueError: For an unknown format or quantize mode, a mode the
             format does not have, `"int8"` without `data`, or a `path`
             that does not fit the format.
+        NotImplementedError: For a format this Keras backend does not
+            export (see `EXPORT_BACKENDS`).
         ImportError: If the converter or runtime the format needs is not
             installed (before anything is written).
         ExportCheckError: If a float32 artifact's outputs differ from the
@@ -210,7 +227,8 @@ def compare_exported(path, model, inputs, format=None):
 
 def _stacked(batches):
     """One output's batches as one float64 array."""
-    return np.concatenate([np.asarray(b) for b in batches]).astype(np.float64)
+    arrays = [keras.ops.convert_to_numpy(b) for b in batches]
+    return np.concatenate(arrays).astype(np.float64)
 
 
 def _describe(report):
@@ -243,10 +261,12 @@ def _check_arguments(model, path, format, quantize, data, check):
             f"`format` should be one of {FORMATS}. Received: format={format!r}"
         )
     if backend.name() not in EXPORT_BACKENDS[format]:
-        backend.require_tensorflow(
-            f"ekg_keras.export(format={format!r})",
-            "Save the slim model with model.save('model.keras') (it loads "
-            "on every backend) and export it under KERAS_BACKEND=tensorflow.",
+        raise NotImplementedError(
+            f"ekg_keras.export(format={format!r}) runs on KERAS_BACKEND="
+            f"{' or '.join(EXPORT_BACKENDS[format])}. Received: "
+            f"KERAS_BACKEND={backend.name()}. Save the slim model with "
+            "model.save('model.keras') (it loads on every backend) and "
+            "export it under KERAS_BACKEND=tensorflow."
         )
     if quantize not in QUANTIZE["litert"]:
         raise ValueError(
@@ -284,6 +304,10 @@ def _converters(format, quantize):
         "onnx": [("tf2onnx", "tf2onnx"), ("onnx", "onnx")],
         "openvino": [("openvino", "openvino")],
     }.get(format, [])
+    if backend.name() == "torch" and format == "onnx":
+        needs = [("onnx", "onnx")]  # torch.onnx, not tf2onnx.
+    if backend.name() == "jax":
+        needs = [("tensorflow", "tensorflow"), *needs]  # jax2tf.
     if format == "onnx" and quantize:
         needs.append(("onnxruntime", "onnxruntime"))
     if format == "openvino" and quantize == "int8":
@@ -299,6 +323,14 @@ def _samples(data, count, model):
             "`calibration_samples` should be a positive integer. Received: "
             f"calibration_samples={count!r}"
         )
+    if len(model.inputs) == 1 and not backend.is_dataset(data):
+        # An array, or an (x, y) tuple of arrays: no tf.data needed.
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            data = data[0]
+        samples = np.asarray(data)[:count]
+        if not len(samples):
+            raise ValueError("`data` should yield inputs. Received: no input.")
+        return samples
     if len(model.inputs) > 1:
         dataset = _several_inputs(data, model)
     else:

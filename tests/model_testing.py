@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from pruning_testing import kept_fraction  # noqa: F401 (re-exported)
+from pruning_testing import prune_masked_and_slim  # noqa: F401
 
 
 def randomize_batchnorm(model, seed=0):
@@ -67,26 +69,6 @@ def accuracy(model, x, y, training=False, batch_size=64):
         ]
     )
     return float(np.mean(logits.argmax(-1) == y))
-
-
-def kept_fraction(original, pruned):
-    """Fraction of `original`'s MACs that `pruned` (masked or slim) keeps."""
-    import ekg_keras
-
-    return (
-        ekg_keras.count_flops(pruned).macs
-        / ekg_keras.count_flops(original).macs
-    )
-
-
-def prune_masked_and_slim(model, flops, **options):
-    """`ekg_keras.prune(..., slim=False)` and its `ekg_keras.slim`."""
-    import ekg_keras
-
-    masked = ekg_keras.prune(
-        model, flops=flops, slim=False, verbose=0, **options
-    )
-    return masked, ekg_keras.slim(masked)
 
 
 def assert_same_outputs(a, b, x, tolerance=1e-4):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from neutral_testing import numpy
+from neutral_testing import run_on
 
 import ekg_keras
 from ekg_keras.methods.soft import SoftPruningCallback
@@ -83,3 +84,108 @@ def test_soft_pruning_method_meets_the_target(method):
     )
     macs = ekg_keras.count_flops(small).macs
     assert macs <= 0.5 * ekg_keras.count_flops(model).macs
+
+
+class ZeroedAtEpochEnd(keras.callbacks.Callback):
+    """Before each epoch's pruning step: the largest |weight| of the
+    filters the masks zero, per epoch (it runs before
+    `SoftPruningCallback`, which prunes at the end of the epoch)."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+        self.largest = []
+        self.zeroed = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        largest, zeroed = 0.0, 0
+        for name in self.names:
+            layer = self.model.network.get_layer(name)
+            masked = numpy(layer.filter_mask) == 0
+            zeroed += int(masked.sum())
+            largest = max(
+                largest,
+                float(np.abs(numpy(layer.kernel)[..., masked]).max(initial=0)),
+                float(np.abs(numpy(layer.bias)[masked]).max(initial=0)),
+            )
+        self.largest.append(largest)
+        self.zeroed.append(zeroed)
+
+
+def masked_gradient_run():
+    """Three epochs of ASFP with `mask_gradients` (plain SGD, fixed weights
+    and batches): the zeroed-filter record and the final weights."""
+    model = chain()
+    rng = np.random.default_rng(1)
+    for weight in model.trainable_weights:
+        weight.assign(rng.normal(0.0, 0.3, weight.shape).astype("float32"))
+    names = ("conv0", "conv1")
+    sfp = ekg_keras.SoftFilterPruning(
+        model, 0.5, epochs=3, schedule="asymptotic", mask_gradients=True
+    )
+    sfp.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    record = ZeroedAtEpochEnd(names)
+    x, y = data()
+    sfp.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+        callbacks=[record, SoftPruningCallback()],
+    )
+    weights = [numpy(w) for w in sfp.network.weights]
+    return record, weights
+
+
+MASKED_ON_TENSORFLOW = """
+import sys
+sys.path.insert(0, "tests/backend_neutral")
+import numpy as np
+from test_soft import masked_gradient_run
+record, weights = masked_gradient_run()
+np.savez(sys.argv[1], *weights)
+"""
+
+
+def test_masked_gradients_hold_zeroed_filters_at_zero_as_on_tensorflow(
+    tmp_path,
+):
+    record, weights = masked_gradient_run()
+    # Masks change between epochs (the rate rises), and every filter
+    # zeroed at the start of an epoch is still exactly zero at its end.
+    assert record.zeroed[0] < record.zeroed[1], record.zeroed
+    assert record.largest == [0.0, 0.0, 0.0]
+    if keras.backend.backend() == "tensorflow":
+        return
+    run_on("tensorflow", MASKED_ON_TENSORFLOW, tmp_path / "tf.npz")
+    with np.load(tmp_path / "tf.npz") as saved:
+        expected = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    for received, want in zip(weights, expected, strict=True):
+        np.testing.assert_allclose(received, want, rtol=1e-4, atol=1e-5)
+
+
+def test_soft_pruning_with_recovery_holds_the_zeroed_filters():
+    model = chain()
+    masked = ekg_keras.prune(
+        model,
+        0.5,
+        method="sfp",
+        data=data(),
+        epochs=2,
+        recovery_epochs=1,
+        slim=False,
+        verbose=0,
+    )
+    small = ekg_keras.slim(masked)
+    assert ekg_keras.count_flops(small).macs <= 0.5 * (
+        ekg_keras.count_flops(model).macs
+    )
+    for name in ("conv0", "conv1"):
+        layer = masked.get_layer(name)
+        zeroed = numpy(layer.filter_mask) == 0
+        assert zeroed.any() and not np.any(numpy(layer.kernel)[..., zeroed])

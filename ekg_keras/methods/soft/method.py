@@ -56,13 +56,6 @@ class SoftPruning(PruningMethod):
 
     def __init__(self, model, scope, data=None, **kwargs):
         super().__init__(model, scope, data, **kwargs)
-        if self.options.recovery_epochs or self.options.mask_gradients:
-            # Keras' own train step runs the rest on every backend.
-            backend.require_tensorflow(
-                f"Method {self.name!r} with recovery_epochs or "
-                "mask_gradients (a train step that masks gradients)",
-                "Use recovery_epochs=0 and mask_gradients=False here.",
-            )
         if self.options.epochs is None:
             self.options = dataclasses.replace(
                 self.options, epochs=DEFAULT_EPOCHS

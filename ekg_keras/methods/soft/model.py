@@ -194,16 +194,30 @@ class SoftFilterPruning(keras.Model):
         return self.network(inputs, training=training)
 
     def train_step(self, *args):
-        # `(data)`, or `(state, data)` on JAX: Keras' own step on every
-        # backend; the masked-gradient step is TensorFlow's.
-        if not self.mask_gradients:
+        # `(data)`, or `(state, data)` on JAX: Keras' own step, except
+        # with masked gradients on TensorFlow and PyTorch (JAX masks them
+        # in `compute_loss_and_updates`).
+        if not self.mask_gradients or backend.name() == "jax":
             return super().train_step(*args)
-        backend.require_tensorflow(
-            "Training SoftFilterPruning with masked gradients "
-            "(`mask_gradients=True`, or after `hold_pruned()`)",
-            "Use mask_gradients=False and recovery_epochs=0 on this backend.",
-        )
+        if backend.name() == "torch":
+            return self._torch_train_step_with_masked_gradients(*args)
         return self._train_step_with_masked_gradients(*args)
+
+    def compute_loss_and_updates(
+        self, trainable_variables, non_trainable_variables, *args, **kwargs
+    ):
+        """JAX's stateless loss, whose gradients its trainer applies: with
+        `mask_gradients`, each masked weight enters it as
+        `w * m + stop_gradient(w * (1 - m))`, the same value with the
+        gradient times the mask `m`, read from the state (the masks
+        change between epochs, so they are not constants of the step)."""
+        if self.mask_gradients and kwargs.get("training"):
+            trainable_variables = self._with_masked_gradients(
+                trainable_variables, non_trainable_variables
+            )
+        return super().compute_loss_and_updates(
+            trainable_variables, non_trainable_variables, *args, **kwargs
+        )
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, with the `SoftPruningCallback` added."""
@@ -264,6 +278,8 @@ class SoftFilterPruning(keras.Model):
         """
         self.holding = True
         self.mask_gradients = True
+        # The compiled step reads the flag when it is traced.
+        self.train_function = None
 
     def slim(self, fold="exact"):
         """The slim plain model: zeroed filters removed (`ekg_keras.slim`)."""
@@ -439,6 +455,49 @@ class SoftFilterPruning(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def _torch_train_step_with_masked_gradients(self, data):
+        # Keras' PyTorch step, with the gradients masked before they are
+        # applied (the masks are read when the step runs: it is eager).
+        import torch
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=True)
+        self.zero_grad()
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+        )
+        batch = next(t for t in keras.tree.flatten(x) if t is not None)
+        self._loss_tracker.update_state(loss, sample_weight=batch.shape[0])
+        loss = self.optimizer.scale_loss(loss)
+        loss.backward()
+        variables = self.trainable_weights[:]
+        masks = self._gradient_masks()
+        gradients = [
+            _masked_gradient(v.value.grad, v, masks.get(id(v)))
+            for v in variables
+        ]
+        with torch.no_grad():
+            self.optimizer.apply(gradients, variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _with_masked_gradients(self, trainable_values, non_trainable_values):
+        """The trainable values (JAX), each masked weight with the gradient
+        of its zeroed filters stopped (see `compute_loss_and_updates`)."""
+        masks = self._gradient_masks()
+        position = {
+            id(v): i for i, v in enumerate(self.non_trainable_variables)
+        }
+        values = list(trainable_values)
+        for i, variable in enumerate(self.trainable_variables):
+            if id(variable) not in masks:
+                continue
+            mask, axes = masks[id(variable)]
+            mask = non_trainable_values[position[id(mask)]]
+            value = values[i]
+            kept = _masked_gradient(value, variable, (mask, axes))
+            values[i] = kept + keras.ops.stop_gradient(value - kept)
+        return values
+
 
 def _masked_gradient(gradient, variable, mask_and_axes):
     if gradient is None or mask_and_axes is None:
@@ -447,7 +506,8 @@ def _masked_gradient(gradient, variable, mask_and_axes):
     shape = [1] * len(variable.shape)
     for axis in axes:
         shape[axis] = variable.shape[axis]
-    return gradient * tf.reshape(tf.cast(mask, gradient.dtype), shape)
+    mask = keras.ops.cast(mask, gradient.dtype)
+    return gradient * keras.ops.reshape(mask, shape)
 
 
 def _all_soft(model):
