@@ -55,6 +55,11 @@ class PruningMethod:
         compare_options: Options for a CPU-sized run in the method
             comparison (`benchmarks/compare.py`: a few minutes on ResNet-20
             with 16x16 digits), where its defaults are sized for a GPU.
+        option_sets: Option values by set name, declared in the method's
+            options module (`OPTION_SETS`): "cpu" sizes its search to
+            minutes on a CPU with the embedded digits, "paper" keeps its
+            paper's defaults. The trainers' `--preset` picks one
+            (`MethodEntry.options_for`).
 
     Args:
         model: The trained model; not modified.
@@ -94,6 +99,7 @@ class PruningMethod:
     finetuner = "plain"
     smoke_options = {}
     compare_options = {}
+    option_sets = {}
     backends = None
 
     def __init__(

@@ -25,6 +25,7 @@ from ekg_keras.methods.ekg.objective import cross_entropy
 from ekg_keras.methods.ekg.objective import ensemble_objective
 from ekg_keras.methods.ekg.objective import soft_cross_entropy
 from ekg_keras.methods.ekg.objective import softmax
+from ekg_keras.methods.ekg.options import OPTION_SETS
 from ekg_keras.methods.ekg.options import EKGOptions
 from ekg_keras.methods.ekg.subset_finetune import finetune_one_epoch
 from ekg_keras.methods.registry import register_method
@@ -82,6 +83,7 @@ class EKGSearch(PruningMethod):
     # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
     backends = ("tensorflow",)
     Options = EKGOptions
+    option_sets = OPTION_SETS
     needs_data = True
     finetuner = "ekg"
     smoke_options = {

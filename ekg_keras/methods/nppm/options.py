@@ -24,7 +24,8 @@ class NPPMOptions:
     subset that scores the trajectory.
 
     Attributes:
-        epochs: Epochs of the search over the subset (E).
+        epochs: Epochs of the search over the subset (E; the trainers'
+            `--search_epochs`).
         subset_size: Training samples the search sees, class-balanced,
             drawn by `ekg_keras.data.collect_subsets` (held in host memory).
         batch_size: Batch size of the search (the trainers' batch size).
@@ -50,7 +51,9 @@ class NPPMOptions:
         seed: Seed of the subsets, the gate noise and the memory draws.
     """
 
-    epochs: int = 200
+    epochs: int = dataclasses.field(
+        default=200, metadata={"setting": "search_epochs"}
+    )
     subset_size: int = 2500
     batch_size: int = dataclasses.field(
         default=128, metadata={"setting": "batch_size"}
@@ -96,3 +99,19 @@ class NPPMOptions:
             number_above(name, getattr(self, name))
         number_above("flops_weight", self.flops_weight, inclusive=True)
         number_above("initial_logit", self.initial_logit, minimum=-np.inf)
+
+
+#: Option sets by name (the trainers' `--preset`): "cpu" searches 20 epochs
+#: over 1,000 samples with the gate learning rate and window of the
+#: authors' code, since 1e-3 cannot move the gates in so few steps (minutes
+#: on the digits on a CPU); "paper" keeps the paper's 200 epochs.
+OPTION_SETS = {
+    "cpu": {
+        "epochs": 20,
+        "subset_size": 1000,
+        "learning_rate": 0.05,
+        "window": 2,
+        "val_samples": 100,
+    },
+    "paper": {},
+}
