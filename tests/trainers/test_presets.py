@@ -59,11 +59,9 @@ def test_flags_given_override_the_preset(parsed):
     )
     config = parsed(cifar, "--pretrain_epochs=200")  # Given: kept.
     assert (config.model, config.pretrain_epochs) == ("resnet20", 200)
-    config = parsed(
-        cifar, "--method=nppm", "--method_options=learning_rate=0.2"
-    )
-    assert config.options()["learning_rate"] == 0.2
-    assert config.options()["subset_size"] == 1000  # The cpu set's.
+    config = parsed(cifar, "--method=nppm", "--method_options=window=3")
+    assert config.options()["window"] == 3
+    assert config.options()["epochs"] == 30  # The cpu set's.
 
 
 def test_imagenet_runs_the_paper_preset_by_default(parsed):
