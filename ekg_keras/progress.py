@@ -34,13 +34,15 @@ class Progress:
 
     Args:
         label: What runs ("SP stage EAs", ...), for the lines.
-        total: Units in the whole run (an upper bound is fine), or None.
+        total: Units in the whole run (an upper bound is fine), or None;
+            units may be fractional (e.g. points of FLOPs removed).
         unit: The unit's name, plural ("EA generations", "epochs").
         verbose: 0 prints nothing.
         every: Seconds between progress lines.
         long_seconds: Announce an estimate above this many seconds.
         hint: How to shorten the run, appended to the estimate.
-        clock: Returns seconds (for tests).
+        clock: Returns seconds (default: `time.perf_counter`, looked up
+            when called, so tests may replace it).
     """
 
     def __init__(
@@ -52,7 +54,7 @@ class Progress:
         every=EVERY,
         long_seconds=LONG,
         hint="",
-        clock=time.perf_counter,
+        clock=None,
     ):
         self.label = label
         self.total = total
@@ -61,18 +63,20 @@ class Progress:
         self.every = every
         self.long_seconds = long_seconds
         self.hint = hint
-        self.clock = clock
+        self.clock = clock = _now if clock is None else clock
         self.done = 0
         self.start = clock()
         self._last = self.start
         self._first = None
+        self._first_units = 0
         self._estimated = False
 
     def update(self, units=1, detail=""):
         """Adds `units` done; prints the estimate or a line when due."""
         now = self.clock()
         if self.done == 0:
-            self._first = now  # The first unit carries compilation.
+            # The first update carries compilation: left out of the rate.
+            self._first, self._first_units = now, units
         self.done += units
         if not self.verbose:
             return
@@ -86,7 +90,7 @@ class Progress:
             if whole > self.long_seconds:
                 hint = f" {self.hint}" if self.hint else ""
                 log.info(
-                    f"{self.label}: {self.total} {self.unit} at "
+                    f"{self.label}: {_number(self.total)} {self.unit} at "
                     f"{self._per_unit(now):.1f} s each: about "
                     f"{_duration(whole)} in all on this machine.{hint}"
                 )
@@ -96,10 +100,11 @@ class Progress:
             log.info(self.line(now, detail))
 
     def _per_unit(self, now):
-        """Seconds per unit after the first (None before a second)."""
-        if self.done < 2 or self._first is None:
+        """Seconds per unit after the first update (None before a second
+        update)."""
+        if self._first is None or self.done <= self._first_units:
             return None
-        return (now - self._first) / (self.done - 1)
+        return (now - self._first) / (self.done - self._first_units)
 
     def remaining(self, now):
         """Estimated seconds left (None if unknown)."""
@@ -110,14 +115,14 @@ class Progress:
 
     def line(self, now, detail=""):
         """The progress line at time `now`."""
-        of = f"/{self.total}" if self.total else ""
+        of = f"/{_number(self.total)}" if self.total else ""
         remaining = self.remaining(now)
         left = ""
         if remaining is not None:
             left = f", about {_duration(remaining)} left"
         detail = f"; {detail}" if detail else ""
         return (
-            f"{self.label}: {self.done}{of} {self.unit} in "
+            f"{self.label}: {_number(self.done)}{of} {self.unit} in "
             f"{_duration(now - self.start)}{left}{detail}"
         )
 
@@ -161,6 +166,15 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.progress.update(1)
+
+
+def _now():
+    return time.perf_counter()
+
+
+def _number(units):
+    """A count of units: whole when it is, else one decimal."""
+    return f"{units:.0f}" if float(units).is_integer() else f"{units:.1f}"
 
 
 def _duration(seconds):

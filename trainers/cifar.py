@@ -1,8 +1,17 @@
 """Prune a CIFAR ResNet (or any zoo model) on CIFAR-10/100 or the digits.
 
     python trainers/cifar.py                     # the embedded digits, here
-    python trainers/cifar.py --dataset=cifar10 --model=resnet56 \\
-        --method=ekg --flops=0.45 --strategy=mirrored --data_dir=~/tfds
+    python trainers/cifar.py --preset=paper --dataset=cifar10 \\
+        --method=ekg --strategy=mirrored --data_dir=~/tfds
+
+`--preset` sets the defaults (any flag given wins; see trainers/presets.py):
+
+* cpu (the default): ResNet-20, 15 epochs of pre-training, EKG at 45% of
+  the FLOPs, 5 epochs of fine-tuning, and the method's "cpu" option set
+  (a small search): minutes on a CPU with the digits.
+* paper: ResNet-56, 200 epochs of pre-training (lr 0.1, x0.2 at 30/60/80%),
+  100 of fine-tuning (lr 1e-2, x0.2 at 30/60/80%, weight decay 5e-4) and
+  the method's paper defaults: hours on a GPU.
 
 The whole pipeline (pre-training unless --pretrained, pruning by --method,
 fine-tuning, SavedModel export) in one command, resumable: rerun the same
@@ -29,26 +38,13 @@ quiet.import_tensorflow()
 from absl import flags  # noqa: E402
 
 from trainers import cli  # noqa: E402
+from trainers import presets  # noqa: E402
 from trainers import sources  # noqa: E402
 
 DATASETS = ("digits", "cifar10", "cifar100")
 
 FLAGS = flags.FlagValues()
-cli.define_flags(
-    FLAGS,
-    model="resnet56",
-    flops=0.45,
-    epochs=100,
-    pretrain_epochs=200,
-    batch_size=128,
-    learning_rate=1e-2,
-    decay_points=["0.3", "0.6", "0.8"],
-    decay_rate=0.2,
-    weight_decay=5e-4,
-    pretrain_learning_rate=0.1,
-    pretrain_decay_points=["0.3", "0.6", "0.8"],
-    pretrain_decay_rate=0.2,
-)
+cli.define_flags(FLAGS, presets.CIFAR, "cpu")
 flags.DEFINE_enum(
     "dataset",
     "digits",

@@ -21,7 +21,9 @@ from absl import logging
 
 from ekg_keras import methods
 from ekg_keras import models
+from ekg_keras.methods import options as options_lib
 from ekg_keras.training import finetuners
+from trainers import presets as presets_lib
 from trainers import sources
 from trainers import strategies
 from trainers.config import STAGES
@@ -32,15 +34,36 @@ from trainers.sources import DataError
 
 USAGE_ERROR_EXIT_CODE = 2
 
+# The presets of each trainer's `FlagValues` (by id), which `parse` applies.
+_PRESETS = {}
 
-def define_flags(flag_values, **defaults):
+
+def define_flags(flag_values, presets=None, preset=None, **defaults):
     """Defines the common flags in `flag_values`, with trainer `defaults`.
 
     Args:
         flag_values: The trainer's own `absl.flags.FlagValues`.
+        presets: The trainer's presets (`trainers.presets.CIFAR`, ...):
+            flag values by preset name; with them a `--preset` flag picks
+            one (`parse` applies it under the flags given).
+        preset: The default preset's name; its values are the flags'
+            defaults.
         **defaults: Default values by flag name (e.g. `model="resnet56"`,
-            `epochs=100`); every flag here has a fallback.
+            `epochs=100`) over the preset's; every flag here has a
+            fallback.
     """
+    if presets is not None:
+        defaults = {**presets[preset], **defaults}
+        _PRESETS[id(flag_values)] = presets
+        flags.DEFINE_enum(
+            "preset",
+            preset,
+            presets_lib.NAMES,
+            "Defaults sized for a machine (flags given win): "
+            + presets_lib.describe(presets)
+            + ".",
+            flag_values=flag_values,
+        )
 
     def default(name, fallback):
         return defaults.get(name, fallback)
@@ -95,6 +118,14 @@ def define_flags(flag_values, **defaults):
         "defaults: the method's Options class; an option that follows a "
         "run setting, e.g. a batch size following --eval_batch_size, takes "
         "the setting unless given here).",
+    )
+    define_integer(
+        "search_epochs",
+        None,
+        "Epochs of the method's own search training, for methods that have "
+        f"one ({_followers('search_epochs')}); default: the --preset's "
+        "option set (paper: the method's paper default).",
+        lower_bound=1,
     )
     define_list(
         "finetuner_options",
@@ -244,6 +275,18 @@ def define_flags(flag_values, **defaults):
     )
 
 
+def _followers(setting):
+    """"method: option" for each registered name with an option that
+    follows run setting `setting` (for help texts)."""
+    found = []
+    for name in methods.names():
+        options_class = methods.get(name).method_class.Options
+        option = options_lib.follower(options_class, setting)
+        if option is not None:
+            found.append(f"{name}: {option}")
+    return ", ".join(found)
+
+
 def config_from_flags(flag_values, dataset):
     """The `RunConfig` that the common flags describe.
 
@@ -371,6 +414,8 @@ def parse(flag_values, argv):
             "unexpected arguments (flags start with --): " + " ".join(rest[1:]),
             argv,
         )
+    if id(flag_values) in _PRESETS:
+        presets_lib.apply(flag_values, _PRESETS[id(flag_values)])
     # TensorFlow logs every SavedModel asset at INFO level through absl.
     logging.set_verbosity(logging.WARNING)
 

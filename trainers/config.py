@@ -6,6 +6,7 @@ from ekg_keras import methods
 from ekg_keras import models
 from ekg_keras.methods import options as options_lib
 from ekg_keras.training import finetuners
+from trainers import presets
 
 STAGES = ("pretrain", "prune", "finetune", "export")
 
@@ -30,6 +31,12 @@ class RunConfig:
             default: the registry's default with data, the EKG search).
         method_options: The method's options as "key=value" strings
             (`--method_options`), over those the run settings give.
+        preset: The option set of the method (`trainers.presets.NAMES`:
+            "cpu" sizes its search for a CPU, "paper" keeps its paper
+            defaults), under the run settings and `method_options`.
+        search_epochs: Epochs of the method's own search training (the
+            option that follows setting "search_epochs", e.g. NPPM's
+            `epochs`), or None for the option set's.
         finetuner: The fine-tuner of stage finetune, or None for the
             method's own (`ekg_keras.training.finetuners.names()`).
         finetuner_options: The fine-tuner's options as "key=value" strings
@@ -67,6 +74,8 @@ class RunConfig:
     model: str
     method: str = methods.default(with_data=True)
     method_options: tuple = ()
+    preset: str = "paper"
+    search_epochs: int = None
     finetuner: str = None
     finetuner_options: tuple = ()
     flops: float = 0.45
@@ -109,10 +118,10 @@ class RunConfig:
         return self.method_entry.method_class.trains_while_pruning
 
     def options(self):
-        """The method's options: from the run settings its option fields
-        follow, then `method_options`."""
+        """The method's options: its option set of `preset`, then the run
+        settings its option fields follow, then `method_options`."""
         entry = self.method_entry
-        values = {**entry.presets}
+        values = entry.options_for(self.preset)
         values.update(
             options_lib.from_settings(
                 entry.method_class.Options, dataclasses.asdict(self)
@@ -175,6 +184,9 @@ def check(config):
         _fail("model", config.model, f"one of {', '.join(models.names())}")
     if config.method not in methods.names():
         _fail("method", config.method, f"one of {', '.join(methods.names())}")
+    if config.preset not in presets.NAMES:
+        _fail("preset", config.preset, f"one of {', '.join(presets.NAMES)}")
+    _search_epochs(config)
     try:
         options_lib.make_options(
             config.method_entry.method_class.Options,
@@ -251,6 +263,27 @@ def _schedule(config, prefix):
     decay = getattr(config, f"{prefix}weight_decay")
     if not decay >= 0:
         _fail(f"{prefix}weight_decay", decay, "a number >= 0")
+
+
+def _search_epochs(config):
+    """Refuses a `search_epochs` out of range, or one the method has no
+    option for (it would have no effect)."""
+    if config.search_epochs is None:
+        return
+    _positive_int(config, "search_epochs")
+    if not _follows(config.method, "search_epochs"):
+        searching = [n for n in methods.names() if _follows(n, "search_epochs")]
+        raise ConfigError(
+            f"--search_epochs applies to methods that train a search "
+            f"({', '.join(searching)}); method {config.method!r} has none. "
+            f"Received: {config.search_epochs}"
+        )
+
+
+def _follows(method, setting):
+    """Whether an option of `method` follows the run setting `setting`."""
+    options_class = methods.get(method).method_class.Options
+    return options_lib.follower(options_class, setting) is not None
 
 
 def _positive_int(config, name):

@@ -99,7 +99,7 @@ STAGE_SETTINGS = {
         "mixed_precision",
         "seed",
     ),
-    "prune": ("min_channels",),
+    "prune": ("min_channels", "preset", "search_epochs"),
     "finetune": (
         "finetuner",
         "finetuner_options",

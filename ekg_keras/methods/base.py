@@ -11,6 +11,7 @@ benchmark then reach it without an edit.
 """
 
 import time
+import warnings
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ekg_keras import _backend as backend
 from ekg_keras import _logging as log
 from ekg_keras import ties
 from ekg_keras import validation
+from ekg_keras.flops import count_flops
 from ekg_keras.methods.budget import TrainingBudget
 from ekg_keras.methods.budget import check_epochs
 from ekg_keras.methods.measured_latency import meet_measured_latency
@@ -55,6 +57,11 @@ class PruningMethod:
         compare_options: Options for a CPU-sized run in the method
             comparison (`benchmarks/compare.py`: a few minutes on ResNet-20
             with 16x16 digits), where its defaults are sized for a GPU.
+        option_sets: Option values by set name, declared in the method's
+            options module (`OPTION_SETS`): "cpu" sizes its search to
+            minutes on a CPU with the embedded digits, "paper" keeps its
+            paper's defaults. The trainers' `--preset` picks one
+            (`MethodEntry.options_for`).
 
     Args:
         model: The trained model; not modified.
@@ -94,6 +101,7 @@ class PruningMethod:
     finetuner = "plain"
     smoke_options = {}
     compare_options = {}
+    option_sets = {}
     backends = None
 
     def __init__(
@@ -250,27 +258,39 @@ class PruningMethod:
                 f"above its target {self.target}."
             )
         if self.verbose:
-            counter = self.setup.flops_counter
-            if self.setup.budget == "latency":
-                cost = (
-                    f"{self.setup.full_macs:.3f} -> "
-                    f"{self.setup.counter.macs(counts):.3f} ms predicted, "
-                    f"{counter.macs(counts) / counter.macs(counter.full):.1%}"
-                    " of the FLOPs"
-                )
-            else:
-                cost = (
-                    f"{self.setup.full_macs / 1e6:.2f}M -> "
-                    f"{counter.macs(counts) / 1e6:.2f}M MACs"
-                )
-            log.info(
-                f"ekg_keras: {self.name} kept {achieved:.1%} of the {budget} "
-                f"({cost}, params "
-                f"{counter.params(counter.full) / 1e6:.3f}M -> "
-                f"{counter.params(counts) / 1e6:.3f}M; target "
-                f"{self.target:.1%}) in {self.seconds:.1f} s"
-            )
+            log.info(self._summary(masked, counts, achieved))
         return masked
+
+    def _summary(self, masked, counts, achieved):
+        """The line about the masked model, its MACs and parameters
+        measured from it (`count_flops`: what its slim model keeps, which
+        the keep counts of a soft method's groups may misstate)."""
+        counter = self.setup.flops_counter
+        with warnings.catch_warnings():  # `prune` warns once, at the end.
+            warnings.simplefilter("ignore")
+            report = count_flops(
+                masked,
+                include_bn=self.scope.include_bn,
+                include_fc=self.scope.include_fc,
+                input_shape=self.scope.input_shape,
+            )
+        full_macs = counter.macs(counter.full)
+        if self.setup.budget == "latency":
+            cost = (
+                f"{self.setup.full_macs:.3f} -> "
+                f"{self.setup.counter.macs(counts):.3f} ms predicted, "
+                f"{report.macs / full_macs:.1%} of the FLOPs"
+            )
+        else:
+            achieved = report.macs / full_macs
+            cost = f"{full_macs / 1e6:.2f}M -> {report.macs / 1e6:.2f}M MACs"
+        return (
+            f"ekg_keras: {self.name} kept {achieved:.1%} of the "
+            f"{self.setup.budget_name} ({cost}, params "
+            f"{counter.params(counter.full) / 1e6:.3f}M -> "
+            f"{report.params / 1e6:.3f}M; target {self.target:.1%}) in "
+            f"{self.seconds:.1f} s"
+        )
 
     def kept_fraction(self):
         """FLOPs (or predicted latency) of the model's current masks, as a

@@ -74,6 +74,15 @@ def from_settings(options_class, settings):
     return values
 
 
+def follower(options_class, setting):
+    """The name of the option that follows run setting `setting` (see
+    `from_settings`), or None if none does."""
+    for field in dataclasses.fields(options_class):
+        if field.metadata.get("setting") == setting:
+            return field.name
+    return None
+
+
 def parse(options_class, items, method="method"):
     """Option values from `key=value` strings, typed by the fields.
 

@@ -28,6 +28,14 @@ class MethodEntry:
         method_class: The `PruningMethod` subclass.
         presets: Option values this name fixes (empty for the plain class).
         summary: One line for help texts.
+
+    Example:
+
+    ```python
+    entry = ekg_keras.methods.get("nppm")
+    entry.options_for("cpu")  # {"epochs": 10, ...}: minutes on a CPU
+    entry.options_for("paper")  # {}: the paper's defaults
+    ```
     """
 
     name: str
@@ -43,6 +51,20 @@ class MethodEntry:
         )
         method.name = self.name
         return method
+
+    def options_for(self, option_set):
+        """The option values of one of the class's option sets (e.g.
+        "cpu" or "paper", its `option_sets`), with this name's presets
+        over them; an option set the class does not declare is empty.
+
+        Args:
+            option_set: The option set's name (a trainer's `--preset`).
+
+        Returns:
+            A dict of option values (the presets' win: they make the name).
+        """
+        chosen = self.method_class.option_sets.get(option_set, {})
+        return {**chosen, **self.presets}
 
 
 def register_method(name, summary=None, *, default_for=None, **presets):
@@ -97,13 +119,18 @@ def register_method(name, summary=None, *, default_for=None, **presets):
 def add(name, method_class, summary=None, **presets):
     """Registers `method_class` as `name` (the non-decorator form)."""
     known = {f.name for f in dataclasses.fields(method_class.Options)}
-    unknown = sorted(set(presets) - known)
-    if unknown:
-        raise ValueError(
-            f"Presets of method {name!r} should be options of "
-            f"{method_class.__name__} ({', '.join(sorted(known))}). "
-            f"Received: {', '.join(unknown)}"
-        )
+    sets = getattr(method_class, "option_sets", {})
+    for what, values in (
+        ("Presets", presets),
+        *((f"Option set {key!r}", sets[key]) for key in sorted(sets)),
+    ):
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{what} of method {name!r} should be options of "
+                f"{method_class.__name__} ({', '.join(sorted(known))}). "
+                f"Received: {', '.join(unknown)}"
+            )
     if summary is None:
         doc = (method_class.__doc__ or str(name)).strip().splitlines()
         summary = doc[0] if doc else str(name)

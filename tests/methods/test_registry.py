@@ -162,3 +162,46 @@ def test_options_from_keywords_settings_and_text():
         options_lib.parse(_Options, ["count=many"])
     with pytest.raises(ValueError, match="key=value"):
         options_lib.parse(_Options, ["count"])
+
+
+def test_every_method_declares_a_cpu_and_a_paper_option_set():
+    for name in methods.names():
+        entry = methods.get(name)
+        sets = entry.method_class.option_sets
+        assert set(sets) >= {"cpu", "paper"}, name
+        assert sets["paper"] == {}, name  # Its paper's defaults.
+        # Valid options, and the name's presets win over the set.
+        values = entry.options_for("cpu")
+        options_lib.make_options(entry.method_class.Options, values=values)
+        assert values.items() >= entry.presets.items(), name
+    assert methods.get("nppm").options_for("cpu")["epochs"] < 200
+    assert methods.get("asfp").options_for("paper") == {
+        "schedule": "asymptotic"
+    }
+    assert methods.get("ekg").options_for("tpu") == {}  # Undeclared: empty.
+
+
+def test_option_sets_name_options_of_the_class(toy_method):
+    class Sized(toy_method):
+        option_sets = {"cpu": {"reverse": True}, "paper": {"colour": 1}}
+
+    with pytest.raises(ValueError, match="Option set 'paper' of method 'w'"):
+        methods.registry.add("w", Sized)
+    assert "w" not in methods.names()
+
+
+def test_follower_names_the_option_of_a_run_setting():
+    assert options_lib.follower(_Options, "epochs") == "epochs"
+    assert options_lib.follower(_Options, "search_epochs") is None
+    followers = {
+        name: options_lib.follower(
+            methods.get(name).method_class.Options, "search_epochs"
+        )
+        for name in ("nppm", "lfpc", "sp", "ekg")
+    }
+    assert followers == {
+        "nppm": "epochs",
+        "lfpc": "search_epochs",
+        "sp": "supernet_epochs",
+        "ekg": None,
+    }

@@ -25,6 +25,7 @@ from ekg_keras.methods.ekg.objective import cross_entropy
 from ekg_keras.methods.ekg.objective import ensemble_objective
 from ekg_keras.methods.ekg.objective import soft_cross_entropy
 from ekg_keras.methods.ekg.objective import softmax
+from ekg_keras.methods.ekg.options import OPTION_SETS
 from ekg_keras.methods.ekg.options import EKGOptions
 from ekg_keras.methods.ekg.subset_finetune import finetune_one_epoch
 from ekg_keras.methods.registry import register_method
@@ -32,6 +33,7 @@ from ekg_keras.methods.trajectory import Trajectory
 from ekg_keras.numerics import NonFiniteError
 from ekg_keras.numerics import check_finite
 from ekg_keras.numerics import first_non_finite_layer
+from ekg_keras.progress import Progress
 from ekg_keras.taylor import ends_in_softmax
 
 
@@ -82,6 +84,7 @@ class EKGSearch(PruningMethod):
     # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
     backends = ("tensorflow",)
     Options = EKGOptions
+    option_sets = OPTION_SETS
     needs_data = True
     finetuner = "ekg"
     smoke_options = {
@@ -203,6 +206,7 @@ class EKGSearch(PruningMethod):
             widths, ranks, ensemble, members = state
             self.evaluator.set_keep(self._keep(widths, ranks))
         writer = self._summary_writer()
+        progress = self._progress()
         taken = 0
         max_steps = self._max_steps
         while self.history[-1].flops_fraction > self.target and (
@@ -243,6 +247,8 @@ class EKGSearch(PruningMethod):
             )
             self._save_state(widths, ranks, ensemble, members)
             self._report(writer)
+            before, after = (s.flops_fraction for s in self.history[-2:])
+            progress.update(100 * (before - after))
         self.finished = self.history[-1].flops_fraction <= self.target
         if self.finished and self.scope.round_to != 1 and len(self.history) > 1:
             ensemble = self._fill_budget(
@@ -487,6 +493,21 @@ class EKGSearch(PruningMethod):
                 f"{step.loss:.4f}, acc {step.accuracy:.2%}, "
                 f"{step.candidates} candidates, {step.seconds:.1f}s"
             )
+
+    def _progress(self):
+        """The search's `Progress`, in points of FLOPs removed (a step's
+        time varies with the candidates it scores, its reach with the group
+        it shrinks): the estimate of a long search comes after a few
+        steps; every step prints its own line."""
+        left = 100 * (self.history[-1].flops_fraction - self.target)
+        return Progress(
+            "EKG search",
+            max(left, 0.0),
+            "points of the FLOPs to remove",
+            self.verbose,
+            hint="A larger `search_step`, or fewer `val_per_class`, "
+            "shortens it.",
+        )
 
     def _summary_writer(self):
         if self.tensorboard_dir is None:

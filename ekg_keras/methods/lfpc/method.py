@@ -14,6 +14,7 @@ from ekg_keras.methods.claims import Claim
 from ekg_keras.methods.claims import register_claim
 from ekg_keras.methods.lfpc.callbacks import SamplerHistory
 from ekg_keras.methods.lfpc.data import validation_split
+from ekg_keras.methods.lfpc.options import OPTION_SETS
 from ekg_keras.methods.lfpc.options import LFPCOptions
 from ekg_keras.methods.lfpc.sampler import CriteriaSampler
 from ekg_keras.methods.lfpc.structure import TOLERANCE
@@ -67,6 +68,7 @@ class LFPC(PruningMethod):
     # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
     backends = ("tensorflow",)
     Options = LFPCOptions
+    option_sets = OPTION_SETS
     needs_data = True
     finetuner = "cosine"
     smoke_options: typing.ClassVar[dict] = {

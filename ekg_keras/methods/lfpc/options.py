@@ -22,7 +22,7 @@ class LFPCOptions:
             channels (TAS's 0.3, 0.4, ..., 1.0; "0.5/0.75/1" as text), or
             None / "all" for every count the group may keep.
         search_epochs: Epochs of the sampler's training (600 on CIFAR in
-            the thesis, 35 on ImageNet).
+            the thesis, 35 on ImageNet; the trainers' `--search_epochs`).
         batch_size: Its batch size (256).
         learning_rate: Adam's constant learning rate (1e-3).
         weight_decay: Adam's weight decay (1e-3; Keras' decoupled form).
@@ -52,7 +52,9 @@ class LFPCOptions:
 
     criteria: tuple = DEFAULT_CRITERIA
     widths: tuple = TAS_WIDTHS
-    search_epochs: int = 600
+    search_epochs: int = dataclasses.field(
+        default=600, metadata={"setting": "search_epochs"}
+    )
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 1e-3
@@ -105,3 +107,13 @@ class LFPCOptions:
                 f"`counts` should be one of {COUNT_MODES}. Received: "
                 f"counts={self.counts!r}"
             )
+
+
+#: Option sets by name (the trainers' `--preset`): "cpu" trains the sampler
+#: 10 epochs at a learning rate that moves it in so few (a few minutes on
+#: the digits on a CPU; the thesis' 600 epochs at 1e-3 take a GPU);
+#: "paper" keeps the thesis' CIFAR setting.
+OPTION_SETS = {
+    "cpu": {"search_epochs": 10, "batch_size": 128, "learning_rate": 0.1},
+    "paper": {},
+}

@@ -15,6 +15,7 @@ from ekg_keras.evaluation import SubnetworkEvaluator
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.claims import Claim
 from ekg_keras.methods.claims import register_claim
+from ekg_keras.methods.nppm.options import OPTION_SETS
 from ekg_keras.methods.nppm.options import NPPMOptions
 from ekg_keras.methods.nppm.search_model import METRICS
 from ekg_keras.methods.nppm.search_model import PerformanceMaximization
@@ -83,6 +84,7 @@ class NPPM(PruningMethod):
     # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
     backends = ("tensorflow",)
     Options = NPPMOptions
+    option_sets = OPTION_SETS
     needs_data = True
     finetuner = "plain"
     smoke_options: typing.ClassVar[dict] = {

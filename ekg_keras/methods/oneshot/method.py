@@ -4,6 +4,7 @@ from ekg_keras import allocation as allocation_lib
 from ekg_keras import criteria as criteria_lib
 from ekg_keras.methods.base import PruningMethod
 from ekg_keras.methods.base import keep_top
+from ekg_keras.methods.oneshot.options import OPTION_SETS
 from ekg_keras.methods.oneshot.options import OneShotOptions
 from ekg_keras.methods.registry import add
 from ekg_keras.methods.registry import register_method
@@ -24,6 +25,7 @@ class OneShot(PruningMethod):
     """
 
     Options = OneShotOptions
+    option_sets = OPTION_SETS
 
     def search(self, fitter):
         criterion = criteria_lib.get(self.options.criterion)

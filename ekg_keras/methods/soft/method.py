@@ -12,6 +12,7 @@ from ekg_keras.methods.registry import add
 from ekg_keras.methods.registry import register_method
 from ekg_keras.methods.soft.callback import SoftPruningCallback
 from ekg_keras.methods.soft.model import SoftFilterPruning
+from ekg_keras.methods.soft.options import OPTION_SETS
 from ekg_keras.methods.soft.options import SoftOptions
 from ekg_keras.taylor import default_loss
 from ekg_keras.training.fitting import TrainingPhase
@@ -48,6 +49,7 @@ class SoftPruning(PruningMethod):
     """
 
     Options = SoftOptions
+    option_sets = OPTION_SETS
     mode = "soft"
     needs_data = True
     trains_while_pruning = True

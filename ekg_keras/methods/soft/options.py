@@ -83,3 +83,8 @@ class SoftOptions:
                 f"`residual` should be one of {RESIDUAL_MODES}. Received: "
                 f"residual={self.residual!r}"
             )
+
+
+#: Option sets by name (the trainers' `--preset`): soft pruning trains for
+#: the run's `--epochs`, which the trainer's preset already sizes.
+OPTION_SETS = {"cpu": {}, "paper": {}}

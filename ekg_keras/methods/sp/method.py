@@ -24,6 +24,7 @@ from ekg_keras.methods.sp.history import ManagerGeneration
 from ekg_keras.methods.sp.history import SPResult
 from ekg_keras.methods.sp.manager import BudgetManager
 from ekg_keras.methods.sp.manager import StageSearches
+from ekg_keras.methods.sp.options import OPTION_SETS
 from ekg_keras.methods.sp.options import SPOptions
 from ekg_keras.methods.sp.supernet import StageSuperNet
 from ekg_keras.methods.sp.validation import hold_out
@@ -89,6 +90,7 @@ class StagewisePruning(PruningMethod):
     # Custom train steps in TensorFlow (tf.GradientTape, tf.function).
     backends = ("tensorflow",)
     Options = SPOptions
+    option_sets = OPTION_SETS
     needs_data = True
     needs_sample_ids = True  # The super-net trains on batches with ids.
     finetuner = "plain"

@@ -12,7 +12,8 @@ class SPOptions:
     """Options of SP (defaults: the paper's CIFAR-10 settings, Sec. 4.1).
 
     Attributes:
-        supernet_epochs: Epochs of super-net training (50; ImageNet 100).
+        supernet_epochs: Epochs of super-net training (50; ImageNet 100;
+            the trainers' `--search_epochs`).
         learning_rate: Its SGD learning rate (0.025; ImageNet 0.1).
         momentum: Its SGD momentum (0.9).
         weight_decay: Its weight decay (3e-4).
@@ -46,7 +47,9 @@ class SPOptions:
         seed: Seed of the widths sampled in training and of the EAs.
     """
 
-    supernet_epochs: int = 50
+    supernet_epochs: int = dataclasses.field(
+        default=50, metadata={"setting": "search_epochs"}
+    )
     learning_rate: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 3e-4
@@ -131,3 +134,21 @@ class SPOptions:
             self.top_k,
             self.mutation_probability,
         )
+
+
+#: Option sets by name (the trainers' `--preset`): "cpu" trains the
+#: super-net 5 epochs and runs small evolutionary searches (minutes on the
+#: digits on a CPU); "paper" keeps Sec. 4.1's settings (50 epochs, EAs of
+#: 128 x 10).
+OPTION_SETS = {
+    "cpu": {
+        "supernet_epochs": 5,
+        "val_per_class": 30,
+        "population": 16,
+        "iterations": 4,
+        "manager_population": 8,
+        "manager_iterations": 3,
+        "budget_units": 20,
+    },
+    "paper": {},
+}
