@@ -31,6 +31,7 @@ from ekg_keras.flops import FlopsCounter
 from ekg_keras.flops import FlopsReport
 from ekg_keras.flops import count_flops
 from ekg_keras.fold import fold_batchnorm
+from ekg_keras.latency import measure_latencies
 from ekg_keras.latency import measure_latency
 from ekg_keras.layers import strip
 from ekg_keras.layers import wrap

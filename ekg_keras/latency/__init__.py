@@ -1,6 +1,7 @@
 """Measured latency: timing models, and a latency cost for pruning budgets.
 
-`measure_latency` times a whole model. `LatencyCounter` predicts a pruned
+`measure_latency` times a whole model, `measure_latencies` several
+against each other. `LatencyCounter` predicts a pruned
 network's latency from per-layer timings on the current device and
 runtime (cached in a file), with the interface of the FLOPs counter, so
 that `prune(model, latency=0.5)` budgets every method by it.
@@ -16,6 +17,7 @@ from ekg_keras.latency.layers import TimedLayer
 from ekg_keras.latency.layers import timed_layers
 from ekg_keras.latency.measure import Latency
 from ekg_keras.latency.measure import inference_function
+from ekg_keras.latency.measure import measure_latencies
 from ekg_keras.latency.measure import measure_latency
 from ekg_keras.latency.runners import RUNTIMES
 from ekg_keras.latency.runners import check_runtime

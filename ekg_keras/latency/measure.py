@@ -36,7 +36,10 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
     """Times `runs` inference passes of a random batch through `model`.
 
     The forward pass is compiled with `tf.function` and warmed up first, so
-    the figure is steady-state speed, not tracing time.
+    the figure is steady-state speed, not tracing time. To compare models
+    (a network and its pruned form), time them together with
+    `measure_latencies`: timed one after the other, a change in the
+    machine's load between them reads as a speed-up or a slow-down.
 
     Args:
         model: A Keras model with one image-like input of static shape.
@@ -48,6 +51,42 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
     Returns:
         A `Latency`.
     """
+    forward = _timed_call(model, batch_size, seed)
+    return _latency(batch_size, call_times(forward, runs, warmup))
+
+
+def measure_latencies(
+    models, batch_size=1, runs=50, warmup=5, rounds=3, seed=0
+):
+    """Times several models against each other, in interleaved rounds.
+
+    Every model is warmed up, then each of `rounds` rounds times
+    `runs / rounds` passes of each model in turn (the order rotating), so
+    that a shift in the machine's load touches all of them alike: their
+    ratios (a speed-up) hold on a busy machine where separate timings do
+    not.
+
+    Args:
+        models: Keras models with one image-like input each (the same
+            random batch goes to models with the same input shape).
+        batch_size: Samples per pass.
+        runs: Timed passes of each model, over all rounds (at least one
+            per round).
+        warmup: Untimed passes of each model first.
+        rounds: Rounds.
+        seed: Seed of the random inputs.
+
+    Returns:
+        A list of `Latency`, one per model, in order.
+    """
+    calls = [_timed_call(model, batch_size, seed) for model in models]
+    per_round = max(1, round(runs / rounds))
+    times = interleaved_times(calls, per_round, warmup, rounds)
+    return [_latency(batch_size, t) for t in times]
+
+
+def _timed_call(model, batch_size, seed):
+    """A function that runs one compiled pass of a random batch."""
     shape = [batch_size] + [
         d if d is not None else 32 for d in model.inputs[0].shape[1:]
     ]
@@ -56,7 +95,10 @@ def measure_latency(model, batch_size=1, runs=50, warmup=5, seed=0):
         dtype=model.inputs[0].dtype,
     )
     forward = inference_function(model)
-    times = call_times(lambda: forward(x).numpy(), runs, warmup)
+    return lambda: forward(x).numpy()
+
+
+def _latency(batch_size, times):
     median = float(np.median(times))
     return Latency(
         batch_size=batch_size,
@@ -94,6 +136,13 @@ def interleaved_medians(calls, runs, warmup, rounds=3):
     Returns:
         A list of medians in seconds, one per call.
     """
+    times = interleaved_times(calls, runs, warmup, rounds)
+    return [float(np.median(t)) for t in times]
+
+
+def interleaved_times(calls, runs, warmup, rounds=3):
+    """Seconds of every timed call of each of `calls`, in rounds (see
+    `interleaved_medians`); a list of lists, one per call."""
     times = [[] for _ in calls]
     for call in calls:
         call_times(call, 0, warmup)
@@ -102,4 +151,4 @@ def interleaved_medians(calls, runs, warmup, rounds=3):
         shift = round_index % max(1, len(calls))
         for index in order[shift:] + order[:shift]:
             times[index].extend(call_times(calls[index], runs, 0))
-    return [float(np.median(t)) for t in times]
+    return times

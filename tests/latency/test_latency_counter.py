@@ -235,13 +235,31 @@ def _oneshot(cache, target, attempts):
 
 
 def test_measured_fraction_times_the_pruned_network_against_the_original(
-    measured,
+    measured, monkeypatch
 ):
+    # The timing itself is replaced (a timed assertion fails on a busy
+    # machine): what is checked is which networks are built and run, and
+    # that the fraction is the pruned one's median over the original's.
     counter = measured.counter
-    full = counter.measured_fraction(counter.full)
-    assert full == pytest.approx(1, rel=0.5)
-    smallest = counter.measured_fraction(measured.levels.lowest)
-    assert 0 < smallest < 2  # Timing noise on a tiny model: only the sign.
+    built, ran = [], []
+    network = counter.network
+
+    def recording_network(keep_counts):
+        built.append(np.array(keep_counts))
+        return network(keep_counts)
+
+    def fake_medians(calls, runs, warmup):
+        for call in calls:
+            ran.append(call() is not None)
+        return [0.003, 0.004]
+
+    monkeypatch.setattr(counter, "network", recording_network)
+    monkeypatch.setattr(counter_module, "interleaved_medians", fake_medians)
+    fraction = counter.measured_fraction(measured.levels.lowest)
+    assert fraction == pytest.approx(0.75)
+    assert np.array_equal(built[0], measured.levels.lowest)
+    assert np.array_equal(built[1], counter.full)
+    assert ran == [True, True]
 
 
 def _fake_device(monkeypatch, errors):
