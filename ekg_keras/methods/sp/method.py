@@ -107,16 +107,10 @@ class StagewisePruning(PruningMethod):
     }
 
     # CPU-sized settings for benchmarks/compare.py and benchmarks/sp.py
-    # (a 2-core machine, digits at 16x16): a short super-net training and
-    # small EAs.
+    # (a 2-core machine, digits at 16x16): the "cpu" option set (a short
+    # super-net training and small EAs) at the comparison's batch size.
     compare_options: typing.ClassVar[dict] = {
-        "supernet_epochs": 5,
-        "val_per_class": 30,
-        "population": 16,
-        "iterations": 4,
-        "manager_population": 8,
-        "manager_iterations": 3,
-        "budget_units": 20,
+        **OPTION_SETS["cpu"],
         "batch_size": 150,
         # Within the comparison's half point below the target.
         "tolerance": 0.005,
