@@ -148,6 +148,12 @@ class FlopsCounter:
         fold: `"exact"` counts the extra ones channels that `slim` (by
             default) adds; `"bias"` counts the model of
             `slim(..., fold="bias")`, which has none.
+        held_constants: Count the constants that follow training as held
+            at zero where their layer can hold them
+            (`ekg_keras.graph.constants.consumer_constants`): exact for a
+            soft-pruned network whose removed channels' batch
+            normalization is zeroed and held (`SoftFilterPruning`'s
+            recovery), where the default counts them as non-zero.
 
     Example:
 
@@ -155,7 +161,14 @@ class FlopsCounter:
     >>> counter.macs(counter.full)  # the unpruned model
     """
 
-    def __init__(self, graph, include_bn=False, include_fc=True, fold="exact"):
+    def __init__(
+        self,
+        graph,
+        include_bn=False,
+        include_fc=True,
+        fold="exact",
+        held_constants=False,
+    ):
         if fold not in FOLDS:
             raise ValueError(
                 f"`fold` should be one of {FOLDS}. Received: fold={fold!r}"
@@ -164,6 +177,7 @@ class FlopsCounter:
         self.include_bn = include_bn
         self.include_fc = include_fc
         self.fold = fold
+        self.held_constants = held_constants
         self.sizes = graph.sizes.astype(np.float64)
         self._terms = {"macs": _Terms(), "params": _Terms()}
         self._fixed_params = 0.0
@@ -282,10 +296,13 @@ class FlopsCounter:
         return terms
 
     def _collect_folds(self):
-        actual = consumer_constants(self.graph)
+        held = self.held_constants
+        actual = consumer_constants(self.graph, held=held)
         possible = actual
         if follows_training(self.graph):
-            possible = consumer_constants(self.graph, assume_trained=True)
+            possible = consumer_constants(
+                self.graph, assume_trained=True, held=held
+            )
         seen = set()
         for call in self.graph.calls:
             if id(call.layer) not in actual:

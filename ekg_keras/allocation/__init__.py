@@ -5,6 +5,7 @@ returns per-group keep counts whose MACs (by `counter`) are at most `target`.
 """
 
 from ekg_keras.allocation.global_ranking import global_ranking
+from ekg_keras.allocation.levels import TARGET_TOLERANCE
 from ekg_keras.allocation.levels import KeepLevels
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.allocation.levels import width_counts

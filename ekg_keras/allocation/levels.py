@@ -147,6 +147,12 @@ def _levels(size, min_channels, round_to):
     return above if len(above) else np.array([size])
 
 
+#: How far below its target (a fraction of the original cost) a learned
+#: structure may land before it gets channels back (`top_up`): half a
+#: point, the band the comparison holds every method to.
+TARGET_TOLERANCE = 0.005
+
+
 def top_up(keep, levels, macs, target, priority, allowed=None):
     """Raises keep counts one level at a time while MACs stay <= target.
 

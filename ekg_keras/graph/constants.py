@@ -25,7 +25,7 @@ from ekg_keras.graph.registry import get_handler
 ZERO_TOLERANCE = 1e-12
 
 
-def consumer_constants(graph, assume_trained=False):
+def consumer_constants(graph, assume_trained=False, held=False):
     """The constant each input channel of each consumer holds when removed.
 
     Args:
@@ -34,6 +34,10 @@ def consumer_constants(graph, assume_trained=False):
             change (`LayerHandler.constants_follow_training`, e.g. batch
             normalization in soft mode) by 1.0 wherever they are known, so
             that a budget holds whatever training makes of them.
+        held: Take those constants as exact zeros wherever the layer can
+            hold them there (`LayerHandler.holds_zero_constants`): the
+            constants once the removed channels' weights are zeroed and
+            their gradients masked (`SoftFilterPruning.hold_pruned`).
 
     Returns:
         Dict mapping `id(layer)` of every source layer (convolution, dense)
@@ -44,7 +48,8 @@ def consumer_constants(graph, assume_trained=False):
     """
     found = {}
     inputs = [np.full(channels_of(x), np.nan) for x in _inputs(graph.model)]
-    _walk(graph, graph.model, inputs, found, assume_trained, memo={})
+    trained = {"assume_trained": assume_trained, "held": held}
+    _walk(graph, graph.model, inputs, found, trained, memo={})
     return {
         key: values[0]
         for key, values in found.items()
@@ -71,7 +76,7 @@ def follows_training(graph):
     )
 
 
-def _walk(graph, model, inputs, found, assume_trained, memo):
+def _walk(graph, model, inputs, found, trained, memo):
     """Propagates removed values through `model`; returns its outputs'."""
     functional = functional_of(model)
     values = {id(x): v for x, v in zip(functional.inputs, inputs)}
@@ -82,16 +87,29 @@ def _walk(graph, model, inputs, found, assume_trained, memo):
         record = graph.layers[id(operation)]
         if record.kind == "model":
             leaving = _walk(
-                graph, operation, arriving, found, assume_trained, memo
+                graph, operation, arriving, found, trained, memo
             )
         else:
             handler = record.handler or get_handler(operation)
             leaving = _removed_values(handler, operation, node, arriving, memo)
-            if assume_trained and handler.constants_follow_training(operation):
-                leaving = [np.where(np.isnan(v), np.nan, 1.0) for v in leaving]
+            leaving = _as_trained(handler, operation, leaving, **trained)
         for tensor, value in zip(node.outputs, leaving):
             values[id(tensor)] = _checked(value, tensor)
     return [values[id(x)] for x in functional.outputs]
+
+
+def _as_trained(handler, operation, values, assume_trained, held):
+    """`values` as `consumer_constants` asks: held at zero, assumed
+    non-zero (1.0), or as the weights give them now."""
+    if not handler.constants_follow_training(operation):
+        return values
+    if held and handler.holds_zero_constants(operation):
+        fill = 0.0
+    elif assume_trained:
+        fill = 1.0
+    else:
+        return values
+    return [np.where(np.isnan(v), np.nan, fill) for v in values]
 
 
 def _removed_values(handler, operation, node, values, memo):

@@ -235,6 +235,13 @@ class LayerHandler:
         del layer
         return False
 
+    def holds_zero_constants(self, layer):
+        """Whether zeroing the removed channels' output weights (and masking
+        their gradients) makes the constants that follow training exact
+        zeros for good (`SoftFilterPruning.hold_pruned`)."""
+        del layer
+        return False
+
     def fold_constants(self, layer, config, weights, removed, constants):
         """Folds removed input channels that carry constants into the bias.
 
@@ -475,6 +482,11 @@ class BatchNormalizationHandler(LayerHandler):
 
     def constants_follow_training(self, layer):
         return is_soft(layer)
+
+    def holds_zero_constants(self, layer):
+        # gamma = 0 makes the normalized term 0 whatever the statistics;
+        # beta (if any) is zeroed with it.
+        return is_soft(layer) and layer.scale
 
     def cost(self, layer, node):
         positions = int(np.prod(node.input_tensors[0].shape[1:-1]))

@@ -250,7 +250,7 @@ class PruningMethod:
             masked = meet_measured_latency(self, masked, fitter)
         self.seconds = time.perf_counter() - start
         counts = self.setup.keep_counts(self.setup.current_keep())
-        achieved = self.setup.fraction(counts)
+        achieved = self.kept_fraction()
         budget = self.setup.budget_name
         if self.finished and achieved > self.target + 1e-9:
             raise RuntimeError(
@@ -294,7 +294,9 @@ class PruningMethod:
 
     def kept_fraction(self):
         """FLOPs (or predicted latency) of the model's current masks, as a
-        fraction of the original (what the slim model keeps)."""
+        fraction of the original (what the slim model keeps, or at most
+        that: a method whose result leaves constants in removed channels
+        may count them more exactly, see `SoftPruning`)."""
         keep = self.setup.current_keep()
         return self.setup.fraction(self.setup.keep_counts(keep))
 

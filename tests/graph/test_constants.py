@@ -94,10 +94,25 @@ def test_soft_batchnorm_gives_its_constant_and_a_budget_assumes_one():
     np.testing.assert_array_equal(
         _constants_at(soft, "consumer", assume_trained=True), [1.0] * 4
     )
+    # Held (gamma and beta zeroed, gradients masked): exact zeros.
+    np.testing.assert_array_equal(
+        _constants_at(soft, "consumer", assume_trained=True, held=True),
+        [0.0] * 4,
+    )
     # Hard masks zero batch normalization's output: no constants.
     np.testing.assert_array_equal(
         _constants_at(layers.wrap(model), "consumer", assume_trained=True),
         [0.0] * 4,
+    )
+
+
+def test_batchnorm_without_a_scale_cannot_hold_its_constants_at_zero():
+    # Zeroing beta leaves -mean / std, which the moving mean still moves.
+    model = _chain(keras.layers.BatchNormalization(scale=False, name="bn2"))
+    soft = layers.wrap(model, mode="soft")
+    np.testing.assert_array_equal(
+        _constants_at(soft, "consumer", assume_trained=True, held=True),
+        [1.0] * 4,
     )
 
 

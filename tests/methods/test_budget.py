@@ -91,6 +91,12 @@ def test_soft_recovery_holds_the_pruned_filters_at_zero():
         np.testing.assert_array_equal(mask, mask2)
         np.testing.assert_array_equal(zeros, zeros2)
         np.testing.assert_array_equal(zeros, mask == 0)
+    # Their batch normalization was zeroed and held at zero too.
+    for mask, gamma, beta in _normalization(method):
+        assert not mask.all()
+        np.testing.assert_array_equal(gamma[mask == 0], 0.0)
+        np.testing.assert_array_equal(beta[mask == 0], 0.0)
+        assert np.all(gamma[mask == 1] != 0)
     # The recovery trained the kept filters.
     assert any(
         not np.allclose(a, b)
@@ -109,6 +115,14 @@ def _masks_and_zeros(method):
                 (layer.filter_mask.numpy(), np.all(flat == 0, axis=0))
             )
     return result
+
+
+def _normalization(method):
+    return [
+        (layer.filter_mask.numpy(), layer.gamma.numpy(), layer.beta.numpy())
+        for layer in ekg_keras.layers.prunable_layers(method.model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def _kept_kernels(method):

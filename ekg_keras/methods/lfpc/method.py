@@ -36,7 +36,7 @@ class LFPC(PruningMethod):
     channels each prunable channel group should keep, under the FLOPs
     target (thesis Sec. 6.3.2.3 and 6.4.1). Then each group takes its
     most probable criterion; the learned widths are scaled to meet `flops`
-    within one point below it; the network is pruned once. The fine-tuning
+    within half a point below it; the network is pruned once. The fine-tuning
     the caller asks for follows: by default "cosine" (plain cross-entropy
     with the thesis' cosine schedule), or EKG's distillation ("ekg") from
     the sub-networks of `trajectory()`.

@@ -33,7 +33,7 @@ class LFPCOptions:
             trains on (its validation split, Eq. 6.13: half).
         counts: The widths to prune with: "argmax" (most probable keep
             count per group) or "expected"; either is then scaled to meet
-            `flops` within one point below it.
+            `flops` within half a point below it.
         batch_statistics: Run the network with batch statistics during the
             search (the moving averages stay as they are).
         shuffle_buffer: Shuffle buffer (samples) when `data` is a dataset.

@@ -5,9 +5,11 @@ import dataclasses
 import numpy as np
 
 from ekg_keras import allocation
+from ekg_keras.allocation import TARGET_TOLERANCE
+from ekg_keras.allocation import top_up
 
-#: How far below the target the chosen structure may land (1 point).
-TOLERANCE = 0.01
+#: How far below the target the chosen structure may land (half a point).
+TOLERANCE = TARGET_TOLERANCE
 
 COUNT_MODES = ("argmax", "expected")
 
@@ -52,10 +54,12 @@ def choose_structure(sampler, setup, counts="argmax"):
     expected one (`"expected"`); the widths are scaled together
     (`ekg_keras.allocation.proportional`) so the FLOPs fraction is at most
     the target and as close below it as single allowed counts permit
-    (within 1 point for networks whose channels are that fine), so the
-    learned shape is kept while the budget is met exactly ([impl]: the
-    thesis prunes with the sampled rates without saying how they meet the
-    target).
+    under that rule, so the learned shape is kept while the budget is met
+    exactly ([impl]: the thesis prunes with the sampled rates without
+    saying how they meet the target). Where the rule leaves it more than
+    `TOLERANCE` below (narrow networks, whose one proportional step is
+    worth more), the groups with the lowest share of their learned width
+    keep one level more each while the budget allows.
 
     Args:
         sampler: A trained `CriteriaSampler`.
@@ -82,6 +86,15 @@ def choose_structure(sampler, setup, counts="argmax"):
     keep_counts = allocation.proportional(
         setup.counter, setup.target_macs, learned, setup.levels
     )
+    if setup.fraction(keep_counts) < setup.target - TOLERANCE:
+        widths = np.maximum(learned, 1e-9)
+        keep_counts = top_up(
+            keep_counts,
+            setup.levels,
+            setup.counter.macs,
+            setup.target_macs,
+            priority=lambda group, keep: -keep[group] / widths[group],
+        )
     return LearnedStructure(
         group_ids=tuple(g.id for g in sampler.groups),
         criteria=tuple(sampler.criteria[i] for i in chosen),

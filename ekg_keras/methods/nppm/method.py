@@ -49,9 +49,9 @@ class NPPM(PruningMethod):
 
     The result is the noise-free structure (`w > 0`), made to meet `flops`
     exactly: the paper stops near the target, this method guarantees at or
-    below it, within one point (the lowest-logit channels go while it is
-    above; the highest-logit pruned ones come back if it is more than a
-    point below, as far as single channels allow), and says so in
+    below it, within half a point (the lowest-logit channels go while it
+    is above; the highest-logit pruned ones come back if it is more than
+    half a point below, as far as single channels allow), and says so in
     `history`. Fine-tuning is plain by
     default; `trajectory()` holds the noise-free structure at
     `trajectory_points` epochs (and the start and the result) with their

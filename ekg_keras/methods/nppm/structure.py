@@ -3,12 +3,13 @@
 import numpy as np
 
 from ekg_keras import ties
+from ekg_keras.allocation.levels import TARGET_TOLERANCE
 from ekg_keras.allocation.levels import top_up
 from ekg_keras.methods.base import keep_top
 
 #: A learned structure further below the target than this (a fraction of
 #: the original FLOPs) gets its strongest pruned channels back.
-TOLERANCE = 0.01
+TOLERANCE = TARGET_TOLERANCE
 
 
 def final_structure(logits, setup, tolerance=TOLERANCE):

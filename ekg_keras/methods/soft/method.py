@@ -111,6 +111,13 @@ class SoftPruning(PruningMethod):
         return self.model
 
 
+    def kept_fraction(self):
+        """The FLOPs of the current masks as the soft model counts them:
+        exact once recovery holds the zeroed channels at zero."""
+        keep = self.setup.current_keep()
+        return self.trainer.fraction(self.setup.keep_counts(keep))
+
+
 add(
     "asfp",
     SoftPruning,

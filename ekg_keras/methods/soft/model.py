@@ -12,6 +12,7 @@ from ekg_keras import criteria
 from ekg_keras._api import ekg_export
 from ekg_keras._backend import tf
 from ekg_keras.allocation.levels import top_up
+from ekg_keras.flops import FlopsCounter
 from ekg_keras.layers import prunable_layers
 from ekg_keras.methods.options import make_options
 from ekg_keras.methods.setup import PruningSetup
@@ -88,7 +89,10 @@ class SoftFilterPruning(keras.Model):
             "fpgm", "l2+fpgm" (FPGM-mix), any registered criterion that
             needs no data, or a callable; with `mask_gradients=True` the
             gradients of zeroed filters are zeroed at every step (the
-            official FPGM code), else they regrow (the thesis).
+            official FPGM code), else they regrow (the thesis). With
+            `recovery_epochs` the FLOPs budget is filled for the network
+            `hold_pruned` leaves: call it after the last pruning step and
+            train those epochs (the registered methods do).
         scope: The `ekg_keras.PruningScope` (FLOPs convention, ignored
             layers, floors; its budget, if any, is `flops` above), or a
             FLOPs fraction. With `round_to`, a step zeroes fewer than
@@ -156,6 +160,7 @@ class SoftFilterPruning(keras.Model):
         )
         self.network = self.setup.model
         self.graph = self.setup.graph
+        self._held_cost = self._exact_cost_when_held()
         self.pruned_counts = pruned_counts
         self.rate = self._resolve_rate(rate, self.scope.fraction)
         if pruned_counts is None and rate is None:
@@ -274,8 +279,17 @@ class SoftFilterPruning(keras.Model):
 
         No more pruning steps, and the gradients of the zeroed filters are
         masked: training from here is the fine-tuning of the pruned
-        network (`SoftOptions.recovery_epochs`).
+        network (`SoftOptions.recovery_epochs`). The batch normalization
+        of the zeroed filters (with a scale) gets gamma and beta zeroed and
+        held too, so their channels are exact zeros whatever the moving
+        statistics: the slim model needs no constant folds for them, and
+        the budget (filled for this from the start, see
+        `_exact_cost_when_held`) is met exactly rather than under an upper
+        bound. This changes the network's function (the removed channels'
+        constants are gone); the recovery epochs train that in.
         """
+        for layer in self._held_normalization():
+            layer.zero_masked_weights()
         self.holding = True
         self.mask_gradients = True
         # The compiled step reads the flag when it is traced.
@@ -292,9 +306,18 @@ class SoftFilterPruning(keras.Model):
 
     def kept_flops_fraction(self, rate=None):
         """Fraction of FLOPs the slim model keeps at `rate` (default: goal)."""
-        return self.setup.fraction(
+        return self.fraction(
             self._keep_counts(self.rate if rate is None else rate)
         )
+
+    def fraction(self, keep_counts):
+        """The budget's fraction (FLOPs or latency) of per-group keep
+        counts: exact for the network recovery leaves (see
+        `hold_pruned`), else the set-up's upper bound."""
+        if self._held_cost is None:
+            return self.setup.fraction(keep_counts)
+        cost = self._held_cost
+        return cost.macs(keep_counts) / cost.macs(cost.full)
 
     # Serialization.
 
@@ -345,6 +368,35 @@ class SoftFilterPruning(keras.Model):
             masks[id(record.layer)] = mask
         return masks
 
+    def _held_normalization(self):
+        """The batch normalization layers `hold_pruned` zeroes and holds."""
+        return [
+            layer
+            for layer in prunable_layers(self.network)
+            if id(layer) in self.graph.layers
+            and hasattr(layer, "gamma")
+            and _handler(self.graph, layer).holds_zero_constants(layer)
+        ]
+
+    def _exact_cost_when_held(self):
+        """The FLOPs counter that is exact for the network `hold_pruned`
+        leaves (its zeroed channels' constants held at zero), when the run
+        ends with recovery epochs under a FLOPs budget; else None, and the
+        set-up's cost counts those constants as non-zero (an upper bound:
+        the slim model may keep up to a few tenths of a point less)."""
+        counter = self.setup.counter
+        if not self.options.recovery_epochs or not isinstance(
+            counter, FlopsCounter
+        ):
+            return None
+        return FlopsCounter(
+            self.graph,
+            include_bn=counter.include_bn,
+            include_fc=counter.include_fc,
+            fold=counter.fold,
+            held_constants=True,
+        )
+
     def _keep_counts(self, rate):
         keep = self.graph.sizes.astype(np.float64)
         for group in self.graph.prunable_groups:
@@ -378,7 +430,7 @@ class SoftFilterPruning(keras.Model):
         raised = top_up(
             keep,
             self.setup.levels,
-            self.setup.fraction,
+            self.fraction,
             flops,
             priority=lambda g, k: -k[g] / sizes[g],
             allowed=allowed,
@@ -409,9 +461,9 @@ class SoftFilterPruning(keras.Model):
         }
         candidates = sorted({k / n for n in sizes for k in range(n)})
         for rate in candidates:
-            if self.setup.fraction(self._keep_counts(rate)) <= flops:
+            if self.fraction(self._keep_counts(rate)) <= flops:
                 return rate
-        smallest = self.setup.fraction(self._keep_counts(candidates[-1]))
+        smallest = self.fraction(self._keep_counts(candidates[-1]))
         budget = self.scope.budget or "flops"
         raise ValueError(
             f"{budget}={flops} is below the smallest reachable fraction "
@@ -420,11 +472,16 @@ class SoftFilterPruning(keras.Model):
         )
 
     def _gradient_masks(self):
-        """Trainable variable id -> (mask variable, axes) for soft layers."""
+        """Trainable variable id -> (mask variable, axes) for soft layers
+        (batch normalization only while holding, see `hold_pruned`)."""
         masks = {}
+        held = {id(layer) for layer in self._held_normalization()}
         for layer in prunable_layers(self.network):
-            record = self.graph.layers.get(id(layer))
-            if record is None or hasattr(layer, "gamma"):
+            if id(layer) not in self.graph.layers:
+                continue
+            if hasattr(layer, "gamma") and not (
+                self.holding and id(layer) in held
+            ):
                 continue
             for variable, axes in layer._output_weights():
                 masks[id(variable)] = (layer.filter_mask, axes)
@@ -497,6 +554,10 @@ class SoftFilterPruning(keras.Model):
             kept = _masked_gradient(value, variable, (mask, axes))
             values[i] = kept + keras.ops.stop_gradient(value - kept)
         return values
+
+
+def _handler(graph, layer):
+    return graph.layers[id(layer)].handler
 
 
 def _masked_gradient(gradient, variable, mask_and_axes):

@@ -421,3 +421,34 @@ def test_independent_residual_producers_zero_their_own_weakest_filters():
         assert norms[path][mask == 0].max() <= norms[path][mask == 1].min()
         masks.append(tuple(mask))
     assert len(set(masks)) > 1  # each producer chose for itself
+
+
+@pytest.mark.parametrize("recovery_epochs", [0, 1])
+def test_soft_pruning_lands_on_its_flops_count(recovery_epochs):
+    # With recovery the zeroed channels' batch normalization is held at
+    # zero, so the budget is filled by the slim model's exact count; the
+    # soft phase alone leaves constants it can only bound from above.
+    model = ekg_keras.models.resnet_cifar(
+        8, num_classes=4, input_shape=(12, 12, 3), width=8
+    )
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 4, 32).astype("int32")
+    method = ekg_keras.methods.get("sfp").create(
+        model,
+        0.5,
+        (x, y),
+        verbose=0,
+        epochs=1,
+        recovery_epochs=recovery_epochs,
+    )
+    fitter = ekg_keras.training.Fitter((x, y), batch_size=16, verbose=0)
+    masked = method.run(fitter)
+    full = ekg_keras.count_flops(model).macs
+    kept = ekg_keras.count_flops(ekg_keras.slim(masked)).macs / full
+    predicted = method.trainer.kept_flops_fraction()
+    assert kept <= 0.5
+    if recovery_epochs:
+        assert kept == pytest.approx(predicted, abs=1e-9)
+    else:
+        assert kept <= predicted + 1e-9
