@@ -10,7 +10,8 @@ and uniform L1. All three get the same training budget (plain
 fine-tuning; none of them trains weights while pruning). If "nppm widths
 + L1" recovers uniform L1's accuracy, the gates choose worse channels
 within a group; if it stays with NPPM, the learned widths are the cause.
-Writes `results/nppm_gap.json`.
+Writes `results/nppm_gap.json` (ResNet-20/hard, the default case) or
+`results/nppm_gap_<case>.json`.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import sys
 import _timing  # noqa: F401  (silences TensorFlow; puts the repo on the path)
 
 HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_CASE = "resnet20/hard"
 
 
 def load_compare():
@@ -35,7 +37,7 @@ def load_compare():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", default="resnet20/hard")
+    parser.add_argument("--case", default=DEFAULT_CASE)
     parser.add_argument("--flops", type=float, default=0.5)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
@@ -116,10 +118,17 @@ def main(argv=None):
             print(f"{key}: {value * 100:+.2f} points (p {p})")
         else:
             print(f"{key}: {value * 100:.2f} ± {extra * 100:.2f}%")
-    out = pathlib.Path(args.results) / "nppm_gap.json"
+    out = pathlib.Path(args.results) / output_name(args.case)
     record = {"args": vars(args), "rows": rows, "summary": summary}
     out.write_text(json.dumps(record, indent=1))
     return summary
+
+
+def output_name(case):
+    """The result file of `case` (the default case keeps the plain name)."""
+    if case == DEFAULT_CASE:
+        return "nppm_gap.json"
+    return f"nppm_gap_{case.replace('/', '_')}.json"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where soft pruning spends an equal training budget, and what it costs.
 
-    .venv/bin/python benchmarks/soft_budget.py            # ~10 min, 2 cores
+    .venv/bin/python benchmarks/soft_budget.py            # ~5 min, 2 cores idle
     .venv/bin/python benchmarks/soft_budget.py --epochs 10
 
 SFP / ASFP / FPGM prune at every epoch and let zeroed filters regrow
@@ -51,7 +51,7 @@ def variants(epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     import ekg_keras
 
