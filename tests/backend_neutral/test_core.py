@@ -38,6 +38,8 @@ print("prune", "tensorflow" in sys.modules)
 """
 
 
+# In a fresh process (another backend, or nothing imported yet).
+@pytest.mark.slow
 def test_import_and_data_free_pruning_load_tensorflow_only_on_it():
     out = run_on(BACKEND, IMPORT_AND_PRUNE).split("\n")
     loaded = str(BACKEND == "tensorflow")
@@ -238,6 +240,8 @@ print(float(np.abs(y - saved["y"]).max() / np.abs(saved["y"]).max()))
 """
 
 
+# In a fresh process (another backend, or nothing imported yet).
+@pytest.mark.slow
 def test_a_slim_keras_file_loads_on_the_other_backends(tmp_path):
     model = randomize_batchnorm(
         ekg_keras.models.resnet20(input_shape=(16, 16, 3))
