@@ -110,7 +110,6 @@ class SoftPruning(PruningMethod):
             )
         return self.model
 
-
     def kept_fraction(self):
         """The FLOPs of the current masks as the soft model counts them:
         exact once recovery holds the zeroed channels at zero."""

@@ -284,7 +284,7 @@ class SoftFilterPruning(keras.Model):
         held too, so their channels are exact zeros whatever the moving
         statistics: the slim model needs no constant folds for them, and
         the budget (filled for this from the start, see
-        `_exact_cost_when_held`) is met exactly rather than under an upper
+        `fraction`) is met exactly rather than under an upper
         bound. This changes the network's function (the removed channels'
         constants are gone); the recovery epochs train that in.
         """
