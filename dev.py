@@ -96,6 +96,14 @@ def ensure_venv(latest=False):
     return python
 
 
+def _is_test_path(argument):
+    """Whether a pytest argument names tests (a file, a directory or a
+    node id such as `tests/test_flops.py::test_x`)."""
+    return not argument.startswith("-") and (
+        pathlib.Path(argument.split("::")[0]).exists()
+    )
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] not in TASKS:
         print(f"usage: python3 dev.py {{{'|'.join(TASKS)}}} [args...]")
@@ -106,7 +114,11 @@ def main(argv):
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     if argv[1] == "test" and "--quick" in extra:
         extra = [a for a in extra if a != "--quick"] + ["-m", "not slow"]
-    command = [str(python), *TASKS[argv[1]], *extra]
+    task = TASKS[argv[1]]
+    if argv[1] == "test" and any(_is_test_path(a) for a in extra):
+        # `python3 dev.py test tests/test_docs.py` runs that file only.
+        task = [a for a in task if a != "tests"]
+    command = [str(python), *task, *extra]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
