@@ -51,7 +51,7 @@ def uniform(counter, target, scores, levels):
     return proportional(counter, target, levels.sizes, levels)
 
 
-def proportional(counter, target, widths, levels):
+def proportional(counter, target, widths, levels, slack=None):
     """Keep counts proportional to `widths`, scaled to meet `target`.
 
     The rule of `uniform` with the widths in place of the group sizes: one
@@ -62,7 +62,10 @@ def proportional(counter, target, widths, levels):
     budget allows and the rule holds, then `fill_band` comes as close to
     the budget as the rule allows. With `widths` = the group sizes this
     is `uniform`; a method that learned per-group widths (LFPC) keeps
-    their shape.
+    their shape. With `slack`, a result the rule leaves more than `slack`
+    MACs below the budget (narrow networks, whose one proportional step
+    is worth more) is raised further, the lowest share first, one level
+    at a time while the budget allows, outside the rule.
 
     Args:
         counter: `FlopsCounter` of the model.
@@ -70,12 +73,17 @@ def proportional(counter, target, widths, levels):
         widths: Desired keep count per group (positive; fixed groups keep
             everything whatever their entry).
         levels: `KeepLevels`.
+        slack: MACs below `target` past which the rule gives way (None:
+            the rule always holds).
 
     Returns:
         Int array of keep counts per group.
     """
     sizes = levels.sizes.astype(np.float64)
     widths = np.maximum(np.asarray(widths, np.float64), 1e-9)
+
+    def lowest_share(group, keep):
+        return -keep[group] / widths[group]
 
     def keep_at(scale):
         return levels.at_least(np.ceil(scale * widths - 1e-9))
@@ -94,10 +102,13 @@ def proportional(counter, target, widths, levels):
         levels,
         counter.macs,
         target,
-        priority=lambda group, keep: -keep[group] / widths[group],
+        priority=lowest_share,
         allowed=lambda keep: follows_proportional_rule(levels, keep, widths),
     )
-    return fill_band(counter, target, widths, levels, greedy)
+    keep = fill_band(counter, target, widths, levels, greedy)
+    if slack is not None and counter.macs(keep) < target - slack:
+        keep = top_up(keep, levels, counter.macs, target, lowest_share)
+    return keep
 
 
 def fill_band(

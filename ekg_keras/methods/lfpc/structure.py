@@ -6,7 +6,6 @@ import numpy as np
 
 from ekg_keras import allocation
 from ekg_keras.allocation import TARGET_TOLERANCE
-from ekg_keras.allocation import top_up
 
 #: How far below the target the chosen structure may land (half a point).
 TOLERANCE = TARGET_TOLERANCE
@@ -58,8 +57,8 @@ def choose_structure(sampler, setup, counts="argmax"):
     exactly ([impl]: the thesis prunes with the sampled rates without
     saying how they meet the target). Where the rule leaves it more than
     `TOLERANCE` below (narrow networks, whose one proportional step is
-    worth more), the groups with the lowest share of their learned width
-    keep one level more each while the budget allows.
+    worth more), `proportional`'s `slack` raises the groups with the
+    lowest share of their learned width past the rule.
 
     Args:
         sampler: A trained `CriteriaSampler`.
@@ -84,17 +83,12 @@ def choose_structure(sampler, setup, counts="argmax"):
     else:
         learned = sampler.expected_keep_counts().numpy().astype(np.float64)
     keep_counts = allocation.proportional(
-        setup.counter, setup.target_macs, learned, setup.levels
+        setup.counter,
+        setup.target_macs,
+        learned,
+        setup.levels,
+        slack=TOLERANCE * setup.full_macs,
     )
-    if setup.fraction(keep_counts) < setup.target - TOLERANCE:
-        widths = np.maximum(learned, 1e-9)
-        keep_counts = top_up(
-            keep_counts,
-            setup.levels,
-            setup.counter.macs,
-            setup.target_macs,
-            priority=lambda group, keep: -keep[group] / widths[group],
-        )
     return LearnedStructure(
         group_ids=tuple(g.id for g in sampler.groups),
         criteria=tuple(sampler.criteria[i] for i in chosen),

@@ -316,8 +316,7 @@ class SoftFilterPruning(keras.Model):
         `hold_pruned`), else the set-up's upper bound."""
         if self._held_cost is None:
             return self.setup.fraction(keep_counts)
-        cost = self._held_cost
-        return cost.macs(keep_counts) / cost.macs(cost.full)
+        return self._held_cost.macs(keep_counts) / self.setup.full_macs
 
     # Serialization.
 
@@ -475,13 +474,13 @@ class SoftFilterPruning(keras.Model):
         """Trainable variable id -> (mask variable, axes) for soft layers
         (batch normalization only while holding, see `hold_pruned`)."""
         masks = {}
-        held = {id(layer) for layer in self._held_normalization()}
+        held = set()
+        if self.holding:
+            held = {id(layer) for layer in self._held_normalization()}
         for layer in prunable_layers(self.network):
             if id(layer) not in self.graph.layers:
                 continue
-            if hasattr(layer, "gamma") and not (
-                self.holding and id(layer) in held
-            ):
+            if hasattr(layer, "gamma") and id(layer) not in held:
                 continue
             for variable, axes in layer._output_weights():
                 masks[id(variable)] = (layer.filter_mask, axes)

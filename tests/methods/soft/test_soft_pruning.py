@@ -428,9 +428,7 @@ def test_soft_pruning_lands_on_its_flops_count(recovery_epochs):
     # With recovery the zeroed channels' batch normalization is held at
     # zero, so the budget is filled by the slim model's exact count; the
     # soft phase alone leaves constants it can only bound from above.
-    model = ekg_keras.models.resnet_cifar(
-        8, num_classes=4, input_shape=(12, 12, 3), width=8
-    )
+    model = _resnet8()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((32, 12, 12, 3)).astype("float32")
     y = rng.integers(0, 4, 32).astype("int32")
