@@ -90,7 +90,14 @@ def export(
     weights and activations after calibrating the activation ranges on
     the first `calibration_samples` inputs of `data` (TFLite's
     post-training integer quantization with float fallback,
-    onnxruntime's static QDQ quantization, NNCF for OpenVINO).
+    onnxruntime's static QDQ quantization, NNCF for OpenVINO). The ONNX
+    and OpenVINO int8 weights keep to 7 bits (onnxruntime's
+    `reduce_range`, NNCF's overflow fix in every layer): x86 CPUs without
+    VNNI multiply int8 with an instruction that saturates on full-range
+    weights, which on a 2-core AMD EPYC (AVX2, no VNNI) took a pruned
+    ResNet-8's error from 0.13 (ONNX) and 0.16 (OpenVINO) to 0.019 and
+    0.057, and its agreement with the Keras model from 30% and 25% to 98%
+    and 92%. The artifact then stays close on whatever CPU it is served.
 
     With `check`, the artifact is loaded in its runtime
     (`ekg_keras.load_exported`; OpenVINO in float32) and run on the inputs
@@ -515,6 +522,7 @@ def _quantize_onnx(plain, path, quantize, samples):
         Reader(),
         quant_format=quantization.QuantFormat.QDQ,
         per_channel=True,
+        reduce_range=True,
         activation_type=quantization.QuantType.QInt8,
         weight_type=quantization.QuantType.QInt8,
     )
@@ -536,6 +544,21 @@ def _quantize_openvino(plain, path, quantize, samples):
         else:
             count = len(samples)
             items = [samples[i : i + 1] for i in range(count)]
-        model = nncf.quantize(model, nncf.Dataset(items), subset_size=count)
+        model = nncf.quantize(
+            model,
+            nncf.Dataset(items),
+            subset_size=count,
+            advanced_parameters=_overflow_fix(),
+        )
     # Writes the weights beside `path` (`.bin`), as `model.export` does.
     ov.save_model(model, path, compress_to_fp16=quantize == "float16")
+
+
+def _overflow_fix():
+    """NNCF settings that keep int8 weights to 7 bits in every layer."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+    )
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
