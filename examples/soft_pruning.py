@@ -1,6 +1,7 @@
 """Train ResNet-20 from scratch with SFP and with ASFP, then slim it.
 
     .venv/bin/python examples/soft_pruning.py [--epochs 20] [--flops 0.6]
+        [--image_size 32]
 
 Soft filter pruning zeroes the weakest filters of every channel group at
 each epoch end and lets them regrow; ASFP raises the pruning rate
@@ -44,6 +45,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--image_size",
+        type=int,
+        default=32,
+        help="Side of the digits images (8x8, upsampled).",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHODS),
         help=f"Comma-separated subset of {', '.join(METHODS)}.",
@@ -56,10 +63,18 @@ def parse_args(argv=None):
     return args
 
 
+def resnet20(args, data):
+    """A ResNet-20 for the digits at `--image_size`."""
+    return ekg_keras.models.resnet20(
+        input_shape=(args.image_size, args.image_size, 3),
+        num_classes=data.num_classes,
+    )
+
+
 def train(method, args, data):
     """Trains one ResNet-20 with soft pruning and returns its summary."""
     keras.utils.set_random_seed(args.seed)
-    model = ekg_keras.models.resnet20(num_classes=data.num_classes)
+    model = resnet20(args, data)
     options = METHODS[method]
     schedule = options["schedule"]
     sfp = ekg_keras.SoftFilterPruning(
@@ -112,10 +127,10 @@ def train(method, args, data):
 def main(argv=None):
     """Runs SFP and ASFP (twice); returns one summary dict per method."""
     args = parse_args(argv)
-    data = ekg_keras.data.digits(batch_size=64, seed=args.seed)
-    full = ekg_keras.count_flops(
-        ekg_keras.models.resnet20(num_classes=data.num_classes)
+    data = ekg_keras.data.digits(
+        batch_size=64, image_size=args.image_size, seed=args.seed
     )
+    full = ekg_keras.count_flops(resnet20(args, data))
     rows = [train(method, args, data) for method in args.methods]
     print(
         f"\n{'method':<11}{'P':>8}{'test acc':>10}{'+BN recal':>11}"

