@@ -43,13 +43,6 @@ def _fresh_keras_state():
     yield
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _collect_garbage_per_module():
-    """Collects each module's garbage when it ends."""
-    yield
-    gc.collect()
-
-
 @pytest.fixture(scope="session")
 def two_cpus():
     """The two logical CPU device names for MirroredStrategy tests."""
