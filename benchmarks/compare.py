@@ -80,6 +80,9 @@ QUICK_CASES = ("resnet20/hard",)
 #: gains less than this on the test set, at most `MAX_ROUNDS` rounds.
 MIN_GAIN = 0.0025
 MAX_ROUNDS = 6
+#: Training images per class of `--tiny` (two batches of 64: every step of
+#: the harness runs, at 2/5 of the "hard" setting's steps).
+TINY_PER_CLASS = 10
 #: A run this far below its FLOPs target is marked as a miss.
 FLOPS_TOLERANCE = 0.005
 
@@ -95,6 +98,7 @@ class Settings:
     epochs: tuple  # Training budgets; None: the data setting's.
     options: str  # "compare" or "smoke" (the methods' option sets)
     image_size: int
+    per_class: int  # Training images per class; None: the data setting's.
     results: pathlib.Path
     baseline_rounds: int  # At most this many baseline rounds.
     latency: bool
@@ -111,8 +115,9 @@ def parse_args(argv=None):
         "--tiny",
         action="store_true",
         help=(
-            "a smoke check of the harness: 8x8 inputs, the methods' smoke "
-            "options, budgets of 2 and 3 epochs (figures mean nothing)"
+            "a smoke check of the harness: 8x8 inputs, 10 training images "
+            "per class (two batches), the methods' smoke options, budgets "
+            "of 2 and 3 epochs (figures mean nothing)"
         ),
     )
     parser.add_argument(
@@ -174,6 +179,7 @@ def settings_from(args):
         epochs=listed(args.epochs, (2, 3) if tiny else None, int),
         options="smoke" if tiny else "compare",
         image_size=8 if tiny else IMAGE_SIZE,
+        per_class=TINY_PER_CLASS if tiny else None,
         results=pathlib.Path(args.results),
         baseline_rounds=1 if tiny else MAX_ROUNDS,
         latency=not tiny,
@@ -222,14 +228,15 @@ def load_data(name, settings):
         batch_size=64, image_size=settings.image_size, seed=0
     )
     spec = DATA[name]
-    if spec["per_class"] is None and not spec["noise"]:
+    per_class = settings.per_class or spec["per_class"]
+    if per_class is None and not spec["noise"]:
         return data
     rng = np.random.default_rng(0)
     x, y = data.x_train, data.y_train
-    if spec["per_class"] is not None:
+    if per_class is not None:
         rows = np.concatenate(
             [
-                rng.permutation(np.flatnonzero(y == c))[: spec["per_class"]]
+                rng.permutation(np.flatnonzero(y == c))[:per_class]
                 for c in range(data.num_classes)
             ]
         )

@@ -1,14 +1,13 @@
 """Helpers of the backend-neutral tests (NumPy and `keras.ops` only)."""
 
-import os
-import pathlib
 import subprocess
 import sys
 
 import keras
 import numpy as np
+from backend_testing import ROOT
+from backend_testing import backend_env
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -54,16 +53,10 @@ def run_on(backend, code, *args, timeout=300):
     """Runs `python -c code args...` under KERAS_BACKEND=backend, on this
     checkout's ekg_keras; returns its stdout, raising with its output if
     it fails."""
-    env = dict(
-        os.environ,
-        KERAS_BACKEND=backend,
-        PYTHONPATH=str(ROOT),
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
     result = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
         cwd=ROOT,
-        env=env,
+        env=backend_env(backend),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -144,7 +144,7 @@ def masked_gradient_run():
 
 MASKED_ON_TENSORFLOW = """
 import sys
-sys.path.insert(0, "tests/backend_neutral")
+sys.path[:0] = ["tests", "tests/backend_neutral"]
 import numpy as np
 from test_soft import masked_gradient_run
 record, weights = masked_gradient_run()
