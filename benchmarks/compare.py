@@ -98,7 +98,7 @@ class Settings:
     epochs: tuple  # Training budgets; None: the data setting's.
     options: str  # "compare" or "smoke" (the methods' option sets)
     image_size: int
-    per_class: int  # Training images per class; None: the data setting's.
+    per_class: int | None  # Training images per class; None: the data's.
     results: pathlib.Path
     baseline_rounds: int  # At most this many baseline rounds.
     latency: bool
